@@ -1,0 +1,285 @@
+package templates
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"mime"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+)
+
+// entry is one good response of a content source.
+type entry struct {
+	value     any // decoded JSON; shared read-only between renders
+	hash      string
+	fetchedAt time.Time
+	keepUntil time.Time // max(cache_ttl, stale_ttl) after fetchedAt
+}
+
+// fetchError is a failed fetch; its message is the Reason recorded in the provenance.
+type fetchError struct {
+	reason    string
+	retryable bool
+}
+
+func (e *fetchError) Error() string { return e.reason }
+
+// sourceResult is the content a render uses for one source.
+type sourceResult struct {
+	value   any
+	outcome SourceOutcome
+	err     error // ErrSkipRecipient or ctx's error
+}
+
+func (r *Renderer) fetchAll(ctx context.Context, t *Template, bindings map[string]any) (map[string]any, map[string]SourceOutcome, error) {
+	content := make(map[string]any, len(t.sources))
+	outcomes := make(map[string]SourceOutcome, len(t.sources))
+	if len(t.sources) == 0 {
+		return content, outcomes, nil
+	}
+	results := make([]sourceResult, len(t.sources))
+	if len(t.sources) == 1 {
+		results[0] = r.resolve(ctx, t, t.sources[0], bindings)
+	} else {
+		var wg sync.WaitGroup
+		for i, s := range t.sources {
+			wg.Go(func() { results[i] = r.resolve(ctx, t, s, bindings) })
+		}
+		wg.Wait()
+	}
+	var errs []error
+	for i, s := range t.sources {
+		res := results[i]
+		if res.err != nil {
+			errs = append(errs, res.err)
+		}
+		content[s.name] = res.value
+		outcomes[s.name] = res.outcome
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	if len(errs) > 0 {
+		return nil, outcomes, errors.Join(errs...)
+	}
+	return content, outcomes, nil
+}
+
+// resolve returns the content of one source for one message: cached, fetched, stale or fallback.
+func (r *Renderer) resolve(ctx context.Context, t *Template, s *source, bindings map[string]any) sourceResult {
+	url, err := s.url.RenderString(bindings)
+	if err != nil {
+		return r.failed(t, s, "", &fetchError{reason: "url: " + err.Error()})
+	}
+	url = strings.TrimSpace(url)
+	key := t.name + "\x00" + s.name + "\x00" + s.method + " " + url
+	if e := r.cache.get(key); e != nil && r.cfg.Now().Sub(e.fetchedAt) < s.cacheTTL {
+		return sourceResult{value: e.value, outcome: SourceOutcome{Outcome: OutcomeCached, Hash: e.hash}}
+	}
+
+	ch := r.group.DoChan(key, func() (any, error) {
+		// Re-check: a fetch of this key may have completed between the lookup above and now.
+		if e := r.cache.get(key); e != nil && r.cfg.Now().Sub(e.fetchedAt) < s.cacheTTL {
+			return e, nil
+		}
+		// The fetch is shared by every render waiting on this key, so no single caller's
+		// cancellation may abort it; the source's timeout bounds it.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+		defer cancel()
+		e, err := r.breaker(t, s).Execute(func() (*entry, error) {
+			return r.fetchWithRetries(fctx, s, url)
+		})
+		if err != nil {
+			return nil, err
+		}
+		e.keepUntil = e.fetchedAt.Add(max(s.cacheTTL, s.staleTTL))
+		if s.cacheTTL > 0 || s.staleTTL > 0 {
+			r.cache.put(key, e, r.cfg.Now())
+		}
+		return e, nil
+	})
+	select {
+	case <-ctx.Done():
+		return sourceResult{err: ctx.Err(), outcome: SourceOutcome{Outcome: OutcomeSkipped, Reason: ctx.Err().Error()}}
+	case res := <-ch:
+		if res.Err == nil {
+			e := res.Val.(*entry)
+			return sourceResult{value: e.value, outcome: SourceOutcome{Outcome: OutcomeFetched, Hash: e.hash}}
+		}
+		return r.failed(t, s, key, res.Err)
+	}
+}
+
+// failed chooses what a failed source degrades to: stale data, the recipient's skip, or the fallback.
+func (r *Renderer) failed(t *Template, s *source, key string, err error) sourceResult {
+	reason := err.Error()
+	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+		reason = "circuit open"
+	}
+	if key != "" && s.staleTTL > 0 {
+		if e := r.cache.get(key); e != nil && r.cfg.Now().Sub(e.fetchedAt) < s.staleTTL {
+			return sourceResult{value: e.value, outcome: SourceOutcome{Outcome: OutcomeStale, Hash: e.hash, Reason: reason}}
+		}
+	}
+	if s.skip {
+		return sourceResult{
+			outcome: SourceOutcome{Outcome: OutcomeSkipped, Reason: reason},
+			err:     fmt.Errorf("%w: template %s content %s: %s", ErrSkipRecipient, t.name, s.name, reason),
+		}
+	}
+	return sourceResult{value: s.fallback, outcome: SourceOutcome{Outcome: OutcomeFallback, Hash: s.fallbackHash, Reason: reason}}
+}
+
+func (r *Renderer) breaker(t *Template, s *source) *gobreaker.CircuitBreaker[*entry] {
+	name := t.name + "/" + s.name
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cb, ok := r.breakers[name]
+	if !ok {
+		failures := uint32(r.cfg.BreakerFailures)
+		cb = gobreaker.NewCircuitBreaker[*entry](gobreaker.Settings{
+			Name:        name,
+			Timeout:     r.cfg.BreakerOpen,
+			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
+		})
+		r.breakers[name] = cb
+	}
+	return cb
+}
+
+// fetchWithRetries fetches url, retrying retryable failures with jittered exponential backoff
+// while the source's timeout budget (ctx's deadline) allows.
+func (r *Renderer) fetchWithRetries(ctx context.Context, s *source, url string) (*entry, error) {
+	backoff := r.cfg.RetryBackoff
+	for attempt := 0; ; attempt++ {
+		e, err := r.fetch(ctx, s, url)
+		if err == nil {
+			return e, nil
+		}
+		var fe *fetchError
+		if attempt >= s.retries || !errors.As(err, &fe) || !fe.retryable {
+			return nil, err
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
+			return nil, err
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, err
+		case <-timer.C:
+		}
+		backoff *= 2
+	}
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// fetch makes one request.
+func (r *Renderer) fetch(ctx context.Context, s *source, url string) (*entry, error) {
+	req, err := http.NewRequestWithContext(ctx, s.method, url, nil)
+	if err != nil {
+		return nil, &fetchError{reason: fmt.Sprintf("invalid url %q", url)}
+	}
+	req.Header.Set("Accept", "application/json")
+	for k, v := range s.headers {
+		req.Header.Set(k, envRef.ReplaceAllStringFunc(v, func(ref string) string {
+			return r.cfg.Getenv(ref[2 : len(ref)-1])
+		}))
+	}
+	resp, err := r.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return nil, r.transportError(ctx, s, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // let the connection be reused
+		return nil, &fetchError{
+			reason:    fmt.Sprintf("HTTP %d", resp.StatusCode),
+			retryable: resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests,
+		}
+	}
+	if ct := resp.Header.Get("Content-Type"); !isJSON(ct) {
+		if ct == "" {
+			ct = "no Content-Type"
+		} else if mt, _, err := mime.ParseMediaType(ct); err == nil {
+			ct = mt
+		}
+		return nil, &fetchError{reason: "not JSON: " + ct}
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, SourceBodyLimit+1))
+	if err != nil {
+		return nil, r.transportError(ctx, s, err)
+	}
+	if len(body) > SourceBodyLimit {
+		return nil, &fetchError{reason: "body over 1 MB"}
+	}
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&v); err != nil || dec.More() {
+		return nil, &fetchError{reason: "invalid JSON"}
+	}
+	return &entry{value: v, hash: hashBytes(body), fetchedAt: r.cfg.Now()}, nil
+}
+
+func (r *Renderer) transportError(ctx context.Context, s *source, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+		return &fetchError{reason: fmt.Sprintf("timeout after %s", s.timeout)}
+	}
+	return &fetchError{reason: "request failed: " + err.Error(), retryable: true}
+}
+
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+// cache holds good responses by key until their keepUntil. It is bounded: when full, expired
+// entries are dropped, then arbitrary ones.
+type cache struct {
+	mu      sync.Mutex
+	max     int
+	entries map[string]*entry
+}
+
+func newCache(max int) *cache { return &cache{max: max, entries: map[string]*entry{}} }
+
+func (c *cache) get(key string) *entry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.entries[key]
+}
+
+func (c *cache) put(key string, e *entry, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.entries[key]; !ok && len(c.entries) >= c.max {
+		for k, old := range c.entries {
+			if now.After(old.keepUntil) {
+				delete(c.entries, k)
+			}
+		}
+		for k := range c.entries {
+			if len(c.entries) < c.max {
+				break
+			}
+			delete(c.entries, k)
+		}
+	}
+	c.entries[key] = e
+}
