@@ -199,7 +199,11 @@ func (r *Renderer) Render(ctx context.Context, t *Template, d RenderData) (*Mess
 		// Each part gets its own copy: assign and capture write into the bindings.
 		out, err := p.tpl.RenderString(copyBindings(bindings))
 		if err != nil {
-			return nil, fmt.Errorf("render %s %s: %s", t.name, p.file, undoRewrite(err.Error()))
+			msg := err.Error()
+			if c := err.Cause(); c != nil {
+				msg = c.Error()
+			}
+			return nil, fmt.Errorf("render template %s: %s:%d: %s", t.name, p.file, err.LineNumber(), undoRewrite(msg))
 		}
 		*p.dst = out
 	}

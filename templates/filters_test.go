@@ -1,0 +1,62 @@
+package templates
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestFilters(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2025, 3, 1, 23, 30, 0, 0, time.UTC)
+	tests := []struct {
+		name, src, want string
+	}{
+		{"money EUR", `{{ 1999 | money: "EUR" }}`, "€19.99"},
+		{"money USD", `{{ 1999 | money: "USD" }}`, "$19.99"},
+		{"money JPY has no minor unit", `{{ 1999 | money: "JPY" }}`, "¥1999"},
+		{"money lower-case code", `{{ 5 | money: "gbp" }}`, "£0.05"},
+		{"money negative", `{{ -250 | money: "EUR" }}`, "-€2.50"},
+		{"money unknown currency", `{{ 1234 | money: "XYZ" }}`, "XYZ 12.34"},
+		{"money from content", `{{ customer.price | money: customer.currency }}`, "€49.00"},
+		{"date in UTC", `{{ now | date: "%Y-%m-%d %H:%M" }}`, "2025-03-01 23:30"},
+		{"date in a time zone", `{{ now | date: "%Y-%m-%d %H:%M", "Europe/Paris" }}`, "2025-03-02 00:30"},
+		{"date with default format", `{{ now | date }}`, "Sat, Mar 01, 25"},
+		{"default", `{{ customer.missing | default: "friend" }}`, "friend"},
+		{"capitalize", `{{ "ada lovelace" | capitalize }}`, "Ada lovelace"},
+		{"truncate", `{{ "A very long product name" | truncate: 10 }}`, "A very ..."},
+		{"url_encode", `{{ "a b&c/é" | url_encode }}`, "a+b%26c%2F%C3%A9"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tpl := mustFromFiles(t, map[string]string{
+				FileManifest: "name: f\nversion: 1\n",
+				FileSubject:  tt.src,
+				FileHTML:     "h",
+				FileText:     "t",
+			})
+			m, err := NewRenderer(RendererConfig{}).Render(context.Background(), tpl, RenderData{
+				Customer: map[string]any{"price": 4900.0, "currency": "EUR"},
+				Now:      now,
+			})
+			require.NoError(t, err)
+			require.Equal(t, tt.want, m.Subject)
+		})
+	}
+}
+
+func TestFilters_DateRejectsUnknownZone(t *testing.T) {
+	t.Parallel()
+	tpl := mustFromFiles(t, map[string]string{
+		FileManifest: "name: f\nversion: 1\n",
+		FileSubject:  `{{ now | date: "%Y", "Mars/Olympus" }}`,
+		FileHTML:     "h",
+		FileText:     "t",
+	})
+	_, err := NewRenderer(RendererConfig{}).Render(context.Background(), tpl, RenderData{})
+	require.ErrorContains(t, err, "render template f: subject:1: ")
+	require.ErrorContains(t, err, "Mars/Olympus")
+}
