@@ -1,0 +1,56 @@
+package migrations_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tailor-email/tailor/internal/testenv"
+	"github.com/tailor-email/tailor/migrations"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func TestUp_IsIdempotentAndCreatesSchema(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t) // already migrated once
+	ctx := context.Background()
+	again, err := migrations.Up(ctx, env.Pool)
+	require.NoError(t, err)
+	require.Empty(t, again, "a second run applies nothing")
+	v, err := migrations.Current(ctx, env.Pool)
+	require.NoError(t, err)
+	require.Equal(t, migrations.Latest(), v)
+
+	for _, table := range []string{"customers", "campaigns", "rendered_messages", "dead_letters", "river_job"} {
+		var n int
+		require.NoError(t, env.Pool.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename = $1", table).Scan(&n))
+		require.Equal(t, 1, n, table)
+	}
+	// rendered_messages is unique per (campaign, customer).
+	var campaign int64
+	require.NoError(t, env.Pool.QueryRow(ctx, `INSERT INTO campaigns (name, template_name, template_version, template_files, segment)
+		VALUES ('c', 't', 1, '{}', 'true') RETURNING id`).Scan(&campaign))
+	_, err = env.Pool.Exec(ctx, "INSERT INTO rendered_messages (campaign_id, customer_id, email) VALUES ($1, 'a', 'a@example.com')", campaign)
+	require.NoError(t, err)
+	_, err = env.Pool.Exec(ctx, "INSERT INTO rendered_messages (campaign_id, customer_id, email) VALUES ($1, 'a', 'a@example.com')", campaign)
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, "23505", pgErr.Code)
+}
+
+func TestUp_FreshDatabaseReportsEverything(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	ctx := context.Background()
+	// Drop the app's bookkeeping and tables to see a fresh run report what it applied.
+	_, err := env.Pool.Exec(ctx, `DROP TABLE tailor_migrations, rendered_messages, campaigns, customers, dead_letters`)
+	require.NoError(t, err)
+	applied, err := migrations.Up(ctx, env.Pool)
+	require.NoError(t, err)
+	require.NotEmpty(t, applied)
+	require.Equal(t, "tailor", applied[len(applied)-1].Component)
+	require.Equal(t, migrations.Latest(), applied[len(applied)-1].Version)
+}

@@ -1,0 +1,279 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+)
+
+// ProfileKey is the profiles table's partition key attribute.
+const ProfileKey = "customer_id"
+
+// Attribute names the pipeline writes on a profile. CRM fields come from Postgres through CDC;
+// crm_lsn guards them so an older change never overwrites a newer one.
+const (
+	AttrCRMLSN     = "crm_lsn"
+	AttrSeenEvents = "seen_events" // string set of recent event ids, for dedupe
+	AttrUpdatedAt  = "updated_at"
+)
+
+// ErrProfileNotFound is returned by Get when no profile exists for the id.
+var ErrProfileNotFound = errors.New("profile not found")
+
+// Profile is one customer's unified profile as stored in DynamoDB: CRM fields, behavioural
+// features and bookkeeping attributes. Numbers decode as float64, sets as []string.
+type Profile map[string]any
+
+// ID returns the profile's customer id.
+func (p Profile) ID() string { s, _ := p[ProfileKey].(string); return s }
+
+// ProfileStore reads and writes profiles in one DynamoDB table. It is safe for concurrent use.
+// Every write is idempotent: event counters dedupe by event id, CRM writes are LSN-guarded.
+type ProfileStore struct {
+	db    *dynamodb.Client
+	table string
+}
+
+// NewProfileStore returns a store over table.
+func NewProfileStore(db *dynamodb.Client, table string) *ProfileStore {
+	return &ProfileStore{db: db, table: table}
+}
+
+// Table returns the table name.
+func (s *ProfileStore) Table() string { return s.table }
+
+// EnsureTable creates the profiles table when missing and waits until it is active.
+func (s *ProfileStore) EnsureTable(ctx context.Context) error {
+	return EnsureTable(ctx, s.db, s.table, ProfileKey)
+}
+
+// EnsureTable creates a pay-per-request table with a string hash key when it does not exist, and
+// waits until it is active. Idempotent.
+func EnsureTable(ctx context.Context, db *dynamodb.Client, table, hashKey string) error {
+	_, err := db.CreateTable(ctx, &dynamodb.CreateTableInput{
+		TableName:            aws.String(table),
+		AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String(hashKey), AttributeType: types.ScalarAttributeTypeS}},
+		KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String(hashKey), KeyType: types.KeyTypeHash}},
+		BillingMode:          types.BillingModePayPerRequest,
+	})
+	var inUse *types.ResourceInUseException
+	if err != nil && !errors.As(err, &inUse) {
+		return fmt.Errorf("create table %s: %w", table, err)
+	}
+	w := dynamodb.NewTableExistsWaiter(db, func(o *dynamodb.TableExistsWaiterOptions) {
+		o.MinDelay, o.MaxDelay = 50*time.Millisecond, time.Second
+	})
+	if err := w.Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(table)}, 2*time.Minute); err != nil {
+		return fmt.Errorf("wait for table %s: %w", table, err)
+	}
+	return nil
+}
+
+func key(id string) map[string]types.AttributeValue {
+	return map[string]types.AttributeValue{ProfileKey: &types.AttributeValueMemberS{Value: id}}
+}
+
+// Get returns one profile (consistent read) or ErrProfileNotFound.
+func (s *ProfileStore) Get(ctx context.Context, id string) (Profile, error) {
+	out, err := s.db.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(s.table), Key: key(id), ConsistentRead: aws.Bool(true)})
+	if err != nil {
+		return nil, fmt.Errorf("get profile %s: %w", id, err)
+	}
+	if out.Item == nil {
+		return nil, fmt.Errorf("%w: %s", ErrProfileNotFound, id)
+	}
+	return decodeProfile(out.Item)
+}
+
+func decodeProfile(item map[string]types.AttributeValue) (Profile, error) {
+	var p Profile
+	if err := attributevalue.UnmarshalMap(item, &p); err != nil {
+		return nil, fmt.Errorf("decode profile: %w", err)
+	}
+	return p, nil
+}
+
+// BatchGetMax is DynamoDB's BatchGetItem limit.
+const BatchGetMax = 100
+
+// BatchGet returns the profiles that exist among ids (missing ones are absent from the map). It
+// splits into calls of 100 keys and retries UnprocessedKeys with backoff.
+func (s *ProfileStore) BatchGet(ctx context.Context, ids []string) (map[string]Profile, error) {
+	out := make(map[string]Profile, len(ids))
+	uniq := slices.Compact(slices.Sorted(slices.Values(ids)))
+	for chunk := range slices.Chunk(uniq, BatchGetMax) {
+		keys := make([]map[string]types.AttributeValue, len(chunk))
+		for i, id := range chunk {
+			keys[i] = key(id)
+		}
+		req := map[string]types.KeysAndAttributes{s.table: {Keys: keys, ConsistentRead: aws.Bool(true)}}
+		for attempt := 0; len(req) > 0; attempt++ {
+			if attempt > 0 {
+				if err := sleep(ctx, backoff(attempt)); err != nil {
+					return nil, err
+				}
+			}
+			if attempt > 10 {
+				return nil, fmt.Errorf("batch get profiles: %d keys still unprocessed after %d attempts", len(req[s.table].Keys), attempt)
+			}
+			res, err := s.db.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: req})
+			if err != nil {
+				return nil, fmt.Errorf("batch get profiles: %w", err)
+			}
+			for _, item := range res.Responses[s.table] {
+				p, err := decodeProfile(item)
+				if err != nil {
+					return nil, err
+				}
+				out[p.ID()] = p
+			}
+			req = res.UnprocessedKeys
+		}
+	}
+	return out, nil
+}
+
+// Scan streams every profile to fn using a parallel scan with the given number of segments; fn
+// is called from several goroutines at once and must be safe for that. The first error stops
+// the scan. Memory stays bounded by one page per segment.
+func (s *ProfileStore) Scan(ctx context.Context, segments int, fn func(Profile) error) error {
+	segments = max(segments, 1)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	for seg := range segments {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := dynamodb.NewScanPaginator(s.db, &dynamodb.ScanInput{
+				TableName: aws.String(s.table), Segment: aws.Int32(int32(seg)), TotalSegments: aws.Int32(int32(segments)),
+				ConsistentRead: aws.Bool(true),
+			})
+			for p.HasMorePages() {
+				page, err := p.NextPage(ctx)
+				if err != nil {
+					cancel(fmt.Errorf("scan profiles: %w", err))
+					return
+				}
+				for _, item := range page.Items {
+					prof, err := decodeProfile(item)
+					if err == nil {
+						err = fn(prof)
+					}
+					if err != nil {
+						cancel(err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return ctx.Err()
+}
+
+// ApplyCRM sets fields (and removes the attributes named in remove) on the profile for id, only
+// if lsn is newer than the profile's crm_lsn. It reports whether the write happened: false means
+// the profile already reflects this change or a newer one (a replay), which is not an error.
+func (s *ProfileStore) ApplyCRM(ctx context.Context, id string, lsn uint64, fields map[string]any, remove []string) (bool, error) {
+	names := map[string]string{"#lsn": AttrCRMLSN, "#upd": AttrUpdatedAt}
+	values := map[string]types.AttributeValue{
+		":lsn": &types.AttributeValueMemberN{Value: strconv.FormatUint(lsn, 10)},
+		":upd": &types.AttributeValueMemberS{Value: time.Now().UTC().Format(time.RFC3339Nano)},
+	}
+	sets := []string{"#lsn = :lsn", "#upd = :upd"}
+	for i, k := range slices.Sorted(maps.Keys(fields)) {
+		if k == ProfileKey {
+			continue
+		}
+		av, err := attributevalue.Marshal(fields[k])
+		if err != nil {
+			return false, fmt.Errorf("apply crm %s: field %s: %w", id, k, err)
+		}
+		n, v := "#f"+strconv.Itoa(i), ":f"+strconv.Itoa(i)
+		names[n], values[v] = k, av
+		sets = append(sets, n+" = "+v)
+	}
+	expr := "SET " + strings.Join(sets, ", ")
+	if len(remove) > 0 {
+		var rm []string
+		for i, k := range remove {
+			n := "#r" + strconv.Itoa(i)
+			names[n] = k
+			rm = append(rm, n)
+		}
+		expr += " REMOVE " + strings.Join(rm, ", ")
+	}
+	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: aws.String(s.table), Key: key(id),
+		UpdateExpression:          aws.String(expr),
+		ConditionExpression:       aws.String("attribute_not_exists(#lsn) OR #lsn < :lsn"),
+		ExpressionAttributeNames:  names,
+		ExpressionAttributeValues: values,
+	})
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("apply crm %s: %w", id, err)
+	}
+	return true, nil
+}
+
+// CountEvent adds one occurrence of eventType to the profile of id unless eventID was already
+// counted (redelivery), and reports whether it counted. The walking skeleton's aggregation.
+func (s *ProfileStore) CountEvent(ctx context.Context, id, eventType, eventID string, at time.Time) (bool, error) {
+	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: aws.String(s.table), Key: key(id),
+		UpdateExpression:    aws.String("SET #c = if_not_exists(#c, :zero) + :one, #last = :at ADD #seen :ids"),
+		ConditionExpression: aws.String("NOT contains(#seen, :id)"),
+		ExpressionAttributeNames: map[string]string{
+			"#c": "count_" + eventType, "#seen": AttrSeenEvents, "#last": "last_event_at",
+		},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":zero": &types.AttributeValueMemberN{Value: "0"},
+			":one":  &types.AttributeValueMemberN{Value: "1"},
+			":ids":  &types.AttributeValueMemberSS{Value: []string{eventID}},
+			":id":   &types.AttributeValueMemberS{Value: eventID},
+			":at":   &types.AttributeValueMemberS{Value: at.UTC().Format(time.RFC3339Nano)},
+		},
+	})
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("count event %s for %s: %w", eventID, id, err)
+	}
+	return true, nil
+}
+
+func backoff(attempt int) time.Duration {
+	return min(time.Duration(1<<min(attempt, 6))*25*time.Millisecond, 2*time.Second)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
