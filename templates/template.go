@@ -150,9 +150,17 @@ func FromFiles(files map[string]string) (*Template, error) {
 // compiled carries a template and every problem found while compiling it (Validate reports them
 // all, FromFiles the first).
 type compiled struct {
-	t    *Template
-	errs []error
-	man  *manifest
+	t      *Template
+	errs   []error
+	man    *manifest
+	parsed []liquidSource // every Liquid source that parsed, for Validate's checks
+}
+
+// liquidSource is one piece of Liquid: a part file, an inline variant part or a source URL.
+type liquidSource struct {
+	file string
+	line int // line of the first line of src
+	src  string
 }
 
 func (c *compiled) add(err error) { c.errs = append(c.errs, err) }
@@ -243,12 +251,19 @@ func (c *compiled) parse(file, src string, line int, html bool) *liquid.Template
 	e := plainEngine()
 	if html {
 		e = htmlEngine()
+	}
+	orig := src
+	if html {
 		src = autoescape(src)
 	}
 	tpl, err := e.ParseTemplateLocation([]byte(src), file, line)
 	if err != nil {
 		c.add(liquidSyntaxError(file, err))
 		return nil
+	}
+	c.parsed = append(c.parsed, liquidSource{file: file, line: line, src: orig})
+	for _, err := range checkFilters(file, line, orig) {
+		c.add(err)
 	}
 	return tpl
 }
@@ -272,6 +287,10 @@ func (c *compiled) compileSource(name string, spec sourceSpec) *source {
 		bad("url: %s", liquidSyntaxError(FileManifest, err).Msg)
 	} else {
 		s.url = tpl
+		c.parsed = append(c.parsed, liquidSource{file: FileManifest, line: line, src: spec.URL})
+		for _, err := range checkFilters(FileManifest, line, spec.URL) {
+			c.add(err)
+		}
 	}
 	switch s.method {
 	case "GET", "POST":
