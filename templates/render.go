@@ -207,8 +207,10 @@ func (r *Renderer) Render(ctx context.Context, t *Template, d RenderData) (*Mess
 		}
 		*p.dst = out
 	}
-	m.Subject = strings.TrimSpace(m.Subject)
-	m.Preheader = strings.TrimSpace(m.Preheader)
+	// Subject and preheader are single lines: a line break from a profile value must not reach
+	// a mail header.
+	m.Subject = strings.Join(strings.Fields(m.Subject), " ")
+	m.Preheader = strings.Join(strings.Fields(m.Preheader), " ")
 	if d.UnsubscribeURL != "" {
 		m.Headers["List-Unsubscribe"] = "<" + d.UnsubscribeURL + ">"
 		m.Headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"

@@ -267,6 +267,11 @@ func TestRender_EscapesProfileValuesInHTMLOnly(t *testing.T) {
 		{`{% if true %}yes{% endif %}`, `{% if true %}yes{% endif %}`, `{% if true %}yes{% endif %}`},
 		{`Zoë & Ann`, `Zoë &amp; Ann`, `Zoë & Ann`},
 	}
+	m, err := NewRenderer(RendererConfig{}).Render(context.Background(), mustFromFiles(t, map[string]string{
+		FileManifest: "name: esc\nversion: 1\n", FileSubject: "Hi {{ customer.first_name }}!", FileHTML: "h", FileText: "t",
+	}), RenderData{Customer: map[string]any{"first_name": "Ann\r\nBcc: x@example.com"}})
+	require.NoError(t, err)
+	require.Equal(t, "Hi Ann Bcc: x@example.com!", m.Subject, "line breaks never reach the Subject header")
 	r := NewRenderer(RendererConfig{})
 	tpl := mustFromFiles(t, map[string]string{
 		FileManifest: "name: esc\nversion: 1\n",
