@@ -22,6 +22,23 @@
 // zone ({{ now | date: "%Y-%m-%d %H:%M", "Europe/Paris" }}) and raw (html part only: output as is).
 // The {% include %} tag is disabled: a template is self-contained.
 //
+// Content sources: the URL is Liquid (not escaped); ${VAR} in headers is expanded from the
+// environment at fetch time. Each source has a timeout budget (default 2s) that covers its
+// retries (default 1, on network errors, 5xx and 429, with jittered backoff), a 1 MB body limit
+// and a JSON-only check. Good responses are cached by rendered URL for cache_ttl (default 60s;
+// 0 disables) and concurrent fetches of one URL are coalesced into one request. On failure a
+// source uses the last good response younger than stale_ttl (outcome "stale"), else its fallback
+// (outcome "fallback", {} when none is declared), or with on_failure: skip_recipient makes Render
+// return ErrSkipRecipient. A circuit breaker per template source stops calling a failing API
+// ("circuit open").
+//
+// A/B variants (manifest "variants": name, weight, and subject/preheader/html/text overrides,
+// each a file name of the folder or inline Liquid) are assigned from a hash of (campaign id,
+// customer id): stable per customer and campaign, split by weight.
+//
+// Validate checks a folder before it is published: syntax, manifest schema, unknown filters and
+// variables (against a sample profile), and a sample render; every error names file and line.
+//
 // This package does not read profiles, store messages or send mail: callers (jobs, cmd/tailor)
 // pass a RenderData in and take the Message out. It must not import pipeline, preferences or jobs.
 package templates

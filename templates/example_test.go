@@ -54,3 +54,12 @@ func ExampleRenderer_Render() {
 	// Ada, picked for you
 	// welcome 1 fetched
 }
+
+func ExampleValidate() {
+	errs := templates.Validate("examples/welcome", map[string]any{
+		"customer_id": "c-1", "first_name": "Ada", "favorite_categories": []any{"shoes"},
+	})
+	fmt.Println(len(errs), "problems")
+	// Output:
+	// 0 problems
+}
