@@ -27,6 +27,7 @@ CREATE TABLE campaigns (
     status           text NOT NULL DEFAULT 'scheduled'
                      CHECK (status IN ('scheduled', 'running', 'rendered', 'failed', 'cancelled')),
     audience_count   integer NOT NULL DEFAULT 0,
+    fanout_done      boolean NOT NULL DEFAULT false,
     error            text,
     created_at       timestamptz NOT NULL DEFAULT now(),
     started_at       timestamptz,

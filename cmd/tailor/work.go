@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tailor-email/tailor/jobs"
+	"github.com/tailor-email/tailor/pipeline"
+	"github.com/tailor-email/tailor/templates"
+)
+
+func workCommand() *cli.Command {
+	return withUsageErrors(&cli.Command{
+		Name:  "work",
+		Usage: "run River workers: campaign fan-out and template rendering (run as many as you like)",
+		Description: `Works the campaigns and render queues until interrupted. On SIGINT/SIGTERM it stops
+fetching, lets running jobs finish for --stop-timeout, then cancels them (they retry elsewhere).`,
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "render-workers", EnvVars: []string{"TAILOR_RENDER_WORKERS"}, Value: jobs.RenderWorkersDefault, Usage: "concurrent render.batch jobs in this process"},
+			&cli.IntFlag{Name: "batch-size", EnvVars: []string{"TAILOR_BATCH_SIZE"}, Value: jobs.BatchSizeDefault, Usage: "recipients per render.batch job (1-100)"},
+			&cli.DurationFlag{Name: "stop-timeout", EnvVars: []string{"TAILOR_STOP_TIMEOUT"}, Value: 30 * time.Second, Usage: "how long running jobs may finish after a stop signal"},
+		},
+		Action: func(c *cli.Context) error {
+			if bs := c.Int("batch-size"); bs < 1 || bs > pipeline.BatchGetMax {
+				return usagef("--batch-size %d: want 1 to %d", bs, pipeline.BatchGetMax)
+			}
+			b, err := openBackends(c)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			client, err := jobs.NewClient(jobs.Config{
+				Pool:          b.Pool,
+				Profiles:      pipeline.NewProfileStore(b.DynamoDB, b.Names.Profiles),
+				Renderer:      templates.NewRenderer(templates.RendererConfig{}),
+				RenderWorkers: c.Int("render-workers"),
+				BatchSize:     c.Int("batch-size"),
+				Logger:        slog.Default(),
+			})
+			if err != nil {
+				return err
+			}
+			// River's client runs on its own context so a signal becomes a soft stop, not an abort.
+			if err := client.Start(context.WithoutCancel(c.Context)); err != nil {
+				return fmt.Errorf("start workers: %w", err)
+			}
+			slog.Info("workers running", "queues", []string{jobs.QueueCampaigns, jobs.QueueRender})
+			<-c.Context.Done()
+			slog.Info("stopping workers", "timeout", c.Duration("stop-timeout"))
+			stopCtx, cancel := context.WithTimeout(context.Background(), c.Duration("stop-timeout"))
+			defer cancel()
+			if err := client.Stop(stopCtx); err != nil {
+				hard, cancelHard := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancelHard()
+				return client.StopAndCancel(hard)
+			}
+			return nil
+		},
+	})
+}
