@@ -34,8 +34,8 @@ type Check struct {
 
 // Config describes the server. Zero values mean defaults.
 type Config struct {
-	Addr     string       // listen address; default 127.0.0.1:8080 (loopback: expose it on purpose)
-	Checks   []Check      // readiness probes
+	Addr     string         // listen address; default 127.0.0.1:8080 (loopback: expose it on purpose)
+	Checks   []Check        // readiness probes
 	Mux      *http.ServeMux // extra routes; may be nil
 	Registry *prometheus.Registry
 	Logger   *slog.Logger

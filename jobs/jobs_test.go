@@ -1,0 +1,251 @@
+package jobs_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertest"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tailor-email/tailor/internal/testenv"
+	"github.com/tailor-email/tailor/jobs"
+	"github.com/tailor-email/tailor/pipeline"
+	"github.com/tailor-email/tailor/templates"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+type bundle struct {
+	env      *testenv.Env
+	profiles *pipeline.ProfileStore
+}
+
+func setup(t *testing.T) bundle {
+	t.Helper()
+	env := testenv.New(t)
+	store := pipeline.NewProfileStore(env.DynamoDB, env.Names.Profiles)
+	require.NoError(t, store.EnsureTable(context.Background()))
+	return bundle{env: env, profiles: store}
+}
+
+// writeTemplate writes a small template whose one content source is at url.
+func writeTemplate(t *testing.T, url, timeout string) *templates.Template {
+	t.Helper()
+	dir := t.TempDir()
+	files := map[string]string{
+		"template.yaml": fmt.Sprintf(`name: jobs-test
+version: 3
+defaults:
+  first_name: friend
+content:
+  recs:
+    url: "%s/recs?c={{ customer.customer_id | url_encode }}"
+    timeout: %s
+    retries: 0
+    cache_ttl: 0s
+    fallback: {items: [{name: "Fallback pick"}]}
+`, url, timeout),
+		"subject": "Hi {{ customer.first_name }}",
+		"html":    "<p>Hi {{ customer.first_name }}</p>{% for i in content.recs.items %}<li>{{ i.name }}</li>{% endfor %}",
+		"text":    "Hi {{ customer.first_name }}\n{% for i in content.recs.items %}- {{ i.name }}\n{% endfor %}",
+	}
+	for name, body := range files {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644))
+	}
+	tpl, err := templates.Load(dir)
+	require.NoError(t, err)
+	return tpl
+}
+
+func seedProfiles(t *testing.T, store *pipeline.ProfileStore, n int, withEmail func(i int) bool) {
+	t.Helper()
+	for i := range n {
+		fields := map[string]any{"first_name": fmt.Sprintf("Name%02d", i), "country": "FR"}
+		if withEmail(i) {
+			fields["email"] = fmt.Sprintf("c%02d@example.com", i)
+		}
+		applied, err := store.ApplyCRM(context.Background(), fmt.Sprintf("c%02d", i), uint64(100+i), fields, nil)
+		require.NoError(t, err)
+		require.True(t, applied)
+	}
+}
+
+func startWorkers(t *testing.T, b bundle) *river.Client[pgx.Tx] {
+	t.Helper()
+	client, err := jobs.NewClient(jobs.Config{Pool: b.env.Pool, Profiles: b.profiles, BatchSize: 7})
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, client.Start(ctx))
+	t.Cleanup(func() {
+		stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		_ = client.Stop(stopCtx)
+	})
+	return client
+}
+
+func TestCreateCampaign_EnqueuesInSameTransaction(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	rc, err := jobs.NewInsertClient(b.env.Pool)
+	require.NoError(t, err)
+
+	// A job inserted in a transaction that rolls back never exists.
+	tx, err := b.env.Pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = rc.InsertTx(ctx, tx, jobs.CampaignStartArgs{CampaignID: 999}, nil)
+	require.NoError(t, err)
+	require.NoError(t, tx.Rollback(ctx))
+	var n int
+	require.NoError(t, b.env.Pool.QueryRow(ctx, "SELECT count(*) FROM river_job").Scan(&n))
+	require.Zero(t, n)
+
+	// A refused segment leaves neither a campaign nor a job.
+	tpl := writeTemplate(t, "http://127.0.0.1:1", "100ms")
+	_, err = jobs.CreateCampaign(ctx, b.env.Pool, rc, jobs.NewCampaign{Template: tpl, Segment: "contry == 'FR'"})
+	require.ErrorContains(t, err, `did you mean "country"`)
+	require.NoError(t, b.env.Pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM river_job) + (SELECT count(*) FROM campaigns)").Scan(&n))
+	require.Zero(t, n)
+
+	camp, err := jobs.CreateCampaign(ctx, b.env.Pool, rc, jobs.NewCampaign{Template: tpl, Segment: "true"})
+	require.NoError(t, err)
+	job := rivertest.RequireInserted(ctx, t, riverpgxv5.New(b.env.Pool), &jobs.CampaignStartArgs{}, nil)
+	require.Equal(t, camp.ID, job.Args.CampaignID)
+	got, err := jobs.GetCampaign(ctx, b.env.Pool, camp.ID)
+	require.NoError(t, err)
+	require.Equal(t, jobs.StatusScheduled, got.Status)
+	require.Equal(t, tpl.Files(), got.TemplateFiles, "the campaign keeps its own copy of the template")
+}
+
+func TestCampaign_RendersSegmentWithFetchedContent(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	seedProfiles(t, b.profiles, 20, func(i int) bool { return i != 3 }) // c03 has no email
+	// Only c00-c09 are in the segment (attributes set on them).
+	for i := range 10 {
+		_, err := b.profiles.ApplyCRM(ctx, fmt.Sprintf("c%02d", i), uint64(1000+i), map[string]any{"country": "DE"}, nil)
+		require.NoError(t, err)
+	}
+	content := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"items":[{"name":"Pick for %s"}]}`, r.URL.Query().Get("c"))
+	}))
+	defer content.Close()
+	startWorkers(t, b)
+	rc, err := jobs.NewInsertClient(b.env.Pool)
+	require.NoError(t, err)
+	camp, err := jobs.CreateCampaign(ctx, b.env.Pool, rc, jobs.NewCampaign{Name: "de", Template: writeTemplate(t, content.URL, "2s"), Segment: `country == "DE"`})
+	require.NoError(t, err)
+
+	waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	done, err := jobs.WaitCampaign(waitCtx, b.env.Pool, camp.ID)
+	require.NoError(t, err)
+	require.Equal(t, jobs.StatusRendered, done.Status, done.Error)
+	require.Equal(t, 9, done.AudienceCount, "c00-c09 minus c03, which has no email")
+
+	msgs, err := jobs.ListMessages(ctx, b.env.Pool, camp.ID, 0, 100)
+	require.NoError(t, err)
+	require.Len(t, msgs, 9)
+	for _, m := range msgs {
+		require.Equal(t, "rendered", m.Status)
+		num := strings.TrimPrefix(m.CustomerID, "c")
+		require.Equal(t, "Hi Name"+num, m.Subject)
+		require.Contains(t, m.Text, "- Pick for "+m.CustomerID)
+		require.Contains(t, m.HTML, "<li>Pick for "+m.CustomerID+"</li>")
+		var prov templates.Provenance
+		require.NoError(t, json.Unmarshal(m.Provenance, &prov))
+		require.Equal(t, templates.OutcomeFetched, prov.Sources["recs"].Outcome)
+		require.Equal(t, 3, prov.Version)
+	}
+}
+
+func TestCampaign_ContentFailureUsesFallback(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		handler http.HandlerFunc
+		reason  string
+	}{
+		{"http 500", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "boom", http.StatusInternalServerError) }, "500"},
+		{"timeout", func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+		}, "timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			ctx := context.Background()
+			seedProfiles(t, b.profiles, 5, func(int) bool { return true })
+			content := httptest.NewServer(tc.handler)
+			defer content.Close()
+			startWorkers(t, b)
+			rc, err := jobs.NewInsertClient(b.env.Pool)
+			require.NoError(t, err)
+			camp, err := jobs.CreateCampaign(ctx, b.env.Pool, rc, jobs.NewCampaign{Template: writeTemplate(t, content.URL, "200ms"), Segment: "true"})
+			require.NoError(t, err)
+			waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			done, err := jobs.WaitCampaign(waitCtx, b.env.Pool, camp.ID)
+			require.NoError(t, err)
+			require.Equal(t, jobs.StatusRendered, done.Status, "a failing content API never fails a campaign")
+			msgs, err := jobs.ListMessages(ctx, b.env.Pool, camp.ID, 0, 100)
+			require.NoError(t, err)
+			require.Len(t, msgs, 5)
+			for _, m := range msgs {
+				require.Equal(t, "rendered", m.Status)
+				require.Contains(t, m.Text, "- Fallback pick")
+				var prov templates.Provenance
+				require.NoError(t, json.Unmarshal(m.Provenance, &prov))
+				require.Equal(t, templates.OutcomeFallback, prov.Sources["recs"].Outcome)
+				require.Contains(t, strings.ToLower(prov.Sources["recs"].Reason), tc.reason)
+			}
+		})
+	}
+}
+
+func TestParseSegment_ErrorsSayWhatToFix(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ expr, want string }{
+		{"", "empty expression"},
+		{"contry == 'FR'", `did you mean "country"`},
+		{"zzz > 1", "unknown field"},
+		{"country ==", "unexpected"},
+		{strings.Repeat("a", jobs.SegmentMaxLen+1), "over the 4096 limit"},
+		{`"FR"`, "expected bool"},
+	} {
+		_, err := jobs.ParseSegment(tc.expr)
+		require.Error(t, err, tc.expr)
+		require.Contains(t, err.Error(), tc.want, tc.expr)
+	}
+	seg, err := jobs.ParseSegment(`country == "FR" && count_product_view >= 2`)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		p    map[string]any
+		want bool
+	}{
+		{map[string]any{"country": "FR", "count_product_view": 2.0}, true},
+		{map[string]any{"country": "FR", "count_product_view": 1.0}, false},
+		{map[string]any{"country": "FR"}, false}, // a missing counter is nil, not an error
+		{map[string]any{"country": "DE", "count_product_view": 9.0}, false},
+	} {
+		got, _ := seg.Match(tc.p)
+		require.Equal(t, tc.want, got, "%v", tc.p)
+	}
+}
