@@ -1,0 +1,628 @@
+package pipeline
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+)
+
+// Consumer defaults.
+const (
+	LeaseDurationDefault    = 10 * time.Second
+	PollIntervalDefault     = 250 * time.Millisecond
+	DiscoverIntervalDefault = 5 * time.Second
+	BatchLimitDefault       = 1000
+	StartTrimHorizon        = "TRIM_HORIZON"
+	StartLatest             = "LATEST"
+	// SourceStream names dead letters of records the consumer could not decode.
+	SourceStream = "events.stream"
+)
+
+// EventSink applies a batch of events to profiles. Apply returns only when the effects are
+// durable (the consumer checkpoints after it); it must be idempotent per event id, because a
+// batch is redelivered after a crash or a lease steal. It is called concurrently for different
+// shards.
+type EventSink interface {
+	Apply(ctx context.Context, events []Event) error
+}
+
+// DeadLetterWriter keeps a refused input with its reason.
+type DeadLetterWriter interface {
+	Put(ctx context.Context, source, reason string, payload []byte) error
+}
+
+// AppliedBatch describes one applied batch, for Config.AfterApply.
+type AppliedBatch struct {
+	ShardID  string
+	Events   []Event
+	Arrivals []time.Time // ApproximateArrivalTimestamp of each event's record
+	Applied  time.Time
+}
+
+// ConsumerConfig configures a Consumer. Zero values mean defaults.
+type ConsumerConfig struct {
+	// Stream is the Kinesis stream. Required.
+	Stream string
+	// LeaseTable is the DynamoDB table of shard leases and checkpoints. Required.
+	LeaseTable string
+	// Owner names this process in the lease table. Default: hostname-pid-random.
+	Owner string
+	// StartPosition is where a shard without a checkpoint starts: StartTrimHorizon (default) or
+	// StartLatest. Child shards of a split or merge always start at their beginning.
+	StartPosition string
+	// LeaseDuration is how long a lease stays valid without renewal; a dead owner's leases move
+	// to live owners after it. Renewal runs every third of it. Default 10s.
+	LeaseDuration time.Duration
+	// PollInterval is the wait after an empty GetRecords. Default 250ms.
+	PollInterval time.Duration
+	// DiscoverInterval is how often shards are listed (new shards after a split). Default 5s.
+	DiscoverInterval time.Duration
+	// BatchLimit is GetRecords' Limit. Default 1000.
+	BatchLimit int
+	// Sink applies events to profiles. Required.
+	Sink EventSink
+	// DeadLetters keeps records that are not valid events. Default: log them.
+	DeadLetters DeadLetterWriter
+	// AfterApply, when set, is called after each batch is durable (tests, benchmarks).
+	AfterApply func(AppliedBatch)
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (c ConsumerConfig) withDefaults() ConsumerConfig {
+	if c.Owner == "" {
+		host, _ := os.Hostname()
+		b := make([]byte, 3)
+		_, _ = rand.Read(b)
+		c.Owner = fmt.Sprintf("%s-%d-%s", cmp.Or(host, "host"), os.Getpid(), hex.EncodeToString(b))
+	}
+	c.StartPosition = cmp.Or(c.StartPosition, StartTrimHorizon)
+	c.LeaseDuration = cmp.Or(c.LeaseDuration, LeaseDurationDefault)
+	c.PollInterval = cmp.Or(c.PollInterval, PollIntervalDefault)
+	c.DiscoverInterval = cmp.Or(c.DiscoverInterval, DiscoverIntervalDefault)
+	c.BatchLimit = cmp.Or(c.BatchLimit, BatchLimitDefault)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c ConsumerConfig) validate() error {
+	switch {
+	case c.Stream == "":
+		return errors.New("consumer: Stream is required")
+	case c.LeaseTable == "":
+		return errors.New("consumer: LeaseTable is required")
+	case c.Sink == nil:
+		return errors.New("consumer: Sink is required")
+	case c.StartPosition != StartTrimHorizon && c.StartPosition != StartLatest:
+		return fmt.Errorf("consumer: StartPosition %q: use %s or %s", c.StartPosition, StartTrimHorizon, StartLatest)
+	}
+	return nil
+}
+
+// Consumer reads a Kinesis stream with shard leases, so many processes share the shards: each
+// takes free or expired leases and, when the shards are unevenly spread, steals one at a time
+// from the busiest owner. It reads a child shard only after all its parents are finished, so a
+// customer's events (one partition key) are applied in stream order across a split or merge.
+// It checkpoints a shard only after its batch is durable in the sink (at-least-once).
+type Consumer struct {
+	cfg     ConsumerConfig
+	kinesis *kinesis.Client
+	leases  *LeaseTable
+	log     *slog.Logger
+
+	stopOnce sync.Once
+	stopping chan struct{} // closed by Stop: graceful handoff
+	stopped  chan struct{} // closed when Run returns
+
+	mu         sync.Mutex
+	held       map[string]*shardWorker
+	finishedCh chan struct{}
+}
+
+// NewConsumer returns a consumer; Run starts it.
+func NewConsumer(kc *kinesis.Client, db *dynamodb.Client, cfg ConsumerConfig) (*Consumer, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Consumer{
+		cfg: cfg, kinesis: kc, leases: NewLeaseTable(db, cfg.LeaseTable), log: cfg.Logger.With("owner", cfg.Owner),
+		stopping: make(chan struct{}), stopped: make(chan struct{}), held: map[string]*shardWorker{},
+	}, nil
+}
+
+// Owner returns the name this consumer holds leases under.
+func (c *Consumer) Owner() string { return c.cfg.Owner }
+
+// Held returns the shard ids whose leases this consumer holds now.
+func (c *Consumer) Held() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Sorted(func(yield func(string) bool) {
+		for id := range c.held {
+			if !yield(id) {
+				return
+			}
+		}
+	})
+}
+
+// Stop hands the leases over gracefully: each shard finishes its current batch and checkpoints,
+// then the leases are released so other consumers take them at once. It returns when Run has
+// returned, or with ctx's error (Run's context should then be cancelled).
+func (c *Consumer) Stop(ctx context.Context) error {
+	c.stopOnce.Do(func() { close(c.stopping) })
+	select {
+	case <-c.stopped:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stop consumer: %w", ctx.Err())
+	}
+}
+
+// Stopped is closed when Run has returned.
+func (c *Consumer) Stopped() <-chan struct{} { return c.stopped }
+
+// Run consumes until ctx ends (a hard stop: leases are left to expire, as after a crash) or
+// Stop is called (graceful handoff, Run returns nil). It creates the lease table if missing.
+func (c *Consumer) Run(ctx context.Context) error {
+	defer close(c.stopped)
+	if err := c.leases.EnsureTable(ctx); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	workCtx, cancelWork := context.WithCancel(ctx)
+	defer cancelWork()
+
+	tick := time.NewTicker(c.cfg.LeaseDuration / 3)
+	defer tick.Stop()
+	var shards []ktypes.Shard
+	var lastDiscover time.Time
+	for {
+		if time.Since(lastDiscover) >= c.cfg.DiscoverInterval || shards == nil {
+			s, err := c.discover(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				c.log.Warn("shard discovery failed", "err", err)
+			} else {
+				shards, lastDiscover = s, time.Now()
+			}
+		}
+		c.renew(ctx)
+		if err := c.balance(workCtx, &wg, shards); err != nil && ctx.Err() == nil {
+			c.log.Warn("lease balancing failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.stopping:
+			c.handoff(ctx)
+			return nil
+		case <-tick.C:
+		case <-c.wake():
+		}
+	}
+}
+
+// wake fires when a worker finished a shard, so its children are picked up without waiting.
+func (c *Consumer) wake() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.finishedCh == nil {
+		c.finishedCh = make(chan struct{}, 1)
+	}
+	return c.finishedCh
+}
+
+func (c *Consumer) notifyFinished() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.finishedCh == nil {
+		c.finishedCh = make(chan struct{}, 1)
+	}
+	select {
+	case c.finishedCh <- struct{}{}:
+	default:
+	}
+}
+
+// discover lists the stream's shards and creates a lease for each new one.
+func (c *Consumer) discover(ctx context.Context) ([]ktypes.Shard, error) {
+	var shards []ktypes.Shard
+	in := &kinesis.ListShardsInput{StreamName: aws.String(c.cfg.Stream)}
+	for {
+		out, err := c.kinesis.ListShards(ctx, in)
+		if err != nil {
+			return nil, fmt.Errorf("list shards of %s: %w", c.cfg.Stream, err)
+		}
+		shards = append(shards, out.Shards...)
+		if out.NextToken == nil {
+			break
+		}
+		in = &kinesis.ListShardsInput{NextToken: out.NextToken}
+	}
+	for _, s := range shards {
+		var parents []string
+		for _, p := range []*string{s.ParentShardId, s.AdjacentParentShardId} {
+			if p != nil {
+				parents = append(parents, *p)
+			}
+		}
+		if _, err := c.leases.Create(ctx, aws.ToString(s.ShardId), parents); err != nil {
+			return nil, err
+		}
+	}
+	return shards, nil
+}
+
+// renew extends every held lease; a lease that cannot be renewed is dropped and its worker
+// stopped (another owner has taken it).
+func (c *Consumer) renew(ctx context.Context) {
+	c.mu.Lock()
+	workers := make([]*shardWorker, 0, len(c.held))
+	for _, w := range c.held {
+		workers = append(workers, w)
+	}
+	c.mu.Unlock()
+	for _, w := range workers {
+		if err := w.renew(ctx, c.cfg.LeaseDuration); err != nil {
+			if errors.Is(err, ErrLeaseLost) {
+				c.log.Info("lease lost", "shard", w.shardID)
+				w.cancel()
+				continue
+			}
+			if ctx.Err() == nil {
+				c.log.Warn("lease renewal failed", "shard", w.shardID, "err", err)
+			}
+		}
+	}
+}
+
+// balance takes leases this owner should hold: free or expired ones first, then (one per round)
+// a lease of the busiest owner when this one holds fewer than its fair share.
+func (c *Consumer) balance(ctx context.Context, wg *sync.WaitGroup, shards []ktypes.Shard) error {
+	select {
+	case <-c.stopping:
+		return nil
+	default:
+	}
+	all, err := c.leases.List(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	byShard := make(map[string]Lease, len(all))
+	for _, l := range all {
+		byShard[l.ShardID] = l
+	}
+	listed := make(map[string]bool, len(shards))
+	for _, s := range shards {
+		listed[aws.ToString(s.ShardId)] = true
+	}
+	ready := func(l Lease) bool {
+		if l.Finished() {
+			return false
+		}
+		for _, p := range l.Parents {
+			pl, ok := byShard[p]
+			if ok && !pl.Finished() || !ok && listed[p] {
+				return false
+			}
+		}
+		return true
+	}
+	owners := map[string]int{c.cfg.Owner: 0}
+	var available, free []Lease
+	for _, l := range all {
+		if !ready(l) {
+			continue
+		}
+		available = append(available, l)
+		if l.Held(now) {
+			owners[l.Owner]++
+		} else {
+			free = append(free, l)
+		}
+	}
+	c.mu.Lock()
+	mine := len(c.held)
+	c.mu.Unlock()
+	leasesHeld.Set(float64(mine))
+	target := (len(available) + len(owners) - 1) / len(owners)
+	// Oldest shards first: parents before children, lower ids first.
+	slices.SortFunc(free, func(a, b Lease) int { return cmp.Compare(a.ShardID, b.ShardID) })
+	for _, l := range free {
+		if mine >= target {
+			break
+		}
+		if c.take(ctx, wg, l, now) {
+			mine++
+		}
+	}
+	if mine >= target || len(free) > 0 {
+		return nil
+	}
+	// Steal one lease from the owner with the most, if it holds more than its share.
+	victim, most := "", 0
+	for o, n := range owners {
+		if o != c.cfg.Owner && (n > most || n == most && o < victim) {
+			victim, most = o, n
+		}
+	}
+	if most <= target || most-mine < 2 {
+		return nil
+	}
+	for _, l := range available {
+		if l.Owner == victim && l.Held(now) {
+			c.log.Info("stealing lease", "shard", l.ShardID, "from", victim)
+			c.take(ctx, wg, l, now)
+			break
+		}
+	}
+	return nil
+}
+
+// take claims seen and starts its worker; false when another owner won the race.
+func (c *Consumer) take(ctx context.Context, wg *sync.WaitGroup, seen Lease, now time.Time) bool {
+	c.mu.Lock()
+	_, already := c.held[seen.ShardID]
+	c.mu.Unlock()
+	if already {
+		return false
+	}
+	l, err := c.leases.Take(ctx, seen, c.cfg.Owner, c.cfg.LeaseDuration, now)
+	if err != nil {
+		if !errors.Is(err, ErrLeaseLost) && ctx.Err() == nil {
+			c.log.Warn("take lease failed", "shard", seen.ShardID, "err", err)
+		}
+		return false
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	w := &shardWorker{c: c, shardID: l.ShardID, lease: l, cancel: cancel, done: make(chan struct{})}
+	c.mu.Lock()
+	c.held[l.ShardID] = w
+	c.mu.Unlock()
+	c.log.Info("lease taken", "shard", l.ShardID, "checkpoint", l.Checkpoint)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(w.done)
+		defer func() {
+			c.mu.Lock()
+			delete(c.held, w.shardID)
+			c.mu.Unlock()
+			millisBehindLatest.DeleteLabelValues(w.shardID)
+			cancel()
+		}()
+		err := w.run(wctx)
+		switch {
+		case err == nil, errors.Is(err, ErrLeaseLost), ctx.Err() != nil:
+		default:
+			c.log.Error("shard worker failed", "shard", w.shardID, "err", err)
+		}
+	}()
+	return true
+}
+
+// handoff lets every worker finish its batch, then releases the leases.
+func (c *Consumer) handoff(ctx context.Context) {
+	c.mu.Lock()
+	workers := make([]*shardWorker, 0, len(c.held))
+	for _, w := range c.held {
+		workers = append(workers, w)
+	}
+	c.mu.Unlock()
+	for _, w := range workers {
+		select {
+		case <-w.done:
+		case <-ctx.Done():
+			return
+		}
+		l := w.current()
+		if l.Finished() {
+			continue
+		}
+		if err := c.leases.Release(ctx, l); err != nil && !errors.Is(err, ErrLeaseLost) {
+			c.log.Warn("release lease failed", "shard", w.shardID, "err", err)
+		}
+	}
+}
+
+// shardWorker reads one leased shard.
+type shardWorker struct {
+	c       *Consumer
+	shardID string
+	cancel  context.CancelFunc
+	done    chan struct{}
+
+	mu    sync.Mutex // serialises lease writes (renew vs checkpoint)
+	lease Lease
+}
+
+func (w *shardWorker) current() Lease {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lease
+}
+
+func (w *shardWorker) renew(ctx context.Context, d time.Duration) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	l, err := w.c.leases.Renew(ctx, w.lease, d, time.Now())
+	if err != nil {
+		return err
+	}
+	w.lease = l
+	return nil
+}
+
+func (w *shardWorker) checkpoint(ctx context.Context, seq string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	l, err := w.c.leases.Checkpoint(ctx, w.lease, seq)
+	if err != nil {
+		return err
+	}
+	w.lease = l
+	return nil
+}
+
+func (w *shardWorker) iterator(ctx context.Context) (*string, error) {
+	l := w.current()
+	in := &kinesis.GetShardIteratorInput{StreamName: aws.String(w.c.cfg.Stream), ShardId: aws.String(w.shardID)}
+	switch {
+	case l.Checkpoint != "":
+		in.ShardIteratorType, in.StartingSequenceNumber = ktypes.ShardIteratorTypeAfterSequenceNumber, aws.String(l.Checkpoint)
+	case len(l.Parents) > 0 || w.c.cfg.StartPosition == StartTrimHorizon:
+		in.ShardIteratorType = ktypes.ShardIteratorTypeTrimHorizon
+	default:
+		in.ShardIteratorType = ktypes.ShardIteratorTypeLatest
+	}
+	out, err := w.c.kinesis.GetShardIterator(ctx, in)
+	if err != nil {
+		return nil, fmt.Errorf("shard iterator for %s: %w", w.shardID, err)
+	}
+	return out.ShardIterator, nil
+}
+
+// run reads the shard until it ends, the lease is lost, ctx ends or the consumer stops.
+func (w *shardWorker) run(ctx context.Context) error {
+	iter, err := w.iterator(ctx)
+	if err != nil {
+		return err
+	}
+	for attempt := 0; ; {
+		select {
+		case <-w.c.stopping:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		out, err := w.c.kinesis.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: iter, Limit: aws.Int32(int32(w.c.cfg.BatchLimit))})
+		if err != nil {
+			var expired *ktypes.ExpiredIteratorException
+			var thr *ktypes.ProvisionedThroughputExceededException
+			switch {
+			case ctx.Err() != nil:
+				return ctx.Err()
+			case errors.As(err, &expired):
+				if iter, err = w.iterator(ctx); err != nil {
+					return err
+				}
+				continue
+			case errors.As(err, &thr) || attempt < 8:
+				attempt++
+				if err := sleep(ctx, backoff(attempt)); err != nil {
+					return err
+				}
+				continue
+			default:
+				return fmt.Errorf("get records from %s: %w", w.shardID, err)
+			}
+		}
+		attempt = 0
+		if out.MillisBehindLatest != nil {
+			millisBehindLatest.WithLabelValues(w.shardID).Set(float64(*out.MillisBehindLatest))
+		}
+		if len(out.Records) > 0 {
+			if err := w.process(ctx, out.Records); err != nil {
+				return err
+			}
+		}
+		if out.NextShardIterator == nil {
+			// The shard is closed and read to its end: its children may start.
+			if err := w.checkpoint(ctx, CheckpointShardEnd); err != nil {
+				return err
+			}
+			w.c.log.Info("shard finished", "shard", w.shardID)
+			w.c.notifyFinished()
+			return nil
+		}
+		iter = out.NextShardIterator
+		if len(out.Records) == 0 {
+			select {
+			case <-w.c.stopping:
+				return nil
+			default:
+			}
+			if err := sleep(ctx, w.c.cfg.PollInterval); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// process decodes a batch, dead-letters invalid records, applies the rest and checkpoints.
+func (w *shardWorker) process(ctx context.Context, records []ktypes.Record) error {
+	events := make([]Event, 0, len(records))
+	arrivals := make([]time.Time, 0, len(records))
+	opts := DecodeOptions{MaxAge: 100 * 365 * 24 * time.Hour, MaxFuture: 24 * time.Hour}
+	for _, r := range records {
+		ev, err := DecodeEvent(r.Data, opts)
+		if err != nil {
+			eventsRejected.WithLabelValues(SourceStream).Inc()
+			if w.c.cfg.DeadLetters == nil {
+				w.c.log.Warn("invalid record", "shard", w.shardID, "seq", aws.ToString(r.SequenceNumber), "reason", err)
+				continue
+			}
+			if err := w.c.cfg.DeadLetters.Put(ctx, SourceStream, err.Error(), r.Data); err != nil {
+				return fmt.Errorf("dead-letter record %s: %w", aws.ToString(r.SequenceNumber), err)
+			}
+			continue
+		}
+		events = append(events, ev)
+		arrivals = append(arrivals, aws.ToTime(r.ApproximateArrivalTimestamp))
+	}
+	if len(events) > 0 {
+		if err := w.c.cfg.Sink.Apply(ctx, events); err != nil {
+			return fmt.Errorf("apply %d events from %s: %w", len(events), w.shardID, err)
+		}
+	}
+	now := time.Now()
+	for _, a := range arrivals {
+		if !a.IsZero() {
+			eventLatency.Observe(now.Sub(a).Seconds())
+		}
+	}
+	eventsApplied.Add(float64(len(events)))
+	if err := w.checkpoint(ctx, aws.ToString(records[len(records)-1].SequenceNumber)); err != nil {
+		return err
+	}
+	if w.c.cfg.AfterApply != nil {
+		w.c.cfg.AfterApply(AppliedBatch{ShardID: w.shardID, Events: events, Arrivals: arrivals, Applied: now})
+	}
+	return nil
+}
+
+// CounterSink is the walking skeleton's sink: one conditional counter update per event
+// (ProfileStore.CountEvent), deduplicated by event id.
+type CounterSink struct{ Store *ProfileStore }
+
+// Apply counts each event on its profile.
+func (s CounterSink) Apply(ctx context.Context, events []Event) error {
+	for _, ev := range events {
+		if _, err := s.Store.CountEvent(ctx, ev.ProfileID(), ev.Type, ev.EventID, ev.Timestamp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
