@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# ensure-tools.sh checks for what the local stack needs beyond Go — PostgreSQL server binaries
+# and Node.js with npm — and installs them with apt-get when run as root on Debian/Ubuntu.
+# Otherwise it stops with a message naming the package to install. Used by make demo/test/bench.
+set -euo pipefail
+
+need=()
+have_pg() {
+  [ -n "${TAILOR_PG_BINDIR:-}" ] && [ -x "$TAILOR_PG_BINDIR/initdb" ] && return 0
+  command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ] && return 0
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
+}
+command -v go >/dev/null 2>&1 || { echo "ensure-tools: Go is missing: install Go 1.26+ (https://go.dev/dl/)" >&2; exit 1; }
+have_pg || need+=(postgresql)
+{ command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; } || need+=(nodejs npm)
+
+if [ "${#need[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "ensure-tools: installing ${need[*]} with apt-get" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "ensure-tools: missing ${need[*]}: install them (Debian/Ubuntu: sudo apt-get install ${need[*]}) and run make again" >&2
+    exit 1
+  fi
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 18 ]; then
+  echo "ensure-tools: Node.js $node_major is too old for the emulators: install Node.js 18 or newer" >&2
+  exit 1
+fi
+if [ "$(id -u)" = 0 ] && ! id -u "${TAILOR_PG_OS_USER:-postgres}" >/dev/null 2>&1; then
+  # Postgres refuses to run as root; the local stack runs it as this unprivileged user.
+  echo "ensure-tools: creating system user ${TAILOR_PG_OS_USER:-postgres} to run the local Postgres" >&2
+  useradd --system --no-create-home --shell /usr/sbin/nologin "${TAILOR_PG_OS_USER:-postgres}"
+fi
