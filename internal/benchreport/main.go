@@ -168,7 +168,7 @@ func figuresFrom(results []result) ([]Figure, map[string]string) {
 }
 
 func round(v float64) float64 {
-	if v >= 100 {
+	if v >= 1000 {
 		return float64(int64(v + 0.5))
 	}
 	return float64(int64(v*100+0.5)) / 100
