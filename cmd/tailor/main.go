@@ -133,6 +133,10 @@ AWS SDK's standard configuration and --database-url.`,
 			serveCommand(),
 			campaignCommand(),
 			messagesCommand(),
+			demoCommand(),
+			eventsCommand(),
+			consumeCommand(),
+			deadLettersCommand(),
 		},
 	}
 }

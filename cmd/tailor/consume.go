@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tailor-email/tailor/internal/httpserver"
+	"github.com/tailor-email/tailor/pipeline"
+)
+
+func consumeCommand() *cli.Command {
+	return withUsageErrors(&cli.Command{
+		Name:  "consume",
+		Usage: "consume the event stream into profiles (run as many as you like: shards are shared through leases)",
+		Description: `Reads the Kinesis stream with shard leases in DynamoDB (<prefix>leases): each process takes
+free or expired leases and balances with the others; a child shard starts after its parents
+are finished. Events are aggregated into the profiles table; checkpoints advance only after
+the profile writes are durable. On SIGINT/SIGTERM the current batches finish and the leases are
+released for the other consumers (graceful handoff) within --stop-timeout.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "start", EnvVars: []string{"TAILOR_CONSUME_START"}, Value: "trim-horizon", Usage: "where a shard without a checkpoint starts: trim-horizon or latest"},
+			&cli.StringFlag{Name: "owner", EnvVars: []string{"TAILOR_CONSUME_OWNER"}, Usage: "lease owner name (default hostname-pid-random)"},
+			&cli.DurationFlag{Name: "lease-duration", EnvVars: []string{"TAILOR_LEASE_DURATION"}, Value: pipeline.LeaseDurationDefault, Usage: "a dead consumer's shards move to live ones after this"},
+			&cli.IntFlag{Name: "shards", Value: shardsDefault, Usage: "shard count when the stream must be created"},
+			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"TAILOR_METRICS_ADDR"}, Usage: "serve /metrics (MillisBehindLatest, ...) on this address, e.g. 127.0.0.1:9101 (default: off)"},
+			&cli.DurationFlag{Name: "stop-timeout", EnvVars: []string{"TAILOR_STOP_TIMEOUT"}, Value: 30 * time.Second, Usage: "how long the graceful handoff may take after a stop signal"},
+		},
+		Action: func(c *cli.Context) error {
+			var start string
+			switch strings.ToLower(c.String("start")) {
+			case "trim-horizon", "trim_horizon":
+				start = pipeline.StartTrimHorizon
+			case "latest":
+				start = pipeline.StartLatest
+			default:
+				return usagef("--start %q: want trim-horizon or latest", c.String("start"))
+			}
+			b, err := openBackends(c)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			ctx := c.Context
+			if err := pipeline.EnsureStream(ctx, b.Kinesis, b.Names.Stream, c.Int("shards")); err != nil {
+				return err
+			}
+			store := pipeline.NewProfileStore(b.DynamoDB, b.Names.Profiles)
+			if err := store.EnsureTable(ctx); err != nil {
+				return err
+			}
+			if addr := c.String("metrics-addr"); addr != "" {
+				reg := httpserver.NewRegistry()
+				if err := pipeline.RegisterMetrics(reg); err != nil {
+					return err
+				}
+				srv, err := httpserver.Start(httpserver.Config{Addr: addr, Registry: reg})
+				if err != nil {
+					return err
+				}
+				defer func() {
+					stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					_ = srv.Stop(stopCtx)
+				}()
+			}
+			consumer, err := pipeline.NewConsumer(b.Kinesis, b.DynamoDB, pipeline.ConsumerConfig{
+				Stream: b.Names.Stream, LeaseTable: b.Names.Leases, Owner: c.String("owner"),
+				StartPosition: start, LeaseDuration: c.Duration("lease-duration"),
+				Sink:        newProfileSink(store),
+				DeadLetters: pipeline.NewDeadLetters(b.Pool),
+				Logger:      slog.Default(),
+			})
+			if err != nil {
+				return err
+			}
+			// The consumer runs on its own context so a signal becomes a graceful handoff.
+			runCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
+			defer hardStop()
+			errc := make(chan error, 1)
+			go func() { errc <- consumer.Run(runCtx) }()
+			slog.Info("consuming", "stream", b.Names.Stream, "owner", consumer.Owner())
+			select {
+			case err := <-errc:
+				return err
+			case <-ctx.Done():
+			}
+			slog.Info("stopping consumer: handing leases over", "timeout", c.Duration("stop-timeout"))
+			stopCtx, cancel := context.WithTimeout(context.Background(), c.Duration("stop-timeout"))
+			defer cancel()
+			if err := consumer.Stop(stopCtx); err != nil {
+				hardStop()
+				return errors.Join(err, <-errc)
+			}
+			return <-errc
+		},
+	})
+}
+
+// newProfileSink is the sink the consumer aggregates into.
+func newProfileSink(store *pipeline.ProfileStore) pipeline.EventSink {
+	return pipeline.CounterSink{Store: store}
+}
