@@ -1,0 +1,315 @@
+// Package demo runs Tailor's walking skeleton end to end against real backends, in one process:
+// it seeds customers in Postgres and product views on Kinesis, runs CDC, the Kinesis consumer, a
+// demo content service and River workers, creates a campaign and waits until every recipient's
+// email is rendered. `tailor demo` (and so `make demo`) and the end-to-end test use it.
+package demo
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tailor-email/tailor/internal/backends"
+	"github.com/tailor-email/tailor/jobs"
+	"github.com/tailor-email/tailor/pipeline"
+	"github.com/tailor-email/tailor/pipeline/cdc"
+	"github.com/tailor-email/tailor/templates"
+	"github.com/tailor-email/tailor/templates/contentdemo"
+)
+
+// Defaults for Config.
+const (
+	CustomersDefault = 24
+	ViewsDefault     = 3 // product views per customer
+	TimeoutDefault   = 3 * time.Minute
+	SegmentDefault   = "count_product_view > 0"
+)
+
+// Config says what the demo does. Zero values mean defaults.
+type Config struct {
+	TemplateDir string        // default templates/examples/welcome
+	Customers   int           // customers seeded; default 24
+	Views       int           // product_view events per customer; default 3
+	Segment     string        // default "count_product_view > 0"
+	Show        int           // rendered emails printed; default 3
+	Timeout     time.Duration // for the whole run; default 3m
+	// ContentErrorRate makes the demo content service fail this fraction of requests, to show
+	// fallbacks. Default 0.
+	ContentErrorRate float64
+	Out              io.Writer
+	Logger           *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	c.TemplateDir = cmp.Or(c.TemplateDir, "templates/examples/welcome")
+	c.Customers = cmp.Or(c.Customers, CustomersDefault)
+	c.Views = cmp.Or(c.Views, ViewsDefault)
+	c.Segment = cmp.Or(c.Segment, SegmentDefault)
+	c.Show = cmp.Or(c.Show, 3)
+	c.Timeout = cmp.Or(c.Timeout, TimeoutDefault)
+	if c.Out == nil {
+		c.Out = io.Discard
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return c
+}
+
+// Result is what a run produced.
+type Result struct {
+	CampaignID int64
+	Customers  int
+	Events     int
+	Messages   []jobs.Message
+	Outcomes   map[string]int // content source outcome -> count, over all messages and sources
+	Elapsed    time.Duration
+}
+
+var firstNames = []string{"Ada", "Bruno", "Chloé", "Dmitri", "Elif", "Farah", "Gustav", "Hana", "Iker", "Jun",
+	"Kemal", "Léa", "Mateo", "Nadia", "Oskar", "Priya", "Quentin", "Rosa", "Sven", "Tomás", "Uma", "Viktor", "Wen", "Yara"}
+
+var categories = []string{"shoes", "home", "books", "kitchen"}
+
+// Run seeds, runs every stage and waits for the campaign. It stops everything it started before
+// it returns.
+func Run(ctx context.Context, b *backends.Backends, cfg Config) (*Result, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Customers < 1 || cfg.Customers > 10000 {
+		return nil, fmt.Errorf("demo: customers %d: want 1 to 10000", cfg.Customers)
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	say := func(format string, args ...any) { fmt.Fprintf(cfg.Out, "demo: "+format+"\n", args...) }
+
+	tpl, err := templates.Load(cfg.TemplateDir)
+	if err != nil {
+		return nil, fmt.Errorf("demo: template: %w", err)
+	}
+	profiles := pipeline.NewProfileStore(b.DynamoDB, b.Names.Profiles)
+	if err := profiles.EnsureTable(ctx); err != nil {
+		return nil, err
+	}
+	if err := pipeline.EnsureStream(ctx, b.Kinesis, b.Names.Stream, 2); err != nil {
+		return nil, err
+	}
+
+	// The demo content service, on a free loopback port.
+	content, err := contentdemo.NewHandler(contentdemo.Config{ErrorRate: cfg.ContentErrorRate})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	contentURL := "http://" + ln.Addr().String()
+	srv := &http.Server{Handler: content, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	say("content service at %s", contentURL)
+
+	// The stages, each in its own goroutine, all stopped by cancelling runCtx.
+	runCtx, stopStages := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	goStage := func(name string, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+				errs <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	defer func() { stopStages(); wg.Wait() }()
+
+	capture, err := cdc.New(cdc.Config{DatabaseURL: b.DatabaseURL, Slot: b.Names.Slot, Publication: b.Names.Publication, Logger: cfg.Logger}, profiles)
+	if err != nil {
+		return nil, err
+	}
+	goStage("cdc", capture.Run)
+	consumer, err := pipeline.NewConsumer(b.Kinesis, b.DynamoDB, pipeline.ConsumerConfig{
+		Stream: b.Names.Stream, LeaseTable: b.Names.Leases, Sink: pipeline.CounterSink{Store: profiles},
+		PollInterval: 100 * time.Millisecond, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	goStage("consumer", consumer.Run)
+	renderer := templates.NewRenderer(templates.RendererConfig{Getenv: func(k string) string {
+		if k == "TAILOR_CONTENT_URL" {
+			return contentURL
+		}
+		return os.Getenv(k)
+	}})
+	workers, err := jobs.NewClient(jobs.Config{Pool: b.Pool, Profiles: profiles, Renderer: renderer, Logger: cfg.Logger,
+		Links: func(campaignID int64, customerID string) (string, string) {
+			return fmt.Sprintf("https://prefs.example.com/u/%d/%s", campaignID, customerID), "https://prefs.example.com/p/" + customerID
+		}})
+	if err != nil {
+		return nil, err
+	}
+	if err := workers.Start(runCtx); err != nil {
+		return nil, err
+	}
+	defer func() {
+		stopCtx, c := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer c()
+		_ = workers.Stop(stopCtx)
+	}()
+
+	// Seed: customers in Postgres (CDC copies them), product views on Kinesis (the consumer counts them).
+	ids, err := seedCustomers(ctx, b, cfg.Customers)
+	if err != nil {
+		return nil, err
+	}
+	say("seeded %d customers in Postgres", len(ids))
+	events := make([]pipeline.Event, 0, len(ids)*cfg.Views)
+	now := time.Now().UTC()
+	for i, id := range ids {
+		for v := range cfg.Views {
+			events = append(events, pipeline.Event{
+				EventID: fmt.Sprintf("demo-%s-%d-%d", id, v, now.UnixNano()), CustomerID: id, Type: pipeline.TypeProductView,
+				Timestamp:  now.Add(-time.Duration(v) * time.Minute),
+				Properties: pipeline.Properties{ProductID: fmt.Sprintf("p-%d", (i+v)%12), Category: categories[(i+v)%len(categories)]},
+			})
+		}
+	}
+	producer, err := pipeline.NewProducer(b.Kinesis, pipeline.ProducerConfig{Stream: b.Names.Stream})
+	if err != nil {
+		return nil, err
+	}
+	if perEvent, err := producer.Send(ctx, events); err != nil {
+		return nil, fmt.Errorf("demo: send events: %w", err)
+	} else if err := errors.Join(perEvent...); err != nil {
+		return nil, fmt.Errorf("demo: send events: %w", err)
+	}
+	say("sent %d product_view events to Kinesis stream %s", len(events), b.Names.Stream)
+
+	// Wait until CDC and the consumer have built every profile.
+	if err := waitProfiles(ctx, profiles, ids, cfg.Views, errs); err != nil {
+		return nil, err
+	}
+	say("profiles ready in DynamoDB table %s (CRM fields from CDC, view counts from Kinesis)", b.Names.Profiles)
+
+	rc, err := jobs.NewInsertClient(b.Pool)
+	if err != nil {
+		return nil, err
+	}
+	camp, err := jobs.CreateCampaign(ctx, b.Pool, rc, jobs.NewCampaign{Name: "demo " + now.Format(time.RFC3339), Template: tpl, Segment: cfg.Segment})
+	if err != nil {
+		return nil, err
+	}
+	say("campaign %d created (template %s v%d, segment %q)", camp.ID, camp.TemplateName, camp.TemplateVersion, camp.Segment)
+	done, err := jobs.WaitCampaign(ctx, b.Pool, camp.ID)
+	if err != nil {
+		return nil, err
+	}
+	if done.Status != jobs.StatusRendered {
+		return nil, fmt.Errorf("demo: campaign %d ended %s: %s", camp.ID, done.Status, done.Error)
+	}
+	msgs, err := jobs.ListMessages(ctx, b.Pool, camp.ID, 0, 100000)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{CampaignID: camp.ID, Customers: len(ids), Events: len(events), Messages: msgs, Outcomes: map[string]int{}, Elapsed: time.Since(start)}
+	for _, m := range msgs {
+		for _, o := range sourceOutcomes(m) {
+			res.Outcomes[o]++
+		}
+	}
+	for _, m := range msgs[:min(cfg.Show, len(msgs))] {
+		fmt.Fprintf(cfg.Out, "\n──────── message %d to %s <%s> (%s)\nSubject: %s\n\n%s\n", m.ID, m.CustomerID, m.Email, m.Status, m.Subject, strings.TrimSpace(m.Text))
+	}
+	fmt.Fprintf(cfg.Out, "\ndemo: %d customers, %d events -> campaign %d rendered %d messages (content: %s) in %s\n",
+		res.Customers, res.Events, res.CampaignID, len(msgs), outcomeSummary(res.Outcomes), res.Elapsed.Round(10*time.Millisecond))
+	return res, nil
+}
+
+func seedCustomers(ctx context.Context, b *backends.Backends, n int) ([]string, error) {
+	ids := make([]string, n)
+	for i := range n {
+		ids[i] = fmt.Sprintf("demo-%04d", i+1)
+		name := firstNames[i%len(firstNames)]
+		_, err := b.Pool.Exec(ctx, `INSERT INTO customers (id, email, first_name, last_name, locale, country)
+			VALUES ($1, $2, $3, $4, 'en', $5)
+			ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, first_name = EXCLUDED.first_name, updated_at = now()`,
+			ids[i], fmt.Sprintf("%s.%d@example.com", strings.ToLower(asciiName(name)), i+1), name, "Demo", []string{"FR", "DE", "ES", "US"}[i%4])
+		if err != nil {
+			return nil, fmt.Errorf("demo: seed customer: %w", err)
+		}
+	}
+	return ids, nil
+}
+
+func asciiName(s string) string {
+	return strings.NewReplacer("é", "e", "á", "a", "ó", "o").Replace(s)
+}
+
+func waitProfiles(ctx context.Context, store *pipeline.ProfileStore, ids []string, views int, errs <-chan error) error {
+	delay := 50 * time.Millisecond
+	for {
+		got, err := store.BatchGet(ctx, ids)
+		if err != nil {
+			return err
+		}
+		ready := 0
+		for _, id := range ids {
+			p := got[id]
+			if p == nil || p["email"] == nil {
+				continue
+			}
+			if n, _ := p["count_product_view"].(float64); int(n) >= views {
+				ready++
+			}
+		}
+		if ready == len(ids) {
+			return nil
+		}
+		select {
+		case err := <-errs:
+			return err
+		case <-ctx.Done():
+			return fmt.Errorf("demo: only %d of %d profiles complete: %w", ready, len(ids), ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 500*time.Millisecond)
+	}
+}
+
+func sourceOutcomes(m jobs.Message) []string {
+	var prov templates.Provenance
+	if err := json.Unmarshal(m.Provenance, &prov); err != nil {
+		return nil
+	}
+	var out []string
+	for _, s := range prov.Sources {
+		out = append(out, s.Outcome)
+	}
+	return out
+}
+
+func outcomeSummary(o map[string]int) string {
+	if len(o) == 0 {
+		return "no sources"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(o)) {
+		parts = append(parts, fmt.Sprintf("%d %s", o[k], k))
+	}
+	return strings.Join(parts, ", ")
+}
