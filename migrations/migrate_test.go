@@ -46,7 +46,7 @@ func TestUp_FreshDatabaseReportsEverything(t *testing.T) {
 	env := testenv.New(t)
 	ctx := context.Background()
 	// Drop the app's bookkeeping and tables to see a fresh run report what it applied.
-	_, err := env.Pool.Exec(ctx, `DROP TABLE tailor_migrations, rendered_messages, campaigns, customers, dead_letters`)
+	_, err := env.Pool.Exec(ctx, `DROP TABLE tailor_migrations, rendered_messages, campaigns, subscriptions, consents, cdc_slots, customers, dead_letters`)
 	require.NoError(t, err)
 	applied, err := migrations.Up(ctx, env.Pool)
 	require.NoError(t, err)

@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go"
 )
 
 // ProfileKey is the profiles table's partition key attribute.
@@ -276,4 +277,91 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// ApplyCRMEntry writes one entry of a map attribute that mirrors a child table of the CRM (CDC
+// lands subscriptions as subscriptions.<topic>, consents as consents.<purpose>). The entry is
+// value plus {"lsn": lsn}; a nil value writes a tombstone {"lsn": lsn, "deleted": true}, so that an
+// older change replayed later cannot bring a deleted row back. The write happens only if lsn is
+// newer than the entry's own lsn and than the map's floor attribute <attr>_lsn (raised by erasure
+// and truncation). It reports whether the write happened; false is a replay, not an error.
+func (s *ProfileStore) ApplyCRMEntry(ctx context.Context, id, attr, entryKey string, lsn uint64, value map[string]any) (bool, error) {
+	entry := make(map[string]any, len(value)+2)
+	maps.Copy(entry, value)
+	entry["lsn"] = lsn
+	if value == nil {
+		entry["deleted"] = true
+	}
+	av, err := attributevalue.Marshal(entry)
+	if err != nil {
+		return false, fmt.Errorf("apply crm %s.%s for %s: %w", attr, entryKey, id, err)
+	}
+	in := &dynamodb.UpdateItemInput{
+		TableName: aws.String(s.table), Key: key(id),
+		UpdateExpression: aws.String("SET #m.#k = :v, #upd = :upd"),
+		ConditionExpression: aws.String("(attribute_not_exists(#floor) OR #floor < :lsn) AND " +
+			"(attribute_not_exists(#m.#k) OR attribute_not_exists(#m.#k.#lsn) OR #m.#k.#lsn < :lsn)"),
+		ExpressionAttributeNames: map[string]string{"#m": attr, "#k": entryKey, "#lsn": "lsn", "#floor": attr + "_lsn", "#upd": AttrUpdatedAt},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":v":   av,
+			":lsn": &types.AttributeValueMemberN{Value: strconv.FormatUint(lsn, 10)},
+			":upd": &types.AttributeValueMemberS{Value: time.Now().UTC().Format(time.RFC3339Nano)},
+		},
+	}
+	for attempt := 0; ; attempt++ {
+		_, err = s.db.UpdateItem(ctx, in)
+		var ccf *types.ConditionalCheckFailedException
+		if errors.As(err, &ccf) {
+			return false, nil
+		}
+		if err == nil {
+			return true, nil
+		}
+		if attempt > 0 || !isMissingPath(err) {
+			return false, fmt.Errorf("apply crm %s.%s for %s: %w", attr, entryKey, id, err)
+		}
+		// The map attribute does not exist yet and DynamoDB cannot set a path below a missing
+		// parent: create it empty (never replacing one a concurrent writer made), then retry.
+		_, err = s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+			TableName: aws.String(s.table), Key: key(id),
+			UpdateExpression:          aws.String("SET #m = if_not_exists(#m, :empty)"),
+			ExpressionAttributeNames:  map[string]string{"#m": attr},
+			ExpressionAttributeValues: map[string]types.AttributeValue{":empty": &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{}}},
+		})
+		if err != nil {
+			return false, fmt.Errorf("apply crm %s.%s for %s: create map: %w", attr, entryKey, id, err)
+		}
+	}
+}
+
+// ClearCRMMap empties the map attribute attr of an existing profile and raises its floor
+// <attr>_lsn to lsn, unless the floor is already at or past lsn (CDC: TRUNCATE of a child table).
+// It never creates a profile. It reports whether the write happened.
+func (s *ProfileStore) ClearCRMMap(ctx context.Context, id, attr string, lsn uint64) (bool, error) {
+	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: aws.String(s.table), Key: key(id),
+		UpdateExpression:         aws.String("SET #m = :empty, #floor = :lsn, #upd = :upd"),
+		ConditionExpression:      aws.String("attribute_exists(#id) AND (attribute_not_exists(#floor) OR #floor < :lsn)"),
+		ExpressionAttributeNames: map[string]string{"#m": attr, "#floor": attr + "_lsn", "#id": ProfileKey, "#upd": AttrUpdatedAt},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":empty": &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{}},
+			":lsn":   &types.AttributeValueMemberN{Value: strconv.FormatUint(lsn, 10)},
+			":upd":   &types.AttributeValueMemberS{Value: time.Now().UTC().Format(time.RFC3339Nano)},
+		},
+	})
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("clear crm %s for %s: %w", attr, id, err)
+	}
+	return true, nil
+}
+
+// isMissingPath recognises DynamoDB's refusal to set a document path below a missing map.
+func isMissingPath(err error) bool {
+	var apiErr smithy.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode() == "ValidationException" &&
+		strings.Contains(strings.ToLower(apiErr.ErrorMessage()), "document path")
 }

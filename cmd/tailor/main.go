@@ -42,7 +42,15 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
+	notFound := false
+	app.CommandNotFound = func(_ *cli.Context, name string) {
+		fmt.Fprintf(stderr, "tailor: unknown command %q; run 'tailor --help' for the list\n", name)
+		notFound = true
+	}
 	err := app.RunContext(ctx, args)
+	if notFound {
+		return exitUsage
+	}
 	if err == nil {
 		return exitOK
 	}
@@ -86,7 +94,7 @@ const (
 )
 
 func newApp(stdout, stderr io.Writer) *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:  "tailor",
 		Usage: "personalised email at scale: events and CRM data in, rendered messages out",
 		Description: `Tailor turns behavioural events (Kinesis) and CRM data (Postgres, through change data
@@ -122,10 +130,6 @@ AWS SDK's standard configuration and --database-url.`,
 			return nil
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError{err} },
-		CommandNotFound: func(c *cli.Context, name string) {
-			fmt.Fprintf(stderr, "tailor: unknown command %q; run 'tailor --help' for the list\n", name)
-			cli.OsExiter(exitUsage)
-		},
 		Commands: []*cli.Command{
 			devCommand(),
 			migrateCommand(),
@@ -134,11 +138,14 @@ AWS SDK's standard configuration and --database-url.`,
 			campaignCommand(),
 			messagesCommand(),
 			demoCommand(),
+			cdcCommand(),
 			eventsCommand(),
 			consumeCommand(),
 			deadLettersCommand(),
 		},
 	}
+	addEnvVars(app.Commands, "TAILOR_")
+	return app
 }
 
 func newLogger(c *cli.Context, w io.Writer) (*slog.Logger, error) {
@@ -174,4 +181,51 @@ func withUsageErrors(cmd *cli.Command) *cli.Command {
 		withUsageErrors(sub)
 	}
 	return cmd
+}
+
+// addEnvVars gives every flag that has no environment variable one named after its command
+// path, e.g. --template of `campaign create` -> TAILOR_CAMPAIGN_CREATE_TEMPLATE, so every flag
+// can be set from the environment and --help shows the variable.
+func addEnvVars(cmds []*cli.Command, path string) {
+	for _, cmd := range cmds {
+		p := path + strings.ToUpper(strings.ReplaceAll(cmd.Name, "-", "_")) + "_"
+		for _, f := range cmd.Flags {
+			env := []string{p + strings.ToUpper(strings.ReplaceAll(f.Names()[0], "-", "_"))}
+			switch f := f.(type) {
+			case *cli.StringFlag:
+				if len(f.EnvVars) == 0 {
+					f.EnvVars = env
+				}
+			case *cli.IntFlag:
+				if len(f.EnvVars) == 0 {
+					f.EnvVars = env
+				}
+			case *cli.Int64Flag:
+				if len(f.EnvVars) == 0 {
+					f.EnvVars = env
+				}
+			case *cli.Float64Flag:
+				if len(f.EnvVars) == 0 {
+					f.EnvVars = env
+				}
+			case *cli.BoolFlag:
+				if len(f.EnvVars) == 0 {
+					f.EnvVars = env
+				}
+			case *cli.DurationFlag:
+				if len(f.EnvVars) == 0 {
+					f.EnvVars = env
+				}
+			case *cli.StringSliceFlag:
+				if len(f.EnvVars) == 0 {
+					f.EnvVars = env
+				}
+			case *cli.UintFlag:
+				if len(f.EnvVars) == 0 {
+					f.EnvVars = env
+				}
+			}
+		}
+		addEnvVars(cmd.Subcommands, p)
+	}
 }

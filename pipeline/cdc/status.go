@@ -1,0 +1,118 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ErrNoSlot is returned by ReadStatus when the slot does not exist (CDC never ran, or it was dropped).
+var ErrNoSlot = errors.New("cdc: replication slot does not exist (run tailor cdc to create it)")
+
+// Querier is what ReadStatus needs: a pgx pool, connection or transaction.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Status describes a slot as Postgres sees it.
+type Status struct {
+	Slot   string
+	Active bool // a process streams from the slot
+	PID    int  // the walsender's pid when active
+	// ConfirmedFlushLSN is the position the CDC process acknowledged: everything before it is
+	// durable in DynamoDB. CurrentLSN is the server's WAL insert position.
+	ConfirmedFlushLSN, CurrentLSN string
+	// LagBytes is the WAL written since the confirmed position.
+	LagBytes int64
+	// LagSeconds is the walsender's flush_lag: how long WAL took to be confirmed lately (0 idle).
+	LagSeconds float64
+	// RetainedBytes is the WAL the server keeps for the slot (from its restart_lsn).
+	RetainedBytes int64
+	// WALStatus is pg_replication_slots.wal_status (reserved, extended, unreserved, lost).
+	WALStatus string
+	// BackfilledLSN and BackfilledAt say when the slot's snapshot backfill finished (zero if not).
+	BackfilledLSN string
+	BackfilledAt  time.Time
+}
+
+// ReadStatus returns the slot's status, or ErrNoSlot.
+func ReadStatus(ctx context.Context, db Querier, slot string) (Status, error) {
+	var st Status
+	var backLSN pgtype.Text
+	var backAt pgtype.Timestamptz
+	err := db.QueryRow(ctx, q("status"), slot).Scan(&st.Slot, &st.Active, &st.PID, &st.ConfirmedFlushLSN, &st.CurrentLSN,
+		&st.LagBytes, &st.RetainedBytes, &st.LagSeconds, &st.WALStatus, &backLSN, &backAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Status{Slot: slot}, ErrNoSlot
+	}
+	if err != nil {
+		return Status{Slot: slot}, fmt.Errorf("cdc: status of slot %s: %w", slot, err)
+	}
+	st.BackfilledLSN, st.BackfilledAt = backLSN.String, backAt.Time
+	return st, nil
+}
+
+// Collector exports a slot's status as Prometheus gauges, read from Postgres at each scrape.
+type Collector struct {
+	db   Querier
+	slot string
+
+	exists, active, lagBytes, lagSeconds, retained *prometheus.Desc
+	mu                                             sync.Mutex
+}
+
+// NewCollector returns a collector for slot. Register it with a prometheus.Registerer.
+func NewCollector(db Querier, slot string) *Collector {
+	l := prometheus.Labels{"slot": slot}
+	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, l) }
+	return &Collector{
+		db: db, slot: slot,
+		exists:     d("tailor_cdc_slot_exists", "1 when the replication slot exists."),
+		active:     d("tailor_cdc_slot_active", "1 when a CDC process streams from the slot."),
+		lagBytes:   d("tailor_cdc_lag_bytes", "WAL bytes written since the slot's confirmed_flush_lsn."),
+		lagSeconds: d("tailor_cdc_lag_seconds", "The walsender's flush_lag in seconds (0 when idle)."),
+		retained:   d("tailor_cdc_retained_wal_bytes", "WAL bytes the server retains for the slot."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.exists, c.active, c.lagBytes, c.lagSeconds, c.retained} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector. A failed query exports an invalid metric (the scrape
+// shows the error) rather than stale values.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := ReadStatus(ctx, c.db, c.slot)
+	if errors.Is(err, ErrNoSlot) {
+		ch <- prometheus.MustNewConstMetric(c.exists, prometheus.GaugeValue, 0)
+		return
+	}
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.exists, err)
+		return
+	}
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	ch <- prometheus.MustNewConstMetric(c.exists, prometheus.GaugeValue, 1)
+	ch <- prometheus.MustNewConstMetric(c.active, prometheus.GaugeValue, b(st.Active))
+	ch <- prometheus.MustNewConstMetric(c.lagBytes, prometheus.GaugeValue, float64(st.LagBytes))
+	ch <- prometheus.MustNewConstMetric(c.lagSeconds, prometheus.GaugeValue, st.LagSeconds)
+	ch <- prometheus.MustNewConstMetric(c.retained, prometheus.GaugeValue, float64(st.RetainedBytes))
+}

@@ -1,0 +1,424 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/tailor-email/tailor/pipeline"
+)
+
+// txBuffer merges the changes of the transaction being received, row by row, in first-change
+// order. A TRUNCATE starts a new segment, so changes after it are never merged into ones before.
+type txBuffer struct {
+	lsn    uint64 // the commit LSN (BeginMessage.FinalLSN)
+	commit time.Time
+	ops    []*op
+	index  map[string]*op
+}
+
+func (b *txBuffer) reset(lsn uint64, commit time.Time) {
+	b.lsn, b.commit, b.ops = lsn, commit, b.ops[:0]
+	clear(b.index)
+}
+
+func (b *txBuffer) add(o *op) {
+	o.lsn, o.commits = b.lsn, b.commit
+	k := o.key()
+	if prev, ok := b.index[k]; ok {
+		prev.merge(o)
+		return
+	}
+	b.index[k] = o
+	b.ops = append(b.ops, o)
+}
+
+// truncate drops buffered changes of the truncated tables (they are wiped anyway) and appends
+// a barrier. Its version is the commit LSN minus one: newer than every earlier transaction
+// (whose commit records end before this one's starts) and older than this transaction's own
+// changes after the TRUNCATE, which must survive it.
+func (b *txBuffer) truncate(rels []*relation) {
+	gone := map[string]bool{}
+	for _, r := range rels {
+		gone[r.name] = true
+	}
+	keep := b.ops[:0]
+	for _, o := range b.ops {
+		if o.trunc == nil && gone[o.table.name] {
+			continue
+		}
+		keep = append(keep, o)
+	}
+	b.ops = append(keep, &op{trunc: rels, lsn: b.lsn - 1, commits: b.commit})
+	clear(b.index)
+}
+
+// stream runs START_REPLICATION and applies changes until ctx ends or something fails.
+func (c *CDC) stream(ctx context.Context, lock *pgx.Conn, repl *pgconn.PgConn, start pglogrepl.LSN) error {
+	err := pglogrepl.StartReplication(ctx, repl, c.cfg.Slot, start, pglogrepl.StartReplicationOptions{
+		Mode:       pglogrepl.LogicalReplication,
+		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(c.cfg.Publication)},
+	})
+	if err != nil {
+		return fmt.Errorf("cdc: start replication at %s: %w", start, err)
+	}
+	c.log.Info("cdc: streaming", "from", start)
+	s := &streamState{
+		c: c, lock: lock, repl: repl, confirmed: start,
+		rels: map[uint32]*relation{},
+		tx:   txBuffer{index: map[string]*op{}},
+	}
+	c.confirmed.Store(uint64(start))
+	return s.run(ctx)
+}
+
+type streamState struct {
+	c         *CDC
+	lock      *pgx.Conn
+	repl      *pgconn.PgConn
+	rels      map[uint32]*relation
+	confirmed pglogrepl.LSN // last LSN whose effects are durable: what the server may forget
+
+	inTx     bool
+	tx       txBuffer
+	batch    []*op         // committed, not yet applied
+	batchEnd pglogrepl.LSN // end LSN of the last commit in batch
+	batchDue time.Time
+
+	nextStatus time.Time
+}
+
+func (s *streamState) run(ctx context.Context) error {
+	s.nextStatus = time.Now().Add(s.c.cfg.StandbyTimeout)
+	for {
+		if len(s.batch) > 0 && (len(s.batch) >= s.c.cfg.BatchSize || !time.Now().Before(s.batchDue)) {
+			if err := s.flush(ctx); err != nil {
+				return err
+			}
+		}
+		if !time.Now().Before(s.nextStatus) {
+			if err := s.heartbeat(ctx); err != nil {
+				return err
+			}
+		}
+		deadline := s.nextStatus
+		if len(s.batch) > 0 && s.batchDue.Before(deadline) {
+			deadline = s.batchDue
+		}
+		rctx, cancel := context.WithDeadline(ctx, deadline)
+		raw, err := s.repl.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("cdc: receive: %w", err)
+		}
+		switch msg := raw.(type) {
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("cdc: server: %w", pgconn.ErrorResponseToPgError(msg))
+		case *pgproto3.CopyData:
+			if err := s.handleCopyData(ctx, msg.Data); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("cdc: unexpected message %T", raw)
+		}
+	}
+}
+
+func (s *streamState) handleCopyData(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return errors.New("cdc: empty CopyData")
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("cdc: keepalive: %w", err)
+		}
+		// Everything the server sent up to ServerWALEnd has been received. When none of it is
+		// waiting to be applied, the slot may move there: this keeps an idle slot (or one whose
+		// tables see no writes while the database does) from retaining WAL without bound.
+		if !s.inTx && len(s.batch) == 0 && pkm.ServerWALEnd > s.confirmed {
+			s.confirmed = pkm.ServerWALEnd
+		}
+		if pkm.ReplyRequested {
+			return s.heartbeat(ctx)
+		}
+		return nil
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("cdc: xlogdata: %w", err)
+		}
+		return s.handleLogical(ctx, xld.WALData)
+	default:
+		return fmt.Errorf("cdc: unknown CopyData type %q", data[0])
+	}
+}
+
+func (s *streamState) handleLogical(ctx context.Context, data []byte) error {
+	msg, err := pglogrepl.Parse(data)
+	if err != nil {
+		return fmt.Errorf("cdc: decode pgoutput: %w", err)
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.RelationMessage:
+		rel, ok, err := relationFromMessage(m)
+		if err != nil {
+			return fmt.Errorf("cdc: %w", err)
+		}
+		s.rels[m.RelationID] = rel // nil for a table that is not ours: its changes are skipped
+		if !ok {
+			s.c.log.Warn("cdc: publication covers a table CDC does not map; skipping it", "table", m.RelationName)
+		}
+	case *pglogrepl.BeginMessage:
+		s.inTx = true
+		s.tx.reset(uint64(m.FinalLSN), m.CommitTime)
+	case *pglogrepl.InsertMessage:
+		rel, err := s.rel(m.RelationID)
+		if rel == nil || err != nil {
+			return err
+		}
+		o, err := rel.upsertOp(cellsFromTuple(m.Tuple))
+		if err != nil {
+			return fmt.Errorf("cdc: insert: %w", err)
+		}
+		s.tx.add(o)
+	case *pglogrepl.UpdateMessage:
+		rel, err := s.rel(m.RelationID)
+		if rel == nil || err != nil {
+			return err
+		}
+		o, err := rel.upsertOp(cellsFromTuple(m.NewTuple))
+		if err != nil {
+			return fmt.Errorf("cdc: update: %w", err)
+		}
+		if m.OldTuple != nil { // the key changed: the old row is gone
+			old, err := rel.deleteOp(cellsFromTuple(m.OldTuple))
+			if err != nil {
+				return fmt.Errorf("cdc: update: old key: %w", err)
+			}
+			if old.key() != o.key() {
+				s.tx.add(old)
+			}
+		}
+		s.tx.add(o)
+	case *pglogrepl.DeleteMessage:
+		rel, err := s.rel(m.RelationID)
+		if rel == nil || err != nil {
+			return err
+		}
+		o, err := rel.deleteOp(cellsFromTuple(m.OldTuple))
+		if err != nil {
+			return fmt.Errorf("cdc: delete: %w", err)
+		}
+		s.tx.add(o)
+	case *pglogrepl.TruncateMessage:
+		var rels []*relation
+		for _, id := range m.RelationIDs {
+			if rel, _ := s.rel(id); rel != nil {
+				rels = append(rels, rel)
+			}
+		}
+		if len(rels) > 0 {
+			s.tx.truncate(rels)
+		}
+	case *pglogrepl.CommitMessage:
+		s.inTx = false
+		if len(s.batch) == 0 {
+			s.batchDue = time.Now().Add(s.c.cfg.BatchDelay)
+		}
+		s.batch = append(s.batch, s.tx.ops...)
+		s.tx.ops = make([]*op, 0, len(s.tx.ops))
+		clear(s.tx.index)
+		s.batchEnd = m.TransactionEndLSN
+		if len(s.batch) == 0 { // a transaction with nothing for us: nothing to wait for
+			s.confirmed = max(s.confirmed, m.TransactionEndLSN)
+		}
+	case *pglogrepl.TypeMessage, *pglogrepl.OriginMessage, *pglogrepl.LogicalDecodingMessage:
+	default:
+		return fmt.Errorf("cdc: unexpected pgoutput message %T", msg)
+	}
+	return nil
+}
+
+// rel returns the relation of a change, or nil for a table that is not ours.
+func (s *streamState) rel(id uint32) (*relation, error) {
+	rel, ok := s.rels[id]
+	if !ok {
+		return nil, fmt.Errorf("cdc: change for relation %d before its Relation message", id)
+	}
+	return rel, nil
+}
+
+// flush applies the committed batch and then acknowledges it.
+func (s *streamState) flush(ctx context.Context) error {
+	batch := s.batch
+	for len(batch) > 0 {
+		n := min(len(batch), max(s.c.cfg.BatchSize, 1))
+		if err := s.c.apply(ctx, batch[:n]); err != nil {
+			return err
+		}
+		batch = batch[n:]
+		if len(batch) > 0 && !time.Now().Before(s.nextStatus) {
+			// A long batch: keep the server from timing us out (the position does not move).
+			if err := s.heartbeat(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	if hook := s.c.cfg.OnApply; hook != nil {
+		commits := make([]time.Time, len(s.batch))
+		for i, o := range s.batch {
+			commits[i] = o.commits
+		}
+		hook(len(s.batch), commits)
+	}
+	s.batch = s.batch[:0]
+	s.confirmed = max(s.confirmed, s.batchEnd)
+	return s.sendStatus(ctx)
+}
+
+// heartbeat checks that this process still holds the slot's lock and reports the position.
+func (s *streamState) heartbeat(ctx context.Context) error {
+	if _, err := s.lock.Exec(ctx, q("ping")); err != nil {
+		return fmt.Errorf("cdc: lock connection lost: %w", err)
+	}
+	return s.sendStatus(ctx)
+}
+
+// sendStatus reports the confirmed position, set explicitly in all three fields: a zero flush
+// position would let pglogrepl fill in the write position, and the server forget WAL whose
+// changes are not durable in DynamoDB yet.
+func (s *streamState) sendStatus(ctx context.Context) error {
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: s.confirmed,
+		WALFlushPosition: s.confirmed,
+		WALApplyPosition: s.confirmed,
+		ClientTime:       time.Now(),
+	})
+	if err != nil {
+		return fmt.Errorf("cdc: standby status update: %w", err)
+	}
+	s.c.confirmed.Store(uint64(s.confirmed))
+	s.nextStatus = time.Now().Add(s.c.cfg.StandbyTimeout)
+	return nil
+}
+
+var seed = maphash.MakeSeed()
+
+// apply writes ops: row changes of one customer in order on one worker, customers spread over
+// the workers; a TRUNCATE barrier waits for everything before it and holds back everything after.
+func (c *CDC) apply(ctx context.Context, ops []*op) error {
+	for len(ops) > 0 {
+		i := 0
+		for i < len(ops) && ops[i].trunc == nil {
+			i++
+		}
+		if err := c.applyRows(ctx, ops[:i]); err != nil {
+			return err
+		}
+		if i < len(ops) {
+			if err := c.applyTruncate(ctx, ops[i]); err != nil {
+				return err
+			}
+			i++
+		}
+		ops = ops[i:]
+	}
+	return nil
+}
+
+func (c *CDC) applyRows(ctx context.Context, ops []*op) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	workers := min(c.cfg.Workers, len(ops))
+	parts := make([][]*op, workers)
+	for _, o := range ops {
+		w := maphash.String(seed, o.id) % uint64(workers)
+		parts[w] = append(parts[w], o)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	for _, part := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, o := range part {
+				if err := c.applyOne(ctx, o); err != nil {
+					cancel(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	c.applied.Add(int64(len(ops)))
+	return nil
+}
+
+func (c *CDC) applyOne(ctx context.Context, o *op) error {
+	var err error
+	switch {
+	case o.table.entryCol != "":
+		var v map[string]any
+		if !o.del {
+			v = o.fields
+		}
+		_, err = c.store.ApplyCRMEntry(ctx, o.id, o.table.mapAttr, o.entry, o.lsn, v)
+	case o.del:
+		// GDPR erasure: every CRM attribute goes, both maps are emptied and their floors raised.
+		fields := map[string]any{
+			AttrSubscriptions: map[string]any{}, AttrSubscriptions + "_lsn": o.lsn,
+			AttrConsents: map[string]any{}, AttrConsents + "_lsn": o.lsn,
+		}
+		_, err = c.store.ApplyCRM(ctx, o.id, o.lsn, fields, o.remove)
+	default:
+		_, err = c.store.ApplyCRM(ctx, o.id, o.lsn, o.fields, o.remove)
+	}
+	if err != nil {
+		return fmt.Errorf("cdc: apply %s %s: %w", o.table.name, o.id, err)
+	}
+	return nil
+}
+
+// applyTruncate clears what the truncated tables put on every profile.
+func (c *CDC) applyTruncate(ctx context.Context, o *op) error {
+	c.log.Info("cdc: truncate: clearing profiles", "tables", len(o.trunc), "lsn", pglogrepl.LSN(o.lsn))
+	err := c.store.Scan(ctx, c.cfg.Workers, func(p pipeline.Profile) error {
+		for _, rel := range o.trunc {
+			var err error
+			if rel.entryCol != "" {
+				_, err = c.store.ClearCRMMap(ctx, p.ID(), rel.mapAttr, o.lsn)
+			} else {
+				_, err = c.store.ApplyCRM(ctx, p.ID(), o.lsn, nil, rel.crmFields())
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("cdc: truncate: %w", err)
+	}
+	return nil
+}
