@@ -179,3 +179,13 @@ func (f *fixture) slotConfirmed(t *testing.T) (string, bool) {
 	require.NoError(t, err)
 	return lsn, true
 }
+
+func parseLSN(t *testing.T, s string) uint64 {
+	t.Helper()
+	var hi, lo uint64
+	_, err := fmt.Sscanf(s, "%X/%X", &hi, &lo)
+	require.NoError(t, err, s)
+	return hi<<32 | lo
+}
+
+func lsnString(v uint64) string { return fmt.Sprintf("%X/%X", v>>32, uint32(v)) }
