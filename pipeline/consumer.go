@@ -575,7 +575,8 @@ func (w *shardWorker) run(ctx context.Context) error {
 func (w *shardWorker) process(ctx context.Context, records []ktypes.Record) error {
 	events := make([]Event, 0, len(records))
 	arrivals := make([]time.Time, 0, len(records))
-	opts := DecodeOptions{MaxAge: 100 * 365 * 24 * time.Hour, MaxFuture: 24 * time.Hour}
+	// Events sat in the stream for a while: no age bound, the usual future bound.
+	opts := DecodeOptions{MaxAge: 100 * 365 * 24 * time.Hour}
 	for _, r := range records {
 		ev, err := DecodeEvent(r.Data, opts)
 		if err != nil {

@@ -48,7 +48,7 @@ func (e *streamEnv) startConsumer(t *testing.T, cfg ConsumerConfig) (*Consumer, 
 	cfg.Stream = e.Names.Stream
 	cfg.LeaseTable = e.Names.Leases
 	if cfg.Sink == nil {
-		cfg.Sink = CounterSink{Store: e.store}
+		cfg.Sink = NewProfileWriter(e.store, ProfileWriterConfig{})
 	}
 	if cfg.LeaseDuration == 0 {
 		cfg.LeaseDuration = 3 * time.Second

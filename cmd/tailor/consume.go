@@ -103,5 +103,5 @@ released for the other consumers (graceful handoff) within --stop-timeout.`,
 
 // newProfileSink is the sink the consumer aggregates into.
 func newProfileSink(store *pipeline.ProfileStore) pipeline.EventSink {
-	return pipeline.CounterSink{Store: store}
+	return pipeline.NewProfileWriter(store, pipeline.ProfileWriterConfig{})
 }
