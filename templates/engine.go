@@ -41,11 +41,8 @@ func newEngine(escapeHTML bool) *liquid.Engine {
 	e.RegisterTag("include", func(render.Context) (string, error) {
 		return "", errors.New("the include tag is not supported: templates are self-contained")
 	})
-	e.RegisterFilter("money", moneyFilter)
-	e.RegisterFilter("date", dateFilter)
+	registerFilters(e.RegisterFilter, escapeHTML)
 	if escapeHTML {
-		e.RegisterFilter("raw", rawFilter)
-		e.RegisterFilter(autoescapeFilter, escapeValue)
 		e.RegisterBlock(captureBlock, func(ctx render.Context) (string, error) {
 			s, err := ctx.InnerString()
 			if err != nil {
@@ -54,10 +51,21 @@ func newEngine(escapeHTML bool) *liquid.Engine {
 			ctx.Set(strings.TrimSpace(ctx.TagArgs()), safeHTML(s))
 			return "", nil
 		})
-	} else {
-		e.RegisterFilter("raw", func(v any) any { return v })
 	}
 	return e
+}
+
+// registerFilters registers the filters of the html (escapeHTML) or plain parts; the engines and
+// the fast path's configuration share it.
+func registerFilters(add func(name string, fn any), escapeHTML bool) {
+	add("money", moneyFilter)
+	add("date", dateFilter)
+	if escapeHTML {
+		add("raw", rawFilter)
+		add(autoescapeFilter, escapeValue)
+	} else {
+		add("raw", func(v any) any { return v })
+	}
 }
 
 // autoescape appends the escaping filter to every output expression of src, except inside
@@ -150,7 +158,11 @@ var currencies = map[string]struct {
 // moneyFilter formats an amount in minor units: {{ 1999 | money: "EUR" }} -> €19.99. An unknown
 // currency is written as its code with two decimals ("XYZ 19.99").
 func moneyFilter(amount float64, currency func(string) string) (string, error) {
-	code := strings.ToUpper(currency("USD"))
+	return formatMoney(amount, currency("USD")), nil
+}
+
+func formatMoney(amount float64, currency string) string {
+	code := strings.ToUpper(currency)
 	c, ok := currencies[code]
 	if !ok {
 		c.symbol, c.digits = code+" ", 2
@@ -161,23 +173,46 @@ func moneyFilter(amount float64, currency func(string) string) (string, error) {
 	}
 	minor := int64(math.Round(amount))
 	if c.digits == 0 {
-		return fmt.Sprintf("%s%s%d", neg, c.symbol, minor), nil
+		return fmt.Sprintf("%s%s%d", neg, c.symbol, minor)
 	}
 	scale := int64(math.Pow10(c.digits))
-	return fmt.Sprintf("%s%s%d.%0*d", neg, c.symbol, minor/scale, c.digits, minor%scale), nil
+	return fmt.Sprintf("%s%s%d.%0*d", neg, c.symbol, minor/scale, c.digits, minor%scale)
 }
 
 // dateFilter is Liquid's date filter with an optional IANA time zone:
 // {{ now | date: "%Y-%m-%d %H:%M", "Europe/Paris" }}.
 func dateFilter(t time.Time, format func(string) string, zone func(string) string) (string, error) {
-	if tz := zone(""); tz != "" {
-		loc, err := time.LoadLocation(tz)
+	tz := zone("")
+	return formatDate(t, format(dateFormatDefault), tz)
+}
+
+// dateFormatDefault is liquid's date filter's default format.
+const dateFormatDefault = "%a, %b %d, %y"
+
+func formatDate(t time.Time, format, zone string) (string, error) {
+	if zone != "" {
+		loc, err := loadLocation(zone)
 		if err != nil {
-			return "", fmt.Errorf("date: unknown time zone %q (use an IANA name such as Europe/Paris)", tz)
+			return "", fmt.Errorf("date: unknown time zone %q (use an IANA name such as Europe/Paris)", zone)
 		}
 		t = t.In(loc)
 	}
-	return tuesday.Strftime(format("%a, %b %d, %y"), t)
+	return tuesday.Strftime(format, t)
+}
+
+// locations caches time.LoadLocation, which parses the embedded zone database on every call.
+var locations sync.Map // zone name -> *time.Location
+
+func loadLocation(name string) (*time.Location, error) {
+	if loc, ok := locations.Load(name); ok {
+		return loc.(*time.Location), nil
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, err
+	}
+	locations.Store(name, loc)
+	return loc, nil
 }
 
 // undoRewrite removes autoescape's rewriting from an error message the author will read.

@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/osteele/liquid"
 	"github.com/sony/gobreaker/v2"
 	"golang.org/x/sync/singleflight"
 
@@ -185,7 +184,7 @@ func (r *Renderer) Render(ctx context.Context, t *Template, d RenderData) (*Mess
 	}
 	for _, p := range []struct {
 		file string
-		tpl  *liquid.Template
+		tpl  *part
 		dst  *string
 	}{
 		{FileSubject, v.parts.subject, &m.Subject},
@@ -196,8 +195,7 @@ func (r *Renderer) Render(ctx context.Context, t *Template, d RenderData) (*Mess
 		if p.tpl == nil {
 			continue
 		}
-		// Each part gets its own copy: assign and capture write into the bindings.
-		out, err := p.tpl.RenderString(copyBindings(bindings))
+		out, err := p.tpl.render(bindings)
 		if err != nil {
 			msg := err.Error()
 			if c := err.Cause(); c != nil {
@@ -216,14 +214,6 @@ func (r *Renderer) Render(ctx context.Context, t *Template, d RenderData) (*Mess
 		m.Headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
 	}
 	return m, nil
-}
-
-func copyBindings(b map[string]any) map[string]any {
-	out := make(map[string]any, len(b)+4)
-	for k, v := range b {
-		out[k] = v
-	}
-	return out
 }
 
 // applyDefaults returns the profile with the manifest defaults filled in for fields that are

@@ -47,13 +47,31 @@ func (r *Renderer) fetchAll(ctx context.Context, t *Template, bindings map[strin
 	if len(t.sources) == 0 {
 		return content, outcomes, nil
 	}
+	// Look every source up in the cache first, without goroutines: the common case in a
+	// campaign is that all of them are cached.
 	results := make([]sourceResult, len(t.sources))
-	if len(t.sources) == 1 {
-		results[0] = r.resolve(ctx, t, t.sources[0], bindings)
-	} else {
+	var misses []int
+	urls := make([]string, len(t.sources))
+	for i, s := range t.sources {
+		url, err := s.url.render(bindings)
+		if err != nil {
+			results[i] = r.failed(t, s, "", &fetchError{reason: "url: " + err.Error()})
+			continue
+		}
+		urls[i] = strings.TrimSpace(url)
+		if e := r.cache.get(s.cacheKey(urls[i])); e != nil && r.cfg.Now().Sub(e.fetchedAt) < s.cacheTTL {
+			results[i] = sourceResult{value: e.value, outcome: SourceOutcome{Outcome: OutcomeCached, Hash: e.hash}}
+			continue
+		}
+		misses = append(misses, i)
+	}
+	if len(misses) == 1 {
+		i := misses[0]
+		results[i] = r.resolve(ctx, t, t.sources[i], urls[i])
+	} else if len(misses) > 1 {
 		var wg sync.WaitGroup
-		for i, s := range t.sources {
-			wg.Go(func() { results[i] = r.resolve(ctx, t, s, bindings) })
+		for _, i := range misses {
+			wg.Go(func() { results[i] = r.resolve(ctx, t, t.sources[i], urls[i]) })
 		}
 		wg.Wait()
 	}
@@ -75,14 +93,12 @@ func (r *Renderer) fetchAll(ctx context.Context, t *Template, bindings map[strin
 	return content, outcomes, nil
 }
 
+// cacheKey is the cache key of the source's response for url: template, source, method and url.
+func (s *source) cacheKey(url string) string { return s.keyPrefix + url }
+
 // resolve returns the content of one source for one message: cached, fetched, stale or fallback.
-func (r *Renderer) resolve(ctx context.Context, t *Template, s *source, bindings map[string]any) sourceResult {
-	url, err := s.url.RenderString(bindings)
-	if err != nil {
-		return r.failed(t, s, "", &fetchError{reason: "url: " + err.Error()})
-	}
-	url = strings.TrimSpace(url)
-	key := t.name + "\x00" + s.name + "\x00" + s.method + " " + url
+func (r *Renderer) resolve(ctx context.Context, t *Template, s *source, url string) sourceResult {
+	key := s.cacheKey(url)
 	if e := r.cache.get(key); e != nil && r.cfg.Now().Sub(e.fetchedAt) < s.cacheTTL {
 		return sourceResult{value: e.value, outcome: SourceOutcome{Outcome: OutcomeCached, Hash: e.hash}}
 	}

@@ -72,7 +72,30 @@ type Template struct {
 
 // parts are the compiled Liquid parts of a message; preheader may be nil.
 type parts struct {
-	subject, preheader, html, text *liquid.Template
+	subject, preheader, html, text *part
+}
+
+// part is one compiled piece of Liquid: liquid's template, and the fast path's program when the
+// fast path covers it (see fast.go).
+type part struct {
+	tpl  *liquid.Template
+	prog []op // nil: render with liquid
+	html bool
+}
+
+// render renders the part with a copy of bindings (assign and capture write into it).
+func (p *part) render(bindings map[string]any) (string, liquid.SourceError) {
+	if p.prog != nil {
+		b := make(map[string]any, len(bindings)+4)
+		for k, v := range bindings {
+			b[k] = v
+		}
+		if out, ok := renderFast(p.prog, b, p.html); ok {
+			return out, nil
+		}
+	}
+	// liquid copies the bindings itself.
+	return p.tpl.RenderString(bindings)
 }
 
 type variant struct {
@@ -84,7 +107,7 @@ type variant struct {
 // source is a compiled content source.
 type source struct {
 	name         string
-	url          *liquid.Template
+	url          *part
 	method       string
 	headers      map[string]string
 	timeout      time.Duration
@@ -95,6 +118,7 @@ type source struct {
 	fallback     any  // decoded JSON; empty object when none is declared
 	fallbackHash string
 	hasFallback  bool
+	keyPrefix    string // of cache keys: template, source and method
 }
 
 // Load reads a template folder: the manifest, the Liquid parts and any other regular file in it
@@ -211,7 +235,7 @@ func compile(files map[string]string) compiled {
 		}
 		seen[v.Name] = true
 		cv := variant{name: v.Name, weight: v.Weight, parts: t.base}
-		override := func(dst **liquid.Template, spec, part string, html bool) {
+		override := func(dst **part, spec, part string, html bool) {
 			if spec == "" {
 				return
 			}
@@ -236,7 +260,7 @@ func compile(files map[string]string) compiled {
 	return c
 }
 
-func (c *compiled) parseFile(files map[string]string, name string, html, required bool) *liquid.Template {
+func (c *compiled) parseFile(files map[string]string, name string, html, required bool) *part {
 	src, ok := files[name]
 	if !ok {
 		if required {
@@ -247,7 +271,7 @@ func (c *compiled) parseFile(files map[string]string, name string, html, require
 	return c.parse(name, src, 1, html)
 }
 
-func (c *compiled) parse(file, src string, line int, html bool) *liquid.Template {
+func (c *compiled) parse(file, src string, line int, html bool) *part {
 	e := plainEngine()
 	if html {
 		e = htmlEngine()
@@ -265,7 +289,7 @@ func (c *compiled) parse(file, src string, line int, html bool) *liquid.Template
 	for _, err := range checkFilters(file, line, orig) {
 		c.add(err)
 	}
-	return tpl
+	return &part{tpl: tpl, prog: compileFast(src, file, line, html), html: html}
 }
 
 func (c *compiled) compileSource(name string, spec sourceSpec) *source {
@@ -286,7 +310,7 @@ func (c *compiled) compileSource(name string, spec sourceSpec) *source {
 	} else if tpl, err := plainEngine().ParseTemplateLocation([]byte(spec.URL), FileManifest, line); err != nil {
 		bad("url: %s", liquidSyntaxError(FileManifest, err).Msg)
 	} else {
-		s.url = tpl
+		s.url = &part{tpl: tpl, prog: compileFast(spec.URL, FileManifest, line, false)}
 		c.parsed = append(c.parsed, liquidSource{file: FileManifest, line: line, src: spec.URL})
 		for _, err := range checkFilters(FileManifest, line, spec.URL) {
 			c.add(err)
@@ -344,6 +368,7 @@ func (c *compiled) compileSource(name string, spec sourceSpec) *source {
 		bad("fallback: %v", err)
 	}
 	s.fallbackHash = hashBytes(b)
+	s.keyPrefix = c.man.Name + "\x00" + name + "\x00" + s.method + " "
 	return s
 }
 

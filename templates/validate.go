@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/osteele/liquid"
 	"github.com/osteele/liquid/parser"
 )
 
@@ -95,7 +94,7 @@ func renderSample(t *Template, sample map[string]any) []error {
 		variants = []variant{{parts: t.base}}
 	}
 	var errs []error
-	seen := map[*liquid.Template]bool{}
+	seen := map[*part]bool{}
 	for _, v := range variants {
 		bindings := map[string]any{
 			"customer":        applyDefaults(sample, t.defaults),
@@ -108,7 +107,7 @@ func renderSample(t *Template, sample map[string]any) []error {
 		}
 		for _, p := range []struct {
 			file string
-			tpl  *liquid.Template
+			tpl  *part
 		}{
 			{FileSubject, v.parts.subject}, {FilePreheader, v.parts.preheader},
 			{FileHTML, v.parts.html}, {FileText, v.parts.text},
@@ -117,7 +116,7 @@ func renderSample(t *Template, sample map[string]any) []error {
 				continue
 			}
 			seen[p.tpl] = true
-			if _, err := p.tpl.RenderString(copyBindings(bindings)); err != nil {
+			if _, err := p.tpl.render(bindings); err != nil {
 				msg := err.Error()
 				if c := err.Cause(); c != nil {
 					msg = c.Error()

@@ -1,0 +1,766 @@
+package templates
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/osteele/liquid/expressions"
+	"github.com/osteele/liquid/filters"
+	"github.com/osteele/liquid/parser"
+	"github.com/osteele/liquid/render"
+	"github.com/osteele/liquid/tags"
+	"github.com/osteele/liquid/values"
+)
+
+// The fast path. osteele/liquid renders through a tree of closures, converts every text node
+// to a fresh []byte, calls every filter through reflection and, here, runs one extra filter per
+// output for escaping; that made a 15 KB email cost ~300µs. compileFast turns a part's parse tree
+// (liquid's own parser, so syntax is exactly liquid's) into a small program that writes into one
+// reused buffer, evaluates expressions with liquid's expression package (or, for the common
+// "path | filter: args" shape, natively: see fastexpr.go), and escapes html outputs inline.
+//
+// It mirrors liquid v1.6's renderer, quirks included (whitespace control only reaches the
+// previous write, a nil for-loop collection skips the else branch, loop variables are restored
+// afterwards). Whatever it does not cover (tablerow, include, map iteration, custom tags) makes
+// compileFast return nil and the part renders with liquid. Any run-time error or panic in the
+// fast path also makes the part render again with liquid, so error messages (and the rare
+// panics liquid re-throws) are exactly liquid's; TestFast_MatchesLiquid and FuzzFast_MatchesLiquid
+// compare the two renderers.
+
+// errSlowPath makes a part render with liquid instead.
+var errSlowPath = errors.New("templates: render with liquid")
+
+// Control flow of break and continue, which liquid also implements as errors.
+var (
+	errBreak    = errors.New("break")
+	errContinue = errors.New("continue")
+)
+
+type opKind uint8
+
+const (
+	opText opKind = iota
+	opRaw
+	opOutput
+	opTrimLeft
+	opTrimRight
+	opIf
+	opCase
+	opFor
+	opCapture
+	opAssign
+	opCycle
+	opBreak
+	opContinue
+)
+
+// op is one instruction of a compiled part.
+type op struct {
+	kind    opKind
+	text    string   // opText
+	slices  []string // opRaw
+	expr    *fastExpr
+	escape  bool       // opOutput in the html part
+	name    string     // opAssign, opCapture: the variable; opFor: the loop variable
+	safe    bool       // opCapture: the html part's capture, whose content is marked safe
+	body    []op       // opFor, opCapture
+	els     *[]op      // opFor: the else clause
+	when    []branch   // opIf, opCase
+	loop    *loopSpec  // opFor
+	cycle   *expressions.Cycle
+	caseVal *fastExpr // opCase
+}
+
+type branch struct {
+	tests []*fastExpr // opIf: one test; opCase: any of these equal to the case value (none: else)
+	body  []op
+}
+
+type loopSpec struct {
+	limit, offset *fastExpr
+	reversed      bool
+	forloop       bool // the body may read forloop (or cycle), so it must be bound
+}
+
+// fastConfig holds the grammar and filters of the fast path, like the engines'.
+type fastConfig struct {
+	render.Config
+	expr expressions.Config
+}
+
+var (
+	plainFast = sync.OnceValue(func() *fastConfig { return newFastConfig(false) })
+	htmlFast  = sync.OnceValue(func() *fastConfig { return newFastConfig(true) })
+)
+
+func newFastConfig(html bool) *fastConfig {
+	cfg := render.NewConfig()
+	filters.AddStandardFilters(&cfg)
+	tags.AddStandardTags(cfg)
+	registerFilters(cfg.AddFilter, html)
+	if html {
+		cfg.AddBlock(captureBlock)
+	}
+	return &fastConfig{Config: cfg, expr: cfg.Config.Config}
+}
+
+// compileFast compiles src, which liquid has already parsed without error, or returns nil when
+// the fast path does not cover it.
+func compileFast(src, file string, line int, html bool) []op {
+	fc := plainFast()
+	if html {
+		fc = htmlFast()
+	}
+	root, err := fc.Parse(src, parser.SourceLoc{Pathname: file, LineNo: line})
+	if err != nil {
+		return nil
+	}
+	seq, ok := root.(*parser.ASTSeq)
+	if !ok {
+		return nil
+	}
+	c := fastCompiler{fc: fc, html: html}
+	prog := c.nodes(seq.Children)
+	if c.unsupported {
+		return nil
+	}
+	if prog == nil {
+		prog = []op{}
+	}
+	return prog
+}
+
+type fastCompiler struct {
+	fc          *fastConfig
+	html        bool
+	unsupported bool
+}
+
+func (c *fastCompiler) fail() []op { c.unsupported = true; return nil }
+
+func (c *fastCompiler) nodes(ns []parser.ASTNode) []op {
+	var out []op
+	for _, n := range ns {
+		if c.unsupported {
+			return nil
+		}
+		switch n := n.(type) {
+		case *parser.ASTSeq:
+			out = append(out, c.nodes(n.Children)...)
+		case *parser.ASTText:
+			out = append(out, op{kind: opText, text: n.Source})
+		case *parser.ASTRaw:
+			out = append(out, op{kind: opRaw, slices: n.Slices})
+		case *parser.ASTTrim:
+			if n.TrimDirection == parser.Left {
+				out = append(out, op{kind: opTrimLeft})
+			} else {
+				out = append(out, op{kind: opTrimRight})
+			}
+		case *parser.ASTObject:
+			out = append(out, c.output(n))
+		case *parser.ASTTag:
+			out = append(out, c.tag(n))
+		case *parser.ASTBlock:
+			out = append(out, c.block(n))
+		default:
+			return c.fail()
+		}
+	}
+	return out
+}
+
+func (c *fastCompiler) expr(src string) *fastExpr {
+	e, err := compileExpr(src)
+	if err != nil {
+		c.unsupported = true
+	}
+	return e
+}
+
+func (c *fastCompiler) output(n *parser.ASTObject) op {
+	args := n.Args
+	escape := false
+	if c.html {
+		// Evaluate the author's expression and escape in Go rather than through the filter.
+		i := strings.LastIndex(args, "| "+autoescapeFilter)
+		if i < 0 || strings.TrimSpace(args[i+len("| "+autoescapeFilter):]) != "" {
+			c.unsupported = true
+			return op{}
+		}
+		args, escape = args[:i], true
+	}
+	return op{kind: opOutput, expr: c.expr(args), escape: escape}
+}
+
+func (c *fastCompiler) tag(n *parser.ASTTag) op {
+	switch n.Name {
+	case "assign":
+		stmt, err := expressions.ParseStatement(expressions.AssignStatementSelector, n.Args)
+		if err != nil {
+			break
+		}
+		return op{kind: opAssign, name: stmt.Assignment.Variable, expr: &fastExpr{liquid: stmt.Assignment.ValueFn}}
+	case "cycle":
+		stmt, err := expressions.ParseStatement(expressions.CycleStatementSelector, n.Args)
+		if err != nil {
+			break
+		}
+		return op{kind: opCycle, cycle: &stmt.Cycle}
+	case "break":
+		return op{kind: opBreak}
+	case "continue":
+		return op{kind: opContinue}
+	}
+	c.unsupported = true
+	return op{}
+}
+
+func (c *fastCompiler) block(n *parser.ASTBlock) op {
+	switch n.Name {
+	case "if", "unless":
+		test := c.expr(n.Args)
+		if test == nil {
+			break
+		}
+		test.not = n.Name == "unless"
+		o := op{kind: opIf, when: []branch{{tests: []*fastExpr{test}, body: c.nodes(n.Body)}}}
+		for _, cl := range n.Clauses {
+			test := &fastExpr{liquid: expressions.Constant(true)}
+			if cl.Name == "elsif" {
+				test = c.expr(cl.Args)
+			}
+			o.when = append(o.when, branch{tests: []*fastExpr{test}, body: c.nodes(cl.Body)})
+		}
+		return o
+	case "case":
+		o := op{kind: opCase, caseVal: c.expr(n.Args)}
+		for _, cl := range n.Clauses {
+			b := branch{body: c.nodes(cl.Body)}
+			if cl.Name == "when" {
+				stmt, err := expressions.ParseStatement(expressions.WhenStatementSelector, cl.Args)
+				if err != nil {
+					return op{kind: opCase, when: c.fail2()}
+				}
+				for _, e := range stmt.When.Exprs {
+					b.tests = append(b.tests, &fastExpr{liquid: e})
+				}
+			}
+			o.when = append(o.when, b)
+		}
+		return o
+	case "for":
+		stmt, err := expressions.ParseStatement(expressions.LoopStatementSelector, n.Args)
+		if err != nil || len(n.Clauses) > 1 || stmt.Loop.Cols != nil {
+			break
+		}
+		l := stmt.Loop
+		spec := &loopSpec{reversed: l.Reversed, forloop: mentionsForloop(n)}
+		if l.Limit != nil {
+			spec.limit = &fastExpr{liquid: l.Limit}
+		}
+		if l.Offset != nil {
+			spec.offset = &fastExpr{liquid: l.Offset}
+		}
+		// The collection is compiled again from the source so that simple paths are native.
+		coll := &fastExpr{liquid: l.Expr}
+		if src, ok := loopCollection(n.Args, l.Variable); ok {
+			if n := parseNative(src); n != nil && len(n.filters) == 0 {
+				coll = &fastExpr{native: n}
+			}
+		}
+		o := op{kind: opFor, name: l.Variable, expr: coll, loop: spec, body: c.nodes(n.Body)}
+		if len(n.Clauses) == 1 {
+			if n.Clauses[0].Name != "else" {
+				break
+			}
+			els := c.nodes(n.Clauses[0].Body)
+			o.els = &els
+		}
+		return o
+	case "capture":
+		if c.html || len(n.Clauses) > 0 {
+			break // the html part's capture blocks were rewritten to captureBlock
+		}
+		return op{kind: opCapture, name: n.Args, body: c.nodes(n.Body)}
+	case captureBlock:
+		if !c.html || len(n.Clauses) > 0 {
+			break
+		}
+		return op{kind: opCapture, name: strings.TrimSpace(n.Args), safe: true, body: c.nodes(n.Body)}
+	}
+	c.unsupported = true
+	return op{}
+}
+
+func (c *fastCompiler) fail2() []branch { c.unsupported = true; return nil }
+
+// loopCollection returns the collection path of a for tag's arguments "item in a.b.c [modifiers]".
+func loopCollection(args, variable string) (string, bool) {
+	f := strings.Fields(args)
+	if len(f) < 3 || f[0] != variable || f[1] != "in" {
+		return "", false
+	}
+	for _, c := range f[2] {
+		if !isIdentByte(byte(c)) && c != '.' || c == '-' {
+			return "", false
+		}
+	}
+	return f[2], true
+}
+
+// mentionsForloop reports whether a loop body might read the forloop variable: then it is
+// bound for each item, as liquid does; otherwise binding it would only cost allocations.
+func mentionsForloop(n *parser.ASTBlock) bool {
+	var walk func([]parser.ASTNode) bool
+	walk = func(ns []parser.ASTNode) bool {
+		for _, n := range ns {
+			switch n := n.(type) {
+			case *parser.ASTSeq:
+				if walk(n.Children) {
+					return true
+				}
+			case *parser.ASTObject:
+				if strings.Contains(n.Args, "forloop") {
+					return true
+				}
+			case *parser.ASTTag:
+				if n.Name == "cycle" || strings.Contains(n.Args, "forloop") {
+					return true
+				}
+			case *parser.ASTBlock:
+				if strings.Contains(n.Args, "forloop") || walk(n.Body) {
+					return true
+				}
+				for _, cl := range n.Clauses {
+					if strings.Contains(cl.Args, "forloop") || walk(cl.Body) {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	}
+	if walk(n.Body) {
+		return true
+	}
+	for _, cl := range n.Clauses {
+		if walk(cl.Body) {
+			return true
+		}
+	}
+	return false
+}
+
+// fastWriter mirrors liquid's trimWriter on one growing buffer: the bytes from mark on are
+// liquid's unflushed buffer, which a {{- trims; trim is liquid's trim flag, which a -}} sets.
+type fastWriter struct {
+	buf  []byte
+	mark int
+	trim bool
+}
+
+func (w *fastWriter) writeString(s string) {
+	if w.trim {
+		s = strings.TrimLeftFunc(s, unicode.IsSpace)
+		w.trim = false
+	} else {
+		w.mark = len(w.buf)
+	}
+	w.buf = append(w.buf, s...)
+}
+
+// begin and end bracket a write appended to buf directly.
+func (w *fastWriter) begin() (start int, trim bool) {
+	trim = w.trim
+	if w.trim {
+		w.trim = false
+	} else {
+		w.mark = len(w.buf)
+	}
+	return len(w.buf), trim
+}
+
+func (w *fastWriter) end(start int, trim bool) {
+	if !trim {
+		return
+	}
+	b := w.buf[start:]
+	i := 0
+	for i < len(b) {
+		r, size := utf8.DecodeRune(b[i:])
+		if !unicode.IsSpace(r) {
+			break
+		}
+		i += size
+	}
+	if i > 0 {
+		n := copy(b, b[i:])
+		w.buf = w.buf[:start+n]
+	}
+}
+
+func (w *fastWriter) trimLeft() {
+	tail := w.buf[w.mark:]
+	w.buf = w.buf[:w.mark+len(trimRightSpace(tail))]
+	w.mark = len(w.buf)
+}
+
+func trimRightSpace(b []byte) []byte {
+	for len(b) > 0 {
+		r, size := utf8.DecodeLastRune(b)
+		if !unicode.IsSpace(r) {
+			break
+		}
+		b = b[:len(b)-size]
+	}
+	return b
+}
+
+func (w *fastWriter) flush() { w.mark = len(w.buf) }
+
+// fastRun is the state of one render of one part.
+type fastRun struct {
+	w        fastWriter
+	args     []any // filter arguments, reused
+	bindings map[string]any
+	ctx      expressions.Context
+	cfg      *fastConfig
+}
+
+var writerPool = sync.Pool{New: func() any { return &fastRun{} }}
+
+// renderFast renders prog with bindings (which it may modify); ok is false when the part must
+// be rendered with liquid instead.
+func renderFast(prog []op, bindings map[string]any, html bool) (out string, ok bool) {
+	r := writerPool.Get().(*fastRun)
+	r.cfg = plainFast()
+	if html {
+		r.cfg = htmlFast()
+	}
+	r.bindings = bindings
+	r.ctx = expressions.NewContext(bindings, r.cfg.expr)
+	r.w = fastWriter{buf: r.w.buf[:0]}
+	defer func() {
+		if p := recover(); p != nil {
+			out, ok = "", false
+		}
+		r.bindings, r.ctx = nil, nil
+		if cap(r.w.buf) <= 1<<20 {
+			writerPool.Put(r)
+		}
+	}()
+	if err := r.seq(prog); err != nil {
+		return "", false
+	}
+	return string(r.w.buf), true
+}
+
+// seq renders a sequence and flushes, like liquid's RenderSequence (which does not flush when
+// a node fails, break and continue included).
+func (r *fastRun) seq(ops []op) error {
+	for i := range ops {
+		if err := r.op(&ops[i]); err != nil {
+			return err
+		}
+	}
+	r.w.flush()
+	return nil
+}
+
+func (r *fastRun) op(o *op) error {
+	switch o.kind {
+	case opText:
+		r.w.writeString(o.text)
+	case opRaw:
+		for _, s := range o.slices {
+			r.w.writeString(s)
+		}
+	case opTrimLeft:
+		r.w.trimLeft()
+	case opTrimRight:
+		r.w.trim = true
+	case opOutput:
+		v, err := o.expr.eval(r)
+		if err != nil {
+			return err
+		}
+		if o.escape {
+			r.writeEscaped(v)
+		} else {
+			r.writeObject(v)
+		}
+	case opAssign:
+		v, err := o.expr.eval(r)
+		if err != nil {
+			return err
+		}
+		r.bindings[o.name] = v
+	case opIf:
+		for i := range o.when {
+			b := &o.when[i]
+			v, err := b.tests[0].eval(r)
+			if err != nil {
+				return err
+			}
+			if v != nil && v != false {
+				return r.seq(b.body)
+			}
+		}
+	case opCase:
+		sel, err := o.caseVal.eval(r)
+		if err != nil {
+			return err
+		}
+		for i := range o.when {
+			b := &o.when[i]
+			if b.tests == nil {
+				return r.seq(b.body)
+			}
+			for _, t := range b.tests {
+				v, err := t.eval(r)
+				if err != nil {
+					return err
+				}
+				if values.Equal(sel, v) {
+					return r.seq(b.body)
+				}
+			}
+		}
+	case opFor:
+		return r.loop(o)
+	case opCapture:
+		start, mark, trim := len(r.w.buf), r.w.mark, r.w.trim
+		r.w.mark, r.w.trim = start, false
+		err := r.seq(o.body)
+		s := string(r.w.buf[start:])
+		r.w.buf, r.w.mark, r.w.trim = r.w.buf[:start], mark, trim
+		if err != nil {
+			return err
+		}
+		if o.safe {
+			r.bindings[o.name] = safeHTML(s)
+			r.w.writeString("") // the custom block writes its (empty) output, which flushes
+		} else {
+			r.bindings[o.name] = s
+		}
+	case opCycle:
+		loopVar := r.bindings["forloop"]
+		if loopVar == nil {
+			return errSlowPath
+		}
+		cycles := loopVar.(map[string]any)[".cycles"].(map[string]int)
+		n := cycles[o.cycle.Group]
+		cycles[o.cycle.Group] = n + 1
+		r.w.writeString(o.cycle.Values[n%len(o.cycle.Values)])
+	case opBreak:
+		return errBreak
+	case opContinue:
+		return errContinue
+	}
+	return nil
+}
+
+// iterable is liquid's iteration interface (values.Range implements it).
+type iterable interface {
+	Len() int
+	Index(int) any
+}
+
+type sliceIter []any
+
+func (s sliceIter) Len() int        { return len(s) }
+func (s sliceIter) Index(i int) any { return s[i] }
+
+type reflectIter reflect.Value
+
+func (w reflectIter) Len() int        { return reflect.Value(w).Len() }
+func (w reflectIter) Index(i int) any { return reflect.Value(w).Index(i).Interface() }
+
+type windowIter struct {
+	it            iterable
+	reversed      bool
+	offset, limit int // limit < 0: none
+}
+
+func (w windowIter) Len() int {
+	n := max(0, w.it.Len()-w.offset)
+	if w.limit >= 0 {
+		n = min(n, w.limit)
+	}
+	return n
+}
+
+func (w windowIter) Index(i int) any {
+	i += w.offset
+	if w.reversed {
+		i = w.it.Len() - 1 - i
+	}
+	return w.it.Index(i)
+}
+
+func (r *fastRun) loop(o *op) error {
+	val, err := o.expr.eval(r)
+	if err != nil {
+		return err
+	}
+	var it iterable
+	switch v := val.(type) {
+	case nil:
+		return nil // liquid renders neither the body nor the else clause
+	case []any:
+		it = sliceIter(v)
+	case iterable:
+		it = v
+	default:
+		rt := reflect.TypeOf(v)
+		if (rt.Kind() != reflect.Slice && rt.Kind() != reflect.Array) || strings.HasPrefix(rt.PkgPath(), "gopkg.in/yaml") {
+			return errSlowPath // maps iterate in random order, yaml.MapSlice has its own rules
+		}
+		it = reflectIter(reflect.ValueOf(v))
+	}
+	if o.loop.reversed || o.loop.offset != nil || o.loop.limit != nil {
+		win := windowIter{it: it, reversed: o.loop.reversed, limit: -1}
+		if o.loop.offset != nil {
+			v, err := o.loop.offset.eval(r)
+			if err != nil {
+				return err
+			}
+			n, ok := v.(int)
+			if !ok {
+				return errSlowPath
+			}
+			win.offset = max(n, 0)
+		}
+		if o.loop.limit != nil {
+			v, err := o.loop.limit.eval(r)
+			if err != nil {
+				return err
+			}
+			n, ok := v.(int)
+			if !ok {
+				return errSlowPath
+			}
+			if n >= 0 {
+				win.limit = n
+			}
+		}
+		it = win
+	}
+	n := it.Len()
+	if n == 0 && o.els != nil {
+		return r.seq(*o.els)
+	}
+	oldLoop, oldVar := r.bindings["forloop"], r.bindings[o.name]
+	defer func() {
+		r.bindings["forloop"] = oldLoop
+		r.bindings[o.name] = oldVar
+	}()
+	var cycles map[string]int
+	if o.loop.forloop {
+		cycles = map[string]int{}
+	}
+	for i := range n {
+		r.bindings[o.name] = it.Index(i)
+		if o.loop.forloop {
+			r.bindings["forloop"] = map[string]any{
+				"first": i == 0, "last": i == n-1, "index": i + 1, "index0": i,
+				"rindex": n - i, "rindex0": n - i - 1, "length": n, ".cycles": cycles,
+			}
+		}
+		switch err := r.seq(o.body); err {
+		case nil, errContinue:
+		case errBreak:
+			return nil
+		default:
+			return err
+		}
+	}
+	return nil
+}
+
+// writeObject is liquid's writeObject.
+func (r *fastRun) writeObject(value any) {
+	value = values.ToLiquid(value)
+	if value == nil {
+		return
+	}
+	switch v := value.(type) {
+	case string:
+		r.w.writeString(v)
+		return
+	case int:
+		start, trim := r.w.begin()
+		r.w.buf = strconv.AppendInt(r.w.buf, int64(v), 10)
+		r.w.end(start, trim)
+		return
+	case time.Time:
+		r.w.writeString(v.Format("2006-01-02 15:04:05 -0700"))
+		return
+	case []byte:
+		r.w.writeString(string(v))
+		return
+	}
+	rv := reflect.ValueOf(value)
+	switch rv.Kind() {
+	case reflect.Array, reflect.Slice:
+		for i := range rv.Len() {
+			if item := rv.Index(i); item.IsValid() {
+				r.writeObject(item.Interface())
+			}
+		}
+	case reflect.Ptr:
+		r.writeObject(reflect.ValueOf(value).Elem())
+	default:
+		r.w.writeString(fmt.Sprint(value))
+	}
+}
+
+// writeEscaped writes what liquid writes for escapeValue(v), escaping strings into the buffer
+// directly.
+func (r *fastRun) writeEscaped(v any) {
+	switch v := v.(type) {
+	case string:
+		start, trim := r.w.begin()
+		r.w.buf = appendEscaped(r.w.buf, v)
+		r.w.end(start, trim)
+		return
+	case safeHTML:
+		r.w.writeString(string(v))
+		return
+	}
+	r.writeObject(escapeValue(v))
+}
+
+// appendEscaped appends html.EscapeString(s).
+func appendEscaped(b []byte, s string) []byte {
+	last := 0
+	for i := 0; i < len(s); i++ {
+		var esc string
+		switch s[i] {
+		case '&':
+			esc = "&amp;"
+		case '\'':
+			esc = "&#39;"
+		case '<':
+			esc = "&lt;"
+		case '>':
+			esc = "&gt;"
+		case '"':
+			esc = "&#34;"
+		default:
+			continue
+		}
+		b = append(b, s[last:i]...)
+		b = append(b, esc...)
+		last = i + 1
+	}
+	return append(b, s[last:]...)
+}
