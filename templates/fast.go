@@ -67,13 +67,13 @@ type op struct {
 	text    string   // opText
 	slices  []string // opRaw
 	expr    *fastExpr
-	escape  bool       // opOutput in the html part
-	name    string     // opAssign, opCapture: the variable; opFor: the loop variable
-	safe    bool       // opCapture: the html part's capture, whose content is marked safe
-	body    []op       // opFor, opCapture
-	els     *[]op      // opFor: the else clause
-	when    []branch   // opIf, opCase
-	loop    *loopSpec  // opFor
+	escape  bool      // opOutput in the html part
+	name    string    // opAssign, opCapture: the variable; opFor: the loop variable
+	safe    bool      // opCapture: the html part's capture, whose content is marked safe
+	body    []op      // opFor, opCapture
+	els     *[]op     // opFor: the else clause
+	when    []branch  // opIf, opCase
+	loop    *loopSpec // opFor
 	cycle   *expressions.Cycle
 	caseVal *fastExpr // opCase
 }
