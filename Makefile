@@ -12,7 +12,7 @@ TEST_STACK  := $(CURDIR)/.tailor/test-stack
 FUZZ        ?= ./pipeline:FuzzDecodeEvent ./templates:FuzzFromFiles
 FUZZTIME    ?= 5s
 
-.PHONY: help tools build demo test unit fuzz bench lint clean
+.PHONY: help tools build demo test unit fuzz bench lint clean docs
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
@@ -61,3 +61,7 @@ clean: ## stop local stacks and remove build output and stack data
 	@[ -x $(BIN) ] && $(BIN) dev down --dir "$(TEST_STACK)" >/dev/null 2>&1 || true
 	@[ -x $(BIN) ] && $(BIN) dev down >/dev/null 2>&1 || true
 	@rm -rf bin .tailor bench/raw.txt
+
+docs: ## regenerate the README's CLI reference from --help
+	@$(GO) test ./cmd/tailor -run TestREADME_CLIReferenceIsCurrent -update -count=1 >/dev/null
+	@echo "README.md CLI reference updated"

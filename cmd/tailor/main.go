@@ -130,6 +130,8 @@ AWS SDK's standard configuration and --database-url.`,
 			return nil
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError{err} },
+		// run maps errors to exit codes; urfave/cli must not call os.Exit itself.
+		ExitErrHandler: func(*cli.Context, error) {},
 		Commands: []*cli.Command{
 			devCommand(),
 			migrateCommand(),

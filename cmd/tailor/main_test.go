@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"github.com/urfave/cli/v2"
+)
+
+var update = flag.Bool("update", false, "rewrite the README's CLI reference")
+
+func runCLI(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	var out bytes.Buffer
+	t.Setenv("TAILOR_DIR", filepath.Join(t.TempDir(), "no-stack"))
+	code := run(context.Background(), append([]string{"tailor"}, args...), &out, &out)
+	return code, out.String()
+}
+
+func TestRun_ExitCodes(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--help"}, exitOK, "COMMANDS:"},
+		{[]string{"--no-such-flag"}, exitUsage, "flag provided but not defined"},
+		{[]string{"nosuch"}, exitUsage, `unknown command "nosuch"`},
+		{[]string{"campaign", "create"}, exitUsage, `Required flags "template, segment" not set`},
+		{[]string{"campaign", "show", "abc"}, exitUsage, "want one campaign ID"},
+		{[]string{"--log-level", "loud", "dev", "status"}, exitUsage, "--log-level"},
+		{[]string{"campaign", "create", "--template", "/nonexistent", "--segment", "true"}, exitUsage, "--template"},
+		{[]string{"dev", "status"}, exitFailure, "tailor dev up"},
+		{[]string{"messages", "list", "--campaign", "1", "--format", "pdf"}, exitUsage, "want summary, text, html or json"},
+	} {
+		code, out := runCLI(t, tc.args...)
+		require.Equal(t, tc.code, code, "tailor %s\n%s", strings.Join(tc.args, " "), out)
+		require.Contains(t, out, tc.want, "tailor %s", strings.Join(tc.args, " "))
+	}
+}
+
+// commandPaths lists every command path, depth first: ["dev"], ["dev", "up"], ...
+func commandPaths(cmds []*cli.Command, prefix []string) [][]string {
+	var out [][]string
+	for _, c := range cmds {
+		if c.Hidden {
+			continue
+		}
+		p := append(append([]string{}, prefix...), c.Name)
+		out = append(out, p)
+		out = append(out, commandPaths(c.Subcommands, p)...)
+	}
+	return out
+}
+
+func TestHelp_EveryFlagNamesItsEnvVar(t *testing.T) {
+	app := newApp(nil, nil)
+	global := helpText(t)
+	for _, f := range app.Flags {
+		require.Contains(t, global, "[$TAILOR_"+strings.ToUpper(strings.ReplaceAll(f.Names()[0], "-", "_"))+"]", "global flag --%s", f.Names()[0])
+	}
+	for _, path := range commandPaths(app.Commands, nil) {
+		code, out := runCLI(t, append(path, "--help")...)
+		require.Equal(t, exitOK, code, strings.Join(path, " "))
+		_, options, ok := strings.Cut(out, "OPTIONS:")
+		require.True(t, ok, "tailor %s --help has no OPTIONS", strings.Join(path, " "))
+		for _, line := range strings.Split(options, "\n") {
+			line = strings.TrimSpace(line)
+			if !strings.HasPrefix(line, "--") || strings.HasPrefix(line, "--help") {
+				continue
+			}
+			require.Contains(t, line, "[$", "tailor %s --help: flag without an env var: %s", strings.Join(path, " "), line)
+		}
+	}
+}
+
+func helpText(t *testing.T) string {
+	_, out := runCLI(t, "--help")
+	return out
+}
+
+// The README's CLI reference is generated from --help; this test keeps it current
+// (go test ./cmd/tailor -run TestREADME -update, or make docs, rewrites it).
+func TestREADME_CLIReferenceIsCurrent(t *testing.T) {
+	var ref strings.Builder
+	ref.WriteString("```\n$ tailor --help\n" + helpText(t) + "```\n")
+	for _, path := range commandPaths(newApp(nil, nil).Commands, nil) {
+		_, out := runCLI(t, append(path, "--help")...)
+		ref.WriteString("\n```\n$ tailor " + strings.Join(path, " ") + " --help\n" + out + "```\n")
+	}
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	const start, end = "<!-- cli-reference:start -->\n", "<!-- cli-reference:end -->"
+	i, j := bytes.Index(readme, []byte(start)), bytes.Index(readme, []byte(end))
+	require.True(t, i >= 0 && j > i, "README.md lacks the cli-reference markers")
+	want := string(readme[:i+len(start)]) + ref.String() + string(readme[j:])
+	if *update {
+		require.NoError(t, os.WriteFile("../../README.md", []byte(want), 0o644))
+		return
+	}
+	require.Equal(t, want, string(readme), "README's CLI reference is stale: run make docs")
+}
