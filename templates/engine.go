@@ -6,6 +6,7 @@ import (
 	"html"
 	"math"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -172,11 +173,27 @@ func formatMoney(amount float64, currency string) string {
 		neg, amount = "-", -amount
 	}
 	minor := int64(math.Round(amount))
+	if minor < 0 { // overflow
+		if c.digits == 0 {
+			return fmt.Sprintf("%s%s%d", neg, c.symbol, minor)
+		}
+		scale := int64(math.Pow10(c.digits))
+		return fmt.Sprintf("%s%s%d.%0*d", neg, c.symbol, minor/scale, c.digits, minor%scale)
+	}
+	b := make([]byte, 0, 32)
+	b = append(b, neg...)
+	b = append(b, c.symbol...)
 	if c.digits == 0 {
-		return fmt.Sprintf("%s%s%d", neg, c.symbol, minor)
+		return string(strconv.AppendInt(b, minor, 10))
 	}
 	scale := int64(math.Pow10(c.digits))
-	return fmt.Sprintf("%s%s%d.%0*d", neg, c.symbol, minor/scale, c.digits, minor%scale)
+	b = strconv.AppendInt(b, minor/scale, 10)
+	b = append(b, '.')
+	frac := strconv.FormatInt(minor%scale, 10)
+	for range c.digits - len(frac) {
+		b = append(b, '0')
+	}
+	return string(append(b, frac...))
 }
 
 // dateFilter is Liquid's date filter with an optional IANA time zone:

@@ -1,0 +1,200 @@
+package templates
+
+import (
+	"fmt"
+
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// fastBindings are the bindings the fast path and liquid are compared on.
+func fastBindings() map[string]any {
+	return map[string]any{
+		"customer": map[string]any{
+			"customer_id": "c 1&x", "first_name": `ada "<b>" & 'co'`, "tier": "", "age": 36.0, "score": 2.5,
+			"vip": true, "tags": []any{"a", "<b>", 3.0, nil, true}, "empty": []any{}, "none": nil,
+			"address": map[string]any{"city": "Paris", "zip": "75001"}, "price": 4900.0, "currency": "eur",
+			"spaced": "  padded  ", "when": "2025-03-01T09:00:00Z", "n": 3, "zero": 0,
+		},
+		"content": map[string]any{
+			"recs":  map[string]any{"items": []any{map[string]any{"name": "Linen <shirt>", "price_minor": 4900.0, "currency": "EUR", "url": "https://x.example/a?b=1&c=2"}, map[string]any{"name": "Tote", "price_minor": 1999.0}}},
+			"offer": map[string]any{"code": "HELLO20", "percent_off": 20.0},
+			"empty": map[string]any{},
+		},
+		"campaign":        map[string]any{"id": "spring/1"},
+		"variant":         "b",
+		"unsubscribe_url": "https://t.example/u?a=1&b=2",
+		"now":             time.Date(2025, 3, 1, 9, 5, 7, 0, time.UTC),
+		"list":            []string{"x", "y", "z"},
+		"ints":            []int{3, 1, 2},
+	}
+}
+
+// fastCases are Liquid sources that exercise what the fast path mirrors, quirks included.
+var fastCases = []string{
+	"plain text only",
+	"",
+	"Hi {{ customer.first_name }}!",
+	"{{ customer.first_name | capitalize }} {{ customer.tier | default: 'member' }} {{ customer.none | default: 'x' }}",
+	"{{ customer.vip }} {{ customer.age }} {{ customer.score }} {{ customer.n }} {{ customer.zero }} {{ customer.none }}-{{ missing.deep.path }}",
+	"{{ customer.tags }}|{{ customer.address }}|{{ customer.empty }}|{{ list }}|{{ ints }}",
+	"{{ customer.tags.size }} {{ customer.tags.first }} {{ customer.tags.last }} {{ customer.address.size }} {{ customer.first_name.size }} {{ content.empty.size }}",
+	"{{ now }} {{ now | date: '%B %-d, %Y %H:%M' }} {{ now | date: '%H:%M %Z', 'Europe/Paris' }} {{ now | date }} {{ customer.when | date: '%Y' }}",
+	"{{ customer.price | money: customer.currency }} {{ customer.price | money }} {{ 1999 | money: 'JPY' }} {{ customer.none | money: customer.none }} {{ '12.5' | money: 'EUR' }}",
+	"{{ customer.customer_id | url_encode }} {{ 42 | url_encode }} {{ customer.none | capitalize }} {{ customer.age | upcase }} {{ customer.spaced | strip }}|",
+	"{{ customer.first_name | escape }} {{ customer.first_name | raw }} {{ customer.tags | raw }} {{ customer.first_name | upcase: 'x' }}",
+	"{{ customer.first_name | capitalize: 1, 2 }}",
+	"{{ customer.tags | join: ', ' }} {{ customer.first_name | truncate: 5 }} {{ customer.age | plus: 1 }} {{ customer.tags | size }}",
+	"a  {{- customer.first_name -}}  b",
+	"a {{ customer.first_name -}}   {{- ' ' -}}  b {{- '' }}  c",
+	"{{ customer.first_name -}}{{ '  ' }}  x",
+	"x  \n {%- if customer.vip -%} \n yes \n {%- else -%} no {%- endif -%} \n y",
+	"{% if customer.vip and customer.age > 30 %}old vip{% elsif customer.vip %}vip{% else %}no{% endif %}",
+	"{% unless customer.none %}none is nil{% endunless %}{% unless customer.vip %}x{% else %}vip{% endunless %}",
+	"{% if customer.tags contains '<b>' %}has{% endif %}{% if customer.tier == '' %}empty tier{% endif %}{% if customer.empty %}truthy empty{% endif %}",
+	"{% case customer.tier %}{% when 'gold', '' %}gold or empty{% when 'silver' %}silver{% else %}other{% endcase %}",
+	"{% case customer.age %}{% when 1 %}one{% else %}else{% endcase %}{% case customer.none %}{% when 'x' %}x{% endcase %}",
+	"{% for t in customer.tags %}[{{ t }}]{% endfor %}",
+	"{% for t in customer.tags limit: 2 %}{{ t }}{% endfor %}|{% for t in customer.tags offset: 1 limit: 2 %}{{ t }}{% endfor %}|{% for t in customer.tags reversed offset: 1 %}{{ t }}{% endfor %}",
+	"{% for t in customer.empty %}x{% else %}empty{% endfor %}|{% for t in customer.none %}x{% else %}nil{% endfor %}|{% for t in customer.tags limit: 0 %}x{% else %}limited{% endfor %}",
+	"{% for t in list %}{{ forloop.index }}/{{ forloop.length }}{% if forloop.first %}F{% endif %}{% if forloop.last %}L{% endif %}{{ t }} {% endfor %}",
+	"{% for t in ints %}{% cycle 'odd', 'even' %}{{ t }}{% endfor %}",
+	"{% for t in customer.tags %}{% if t == '<b>' %}{% break %}{% endif %}{{ t }}{% endfor %}|{% for t in customer.tags %}{% if t == '<b>' %}{% continue %}{% endif %}{{ t }}{% endfor %}",
+	"{% for i in (1..4) %}{{ i }}{% endfor %}{% for i in ints %}{% for t in list %}{{ i }}{{ t }}{% endfor %}{% endfor %}",
+	"{% assign t = 'keep' %}{% for t in list %}{{ t }}{% endfor %}{{ t }}{{ forloop }}",
+	"{% for t in list %}  {{- t -}}  {% endfor %}.",
+	"{% for item in content.recs.items %}\n<li><a href=\"{{ item.url }}\">{{ item.name }}</a>{% if item.price_minor %} {{ item.price_minor | money: item.currency }}{% endif %}</li>\n{%- endfor %}",
+	"{% assign n = customer.first_name | upcase %}{{ n }}{% assign x = customer.tags %}{{ x.size }}",
+	"{% capture greeting %}Hi <b>{{ customer.first_name }}</b>{% endcapture %}{{ greeting }}|{{ greeting | upcase }}",
+	"{% capture c -%}  x  {%- endcapture -%}  [{{ c }}]",
+	"{% raw %}{{ customer.first_name }}{% endraw %}{% comment %}{{ hidden }}{% endcomment %}after",
+	"{{ customer.first_name | append: '<i>' }} {{ customer.first_name | prepend: 1 }}",
+	"{{ content.offer.code }} {{ content.offer.percent_off }}% {{ content['offer'].code }} {{ content.offer['code'] }}",
+	"{{ variant }} {{ unsubscribe_url }} {{ campaign.id | url_encode }}",
+	"{% if true %}{{ 'a' }}{% endif %}{{ true }} {{ nil }} {{ 1.0 }} {{ -3 }}",
+	"{% include 'x' %}",
+	"{% tablerow t in list %}{{ t }}{% endtablerow %}",
+	"{% for t in customer.address %}{{ t }}{% endfor %}",
+	"{{ customer.first_name | nosuchfilter }}",
+	"{% break %}after",
+	"{{ customer.age | date: '%Y' }}",
+	"{{ now | date: '%Y', 'Mars/Olympus' }}",
+	"{{ customer.tags | money: 'EUR' }}",
+}
+
+// renderBoth renders src with the fast path and with liquid.
+func renderBoth(t testing.TB, src string, html bool) (p *part, fast string, fastOK bool, slow string, slowErr error, slowPanic any) {
+	t.Helper()
+	c := &compiled{}
+	p = c.parse("html", src, 1, html)
+	if p == nil {
+		return nil, "", false, "", nil, nil
+	}
+	if p.prog != nil {
+		fast, fastOK = renderFast(p.prog, cloneMap(fastBindings()), html)
+	}
+	func() {
+		defer func() { slowPanic = recover() }()
+		var err error
+		slow, err = func() (string, error) {
+			out, err := p.tpl.RenderString(fastBindings())
+			if err != nil {
+				return "", err
+			}
+			return out, nil
+		}()
+		slowErr = err
+	}()
+	return p, fast, fastOK, slow, slowErr, slowPanic
+}
+
+func TestFast_MatchesLiquid(t *testing.T) {
+	t.Parallel()
+	fastCount := 0
+	for i, src := range fastCases {
+		for _, html := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%d/html=%v", i, html), func(t *testing.T) {
+				p, fast, fastOK, slow, slowErr, slowPanic := renderBoth(t, src, html)
+				require.NotNil(t, p, "parse %q", src)
+				if !fastOK {
+					return
+				}
+				fastCount++
+				require.Nil(t, slowPanic, "liquid panicked where the fast path rendered: %q", src)
+				require.NoError(t, slowErr, "liquid failed where the fast path rendered: %q", src)
+				require.Equal(t, slow, fast, "source %q", src)
+			})
+		}
+	}
+	require.Greater(t, fastCount, 2*len(fastCases)*3/4, "the fast path should cover most cases")
+}
+
+func TestFast_CoversTheExamplesAndTheBenchmark(t *testing.T) {
+	t.Parallel()
+	tpl, err := Load("examples/welcome")
+	require.NoError(t, err)
+	bench := benchTemplate(t, "http://127.0.0.1:1")
+	for _, tp := range []*Template{tpl, bench} {
+		for _, p := range []*part{tp.base.subject, tp.base.preheader, tp.base.html, tp.base.text} {
+			if p != nil {
+				require.NotNil(t, p.prog, "%s: a part falls back to liquid", tp.name)
+			}
+		}
+		for _, s := range tp.sources {
+			require.NotNil(t, s.url.prog, "%s: source %s url falls back to liquid", tp.name, s.name)
+		}
+	}
+}
+
+func TestFast_FallsBackToLiquidForErrors(t *testing.T) {
+	t.Parallel()
+	tpl := mustFromFiles(t, map[string]string{
+		FileManifest: "name: x\nversion: 1\n",
+		FileSubject:  "s",
+		FileHTML:     "<p>\n{{ now | date: '%Y', 'Mars/Olympus' }}</p>",
+		FileText:     "t",
+	})
+	_, err := NewRenderer(RendererConfig{}).Render(t.Context(), tpl, customer("c-1", "ada"))
+	require.ErrorContains(t, err, "html:2:")
+	require.ErrorContains(t, err, "unknown time zone")
+	require.NotContains(t, err.Error(), autoescapeFilter)
+}
+
+func FuzzFast_MatchesLiquid(f *testing.F) {
+	for _, src := range fastCases {
+		f.Add(src, false)
+		f.Add(src, true)
+	}
+	f.Fuzz(func(t *testing.T, src string, html bool) {
+		if len(src) > 2000 || strings.Contains(src, "include") {
+			return
+		}
+		defer func() {
+			// liquid's parser panics on some inputs; that is not the fast path's concern.
+			if r := recover(); r != nil && !strings.Contains(fmt.Sprint(r), "fast") {
+				t.Skip()
+			}
+		}()
+		p, fast, fastOK, slow, slowErr, slowPanic := renderBoth(t, src, html)
+		if p == nil || !fastOK {
+			return
+		}
+		if slowPanic != nil || slowErr != nil {
+			t.Fatalf("fast path rendered %q but liquid failed: %v %v", src, slowErr, slowPanic)
+		}
+		if fast != slow {
+			t.Fatalf("source %q:\nfast   %q\nliquid %q", src, fast, slow)
+		}
+	})
+}
+
+func cloneMap(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
