@@ -215,12 +215,14 @@ func (o *op) merge(next *op) {
 		*o = *next
 		return
 	}
+	removed := make(map[string]bool, len(next.remove))
 	for _, k := range next.remove {
 		delete(o.fields, k)
+		removed[k] = true
 	}
 	keep := o.remove[:0]
 	for _, k := range o.remove {
-		if _, set := next.fields[k]; !set {
+		if _, set := next.fields[k]; !set && !removed[k] {
 			keep = append(keep, k)
 		}
 	}
