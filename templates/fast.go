@@ -437,23 +437,28 @@ type fastRun struct {
 
 var writerPool = sync.Pool{New: func() any { return &fastRun{} }}
 
-// renderFast renders prog with bindings (which it may modify); ok is false when the part must
-// be rendered with liquid instead.
+// renderFast renders prog with a copy of bindings (assign, capture and loops write into it); ok
+// is false when the part must be rendered with liquid instead.
 func renderFast(prog []op, bindings map[string]any, html bool) (out string, ok bool) {
 	r := writerPool.Get().(*fastRun)
 	r.cfg = plainFast()
 	if html {
 		r.cfg = htmlFast()
 	}
-	r.bindings = bindings
-	r.ctx = expressions.NewContext(bindings, r.cfg.expr)
+	if r.bindings == nil {
+		r.bindings = make(map[string]any, len(bindings)+4)
+	}
+	for k, v := range bindings {
+		r.bindings[k] = v
+	}
 	r.w = fastWriter{buf: r.w.buf[:0]}
 	defer func() {
 		if p := recover(); p != nil {
 			out, ok = "", false
 		}
-		r.bindings, r.ctx = nil, nil
-		if cap(r.w.buf) <= 1<<20 {
+		clear(r.bindings)
+		r.ctx = nil
+		if cap(r.w.buf) <= 1<<20 { // do not keep a huge buffer alive
 			writerPool.Put(r)
 		}
 	}()

@@ -94,7 +94,7 @@ func renderBoth(t testing.TB, src string, html bool) (p *part, fast string, fast
 		return nil, "", false, "", nil, nil
 	}
 	if p.prog != nil {
-		fast, fastOK = renderFast(p.prog, cloneMap(fastBindings()), html)
+		fast, fastOK = renderFast(p.prog, fastBindings(), html)
 	}
 	func() {
 		defer func() { slowPanic = recover() }()
@@ -189,12 +189,4 @@ func FuzzFast_MatchesLiquid(f *testing.F) {
 			t.Fatalf("source %q:\nfast   %q\nliquid %q", src, fast, slow)
 		}
 	})
-}
-
-func cloneMap(m map[string]any) map[string]any {
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }

@@ -52,6 +52,9 @@ func (e *fastExpr) eval(r *fastRun) (any, error) {
 
 func (e *fastExpr) value(r *fastRun) (any, error) {
 	if e.native == nil {
+		if r.ctx == nil {
+			r.ctx = expressions.NewContext(r.bindings, r.cfg.expr)
+		}
 		return e.liquid.Evaluate(r.ctx)
 	}
 	v := e.native.recv.eval(r.bindings)

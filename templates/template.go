@@ -86,11 +86,7 @@ type part struct {
 // render renders the part with a copy of bindings (assign and capture write into it).
 func (p *part) render(bindings map[string]any) (string, liquid.SourceError) {
 	if p.prog != nil {
-		b := make(map[string]any, len(bindings)+4)
-		for k, v := range bindings {
-			b[k] = v
-		}
-		if out, ok := renderFast(p.prog, b, p.html); ok {
+		if out, ok := renderFast(p.prog, bindings, p.html); ok {
 			return out, nil
 		}
 	}
