@@ -22,8 +22,12 @@
 // zone ({{ now | date: "%Y-%m-%d %H:%M", "Europe/Paris" }}) and raw (html part only: output as is).
 // The {% include %} tag is disabled: a template is self-contained.
 //
-// Content sources: the URL is Liquid (not escaped); ${VAR} in headers is expanded from the
-// environment at fetch time. Each source has a timeout budget (default 2s) that covers its
+// Content sources: the URL is Liquid (not escaped). ${VAR} and ${VAR:-default} (default when
+// VAR is unset or empty) are expanded from the environment (RendererConfig.Getenv) in headers at
+// fetch time and in the URL once per Renderer, on the manifest's text before Liquid runs, so a
+// profile value never names a variable and an expanded value is never Liquid; e.g.
+// url: "${TAILOR_CONTENT_URL:-http://127.0.0.1:8089}/offer" lets each environment point at its
+// own content API. Each source has a timeout budget (default 2s) that covers its
 // retries (default 1, on network errors, 5xx and 429, with jittered backoff), a 1 MB body limit
 // and a JSON-only check. Good responses are cached by rendered URL for cache_ttl (default 60s;
 // 0 disables) and concurrent fetches of one URL are coalesced into one request. On failure a
@@ -38,6 +42,11 @@
 //
 // Validate checks a folder before it is published: syntax, manifest schema, unknown filters and
 // variables (against a sample profile), and a sample render; every error names file and line.
+// Store keeps published versions in Postgres; a published (name, version) is immutable.
+//
+// Rendering runs on a fast path (fast.go) that mirrors liquid's renderer over liquid's own parse
+// tree and falls back to liquid for what it does not cover and for every error, so output and
+// error messages are liquid's; BenchmarkRender measures it.
 //
 // This package does not read profiles, store messages or send mail: callers (jobs, cmd/tailor)
 // pass a RenderData in and take the Message out. It must not import pipeline, preferences or jobs.

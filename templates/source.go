@@ -53,7 +53,12 @@ func (r *Renderer) fetchAll(ctx context.Context, t *Template, bindings map[strin
 	var misses []int
 	urls := make([]string, len(t.sources))
 	for i, s := range t.sources {
-		url, err := s.url.render(bindings)
+		tpl, err := r.sourceURL(s)
+		if err != nil {
+			results[i] = r.failed(t, s, "", &fetchError{reason: "url: " + err.Error()})
+			continue
+		}
+		url, err := tpl.render(bindings)
 		if err != nil {
 			results[i] = r.failed(t, s, "", &fetchError{reason: "url: " + err.Error()})
 			continue
@@ -201,7 +206,64 @@ func (r *Renderer) fetchWithRetries(ctx context.Context, s *source, url string) 
 	}
 }
 
-var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+// envRef is ${VAR} or ${VAR:-default} (the default applies when VAR is unset or empty, as in sh).
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}`)
+
+// expandEnv replaces ${VAR} and ${VAR:-default} in s with getenv's values.
+func expandEnv(s string, getenv func(string) string) string {
+	if !strings.Contains(s, "${") {
+		return s
+	}
+	return envRef.ReplaceAllStringFunc(s, func(ref string) string {
+		m := envRef.FindStringSubmatch(ref)
+		if v := getenv(m[1]); v != "" {
+			return v
+		}
+		return m[2]
+	})
+}
+
+// expandedURL is a source URL with the environment expanded, for one Renderer.
+type expandedURL struct {
+	r   *Renderer
+	url *part
+	err error
+}
+
+// sourceURL returns the Liquid of s's url with ${VAR} expanded by r's Getenv. The expansion
+// happens on the manifest's text, before Liquid runs, so that a value from a profile can never
+// name an environment variable; it is done once per Renderer and source. An expanded value is
+// literal text, never Liquid.
+func (r *Renderer) sourceURL(s *source) (*part, error) {
+	if !s.urlEnv {
+		return s.url, nil
+	}
+	if e := s.expanded.Load(); e != nil && e.r == r {
+		return e.url, e.err
+	}
+	e := &expandedURL{r: r}
+	var bad []string
+	src := envRef.ReplaceAllStringFunc(s.urlSrc, func(ref string) string {
+		m := envRef.FindStringSubmatch(ref)
+		v := r.cfg.Getenv(m[1])
+		if v == "" {
+			v = m[2]
+		}
+		if strings.Contains(v, "{%") || strings.Contains(v, "{{") || strings.Contains(v, "%}") || strings.Contains(v, "}}") {
+			bad = append(bad, m[1])
+		}
+		return v
+	})
+	if len(bad) > 0 {
+		e.err = fmt.Errorf("environment variable %s must not contain Liquid delimiters", strings.Join(bad, ", "))
+	} else if tpl, err := plainEngine().ParseTemplateLocation([]byte(src), FileManifest, s.urlLine); err != nil {
+		e.err = err
+	} else {
+		e.url = &part{tpl: tpl, prog: compileFast(src, FileManifest, s.urlLine, false)}
+	}
+	s.expanded.Store(e)
+	return e.url, e.err
+}
 
 // fetch makes one request.
 func (r *Renderer) fetch(ctx context.Context, s *source, url string) (*entry, error) {
@@ -211,9 +273,7 @@ func (r *Renderer) fetch(ctx context.Context, s *source, url string) (*entry, er
 	}
 	req.Header.Set("Accept", "application/json")
 	for k, v := range s.headers {
-		req.Header.Set(k, envRef.ReplaceAllStringFunc(v, func(ref string) string {
-			return r.cfg.Getenv(ref[2 : len(ref)-1])
-		}))
+		req.Header.Set(k, expandEnv(v, r.cfg.Getenv))
 	}
 	resp, err := r.cfg.HTTPClient.Do(req)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/osteele/liquid"
@@ -115,6 +116,10 @@ type source struct {
 	fallbackHash string
 	hasFallback  bool
 	keyPrefix    string // of cache keys: template, source and method
+	urlSrc       string // the manifest's url, before ${VAR} expansion
+	urlLine      int
+	urlEnv       bool                        // urlSrc has ${VAR} references
+	expanded     atomic.Pointer[expandedURL] // urlSrc expanded by the last Renderer that used it
 }
 
 // Load reads a template folder: the manifest, the Liquid parts and any other regular file in it
@@ -307,6 +312,7 @@ func (c *compiled) compileSource(name string, spec sourceSpec) *source {
 		bad("url: %s", liquidSyntaxError(FileManifest, err).Msg)
 	} else {
 		s.url = &part{tpl: tpl, prog: compileFast(spec.URL, FileManifest, line, false)}
+		s.urlSrc, s.urlLine, s.urlEnv = spec.URL, line, envRef.MatchString(spec.URL)
 		c.parsed = append(c.parsed, liquidSource{file: FileManifest, line: line, src: spec.URL})
 		for _, err := range checkFilters(FileManifest, line, spec.URL) {
 			c.add(err)
