@@ -333,19 +333,18 @@ func decodeProperties(obj map[string]json.RawMessage, allowed, required []string
 			if err := strictUnmarshal(raw, &io); err != nil || io == nil {
 				return p, invalid(field, "must be an object")
 			}
-			sub, err := decodeProperties(io, []string{"product_id", "category", "quantity", "price"}, []string{"product_id"})
+			price, hasPrice := io["price"]
+			delete(io, "price") // in the order's currency, parsed below
+			sub, err := decodeProperties(io, []string{"product_id", "category", "quantity"}, []string{"product_id"})
 			if err != nil {
 				var ve *ValidationError
 				if errors.As(err, &ve) {
 					ve.Field = strings.Replace(ve.Field, "properties", field, 1)
-					if ve.Field == field+".currency" {
-						ve.Field, ve.Reason = field+".price", "needs properties.currency"
-					}
 				}
 				return p, err
 			}
-			if _, ok := io["price"]; ok {
-				if sub.PriceMinor, err = moneyField(io["price"], field+".price", p.Currency); err != nil {
+			if hasPrice && !isNull(price) {
+				if sub.PriceMinor, err = moneyField(price, field+".price", p.Currency); err != nil {
 					return p, err
 				}
 			}
@@ -437,7 +436,7 @@ func idField(obj map[string]json.RawMessage, field string, required bool) (strin
 		}
 		return "", nil
 	}
-	s, err := stringField(raw, field, MaxIDLen+64)
+	s, err := stringField(raw, field, 4*MaxIDLen)
 	if err != nil {
 		return "", err
 	}

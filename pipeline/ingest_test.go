@@ -1,0 +1,173 @@
+package pipeline
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+const testAPIKey = "test-key-123"
+
+func setupIngest(t *testing.T) (*streamEnv, *httptest.Server, *DeadLetters) {
+	t.Helper()
+	e := setupStream(t, 1)
+	dls := NewDeadLetters(e.Pool)
+	h, err := NewIngestHandler(IngestConfig{
+		Ingestor:     &Ingestor{Producer: e.producer, DeadLetters: dls},
+		APIKeyHashes: []string{HashAPIKey(testAPIKey)},
+		BodyLimit:    1 << 20,
+	})
+	require.NoError(t, err)
+	mux := http.NewServeMux()
+	mux.Handle("POST /v1/events", h)
+	srv := httptest.NewServer(mux) // loopback only
+	t.Cleanup(srv.Close)
+	return e, srv, dls
+}
+
+func post(t *testing.T, srv *httptest.Server, key string, body []byte) (int, IngestResponse) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL+"/v1/events", bytes.NewReader(body))
+	require.NoError(t, err)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	var out IngestResponse
+	require.NoError(t, json.NewDecoder(res.Body).Decode(&out))
+	return res.StatusCode, out
+}
+
+func TestIngestHandler_AnswersPerEventAndDeadLettersEveryRejection(t *testing.T) {
+	t.Parallel()
+	e, srv, dls := setupIngest(t)
+	now := time.Now().UTC()
+	ts := now.Add(-time.Minute).Format(time.RFC3339)
+	valid := func(id string) string {
+		return `{"event_id":"` + id + `","customer_id":"c1","type":"product_view","timestamp":"` + ts + `","properties":{"product_id":"p"}}`
+	}
+	bad := []struct{ raw, reason string }{
+		{`{"event_id":"b1","customer_id":"c1","type":"product_view","timestamp":"` + ts + `"}`, "properties.product_id: required"},
+		{`{"event_id":"b2","customer_id":"c1","type":"teleport","timestamp":"` + ts + `","properties":{}}`, `type: unknown event type "teleport"`},
+		{`{"event_id":"b3","customer_id":"c1","type":"product_view","timestamp":"` + now.Add(time.Hour).Format(time.RFC3339) + `","properties":{"product_id":"p"}}`, "in the future"},
+		{`{"event_id":"b4","customer_id":"c1","type":"product_view","timestamp":"1990-01-01T00:00:00Z","properties":{"product_id":"p"}}`, "is older than"},
+		{`{"event_id":5,"customer_id":"c1","type":"product_view","timestamp":"` + ts + `","properties":{"product_id":"p"}}`, "event_id: must be a string"},
+		{`{"event_id":"b6","customer_id":"c1","type":"product_view","timestamp":"` + ts + `","properties":{"product_id":"p","category":"` + strings.Repeat("x", 40<<10) + `"}}`, "the limit is 32768"},
+	}
+	parts := []string{valid("ok1")}
+	for _, b := range bad {
+		parts = append(parts, b.raw)
+	}
+	parts = append(parts, valid("ok2"))
+	code, res := post(t, srv, testAPIKey, []byte("["+strings.Join(parts, ",")+"]"))
+	require.Equal(t, http.StatusMultiStatus, code)
+	require.Equal(t, 2, res.Accepted)
+	require.Equal(t, len(bad), res.Rejected)
+	require.Len(t, res.Results, len(parts))
+	require.Equal(t, StatusAccepted, res.Results[0].Status)
+	require.Equal(t, "ok1", res.Results[0].EventID)
+	require.Equal(t, StatusAccepted, res.Results[len(parts)-1].Status)
+	for i, b := range bad {
+		r := res.Results[i+1]
+		require.Equal(t, StatusRejected, r.Status, "event %d", i+1)
+		require.Contains(t, r.Reason, b.reason, "event %d", i+1)
+	}
+	// Every rejection is a dead letter with the raw payload and the reason.
+	rows, err := dls.List(t.Context(), DeadLetterFilter{Source: SourceAPI, Limit: 100})
+	require.NoError(t, err)
+	require.Len(t, rows, len(bad))
+	byReason := map[string][]byte{}
+	for _, r := range rows {
+		byReason[r.Reason] = r.Payload
+	}
+	for _, b := range bad {
+		found := false
+		for reason, payload := range byReason {
+			if strings.Contains(reason, b.reason) {
+				found = true
+				require.JSONEq(t, b.raw, string(payload))
+			}
+		}
+		require.True(t, found, "no dead letter for %q", b.reason)
+	}
+
+	// The accepted events reach profiles through the consumer.
+	var applied atomic.Int64
+	e.startConsumer(t, ConsumerConfig{AfterApply: func(b AppliedBatch) { applied.Add(int64(len(b.Events))) }})
+	eventually(t, 30*time.Second, func() (bool, string) { return applied.Load() == 2, fmt.Sprint(applied.Load(), " applied") })
+	p, err := e.store.Get(t.Context(), "c1")
+	require.NoError(t, err)
+	require.Equal(t, float64(2), p["count_product_view"])
+}
+
+func TestIngestHandler_RejectsWholeBodies(t *testing.T) {
+	t.Parallel()
+	_, srv, dls := setupIngest(t)
+	code, res := post(t, srv, "", []byte(`{}`))
+	require.Equal(t, http.StatusUnauthorized, code)
+	require.Contains(t, res.Error, "API key")
+	code, _ = post(t, srv, "wrong-key", []byte(`{}`))
+	require.Equal(t, http.StatusUnauthorized, code)
+
+	code, res = post(t, srv, testAPIKey, []byte(`[{"event_id":"x",`))
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Contains(t, res.Error, "malformed JSON")
+
+	code, res = post(t, srv, testAPIKey, []byte("\xff\xfe{not utf8}"))
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Contains(t, res.Error, "JSON object")
+
+	code, res = post(t, srv, testAPIKey, append([]byte(`[`), bytes.Repeat([]byte(" "), 2<<20)...))
+	require.Equal(t, http.StatusRequestEntityTooLarge, code)
+	require.Contains(t, res.Error, "larger than")
+
+	code, res = post(t, srv, testAPIKey, []byte(`{"event_id":"one","customer_id":"c","type":"search","timestamp":"nope","properties":{"query":"q"}}`))
+	require.Equal(t, http.StatusUnprocessableEntity, code)
+	require.Equal(t, 1, res.Rejected)
+	require.Contains(t, res.Results[0].Reason, "timestamp: must be RFC 3339")
+	require.Equal(t, "one", res.Results[0].EventID)
+
+	rows, err := dls.List(t.Context(), DeadLetterFilter{Source: SourceAPI})
+	require.NoError(t, err)
+	require.Len(t, rows, 4, "bad JSON, non-UTF-8, too large and the invalid event are dead letters; unauthenticated calls are not")
+}
+
+func TestDeadLetters_ReplayResendsOnlyValidOnes(t *testing.T) {
+	t.Parallel()
+	e := setupStream(t, 1)
+	dls := NewDeadLetters(e.Pool)
+	ctx := t.Context()
+	ts := time.Now().UTC().Add(-time.Minute).Format(time.RFC3339)
+	good, err := dls.Insert(ctx, SourceAPI, "stream unavailable", []byte(`{"event_id":"r1","customer_id":"c9","type":"search","timestamp":"`+ts+`","properties":{"query":"boots"}}`))
+	require.NoError(t, err)
+	badID, err := dls.Insert(ctx, SourceAPI, "malformed", []byte(`{"event_id":`))
+	require.NoError(t, err)
+	results, err := dls.Replay(ctx, []int64{good, badID}, e.producer, DecodeOptions{})
+	require.NoError(t, err)
+	require.Equal(t, []ReplayResult{{ID: good, Accepted: true}, {ID: badID, Reason: results[1].Reason}}, results)
+	require.Contains(t, results[1].Reason, "malformed JSON")
+	dl, err := dls.Get(ctx, good)
+	require.NoError(t, err)
+	require.NotNil(t, dl.ReplayedAt)
+	pending, err := dls.List(ctx, DeadLetterFilter{})
+	require.NoError(t, err)
+	require.Len(t, pending, 1)
+	require.Equal(t, badID, pending[0].ID)
+
+	var applied atomic.Int64
+	e.startConsumer(t, ConsumerConfig{AfterApply: func(b AppliedBatch) { applied.Add(int64(len(b.Events))) }})
+	eventually(t, 30*time.Second, func() (bool, string) { return applied.Load() == 1, fmt.Sprint(applied.Load(), " applied") })
+	p, err := e.store.Get(ctx, "c9")
+	require.NoError(t, err)
+	require.Equal(t, float64(1), p["count_search"])
+}
