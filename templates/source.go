@@ -302,12 +302,29 @@ func (r *Renderer) fetch(ctx context.Context, s *source, url string) (*entry, er
 	if len(body) > SourceBodyLimit {
 		return nil, &fetchError{reason: "body over 1 MB"}
 	}
-	var v any
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&v); err != nil || dec.More() {
-		return nil, &fetchError{reason: "invalid JSON"}
+	v, err := decodeContent(body)
+	if err != nil {
+		return nil, &fetchError{reason: err.Error()}
 	}
 	return &entry{value: v, hash: hashBytes(body), fetchedAt: r.cfg.Now()}, nil
+}
+
+// decodeContent decodes a content API's response body: exactly one JSON value, of at most
+// SourceBodyLimit bytes. Numbers are float64 and objects map[string]any, as Liquid expects.
+func decodeContent(body []byte) (any, error) {
+	if len(body) > SourceBodyLimit {
+		return nil, errors.New("body over 1 MB")
+	}
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&v); err != nil {
+		return nil, errors.New("invalid JSON")
+	}
+	// Decoder.More is false before a stray ] or }, so check that only white space follows.
+	if rest := bytes.TrimLeft(body[dec.InputOffset():], " \t\r\n"); len(rest) > 0 {
+		return nil, errors.New("invalid JSON")
+	}
+	return v, nil
 }
 
 func (r *Renderer) transportError(ctx context.Context, s *source, err error) error {

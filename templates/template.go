@@ -33,8 +33,12 @@ const (
 	SourceCacheTTLDefault = 60 * time.Second
 	SourceRetriesDefault  = 1
 	SourceBodyLimit       = 1 << 20 // bytes; a larger response is a failure
-	// maxTemplateFile bounds each file of a template folder so a stray binary is not read whole.
-	maxTemplateFile = 4 << 20
+	// MaxPartSize bounds each Liquid file of a template (subject, preheader, html, text and the
+	// files variants name): an email is at most a few hundred KB, and mail clients clip longer
+	// ones (Gmail at 102 KB).
+	MaxPartSize = 512 << 10
+	// MaxManifestSize bounds template.yaml.
+	MaxManifestSize = 64 << 10
 )
 
 // On-failure policies of a content source.
@@ -150,8 +154,8 @@ func readFolder(dir string) (map[string]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read template folder: %w", err)
 		}
-		if info.Size() > maxTemplateFile {
-			return nil, fmt.Errorf("read template folder: %s is %d bytes, over the %d limit", e.Name(), info.Size(), maxTemplateFile)
+		if err := checkSize(e.Name(), info.Size()); err != nil {
+			return nil, err // without reading a stray binary whole
 		}
 		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {
@@ -197,6 +201,19 @@ func compile(files map[string]string) compiled {
 		c.add(&SyntaxError{File: FileManifest, Msg: "missing manifest (every template folder needs a template.yaml)"})
 		return c
 	}
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if err := checkSize(name, int64(len(files[name]))); err != nil {
+			c.add(err)
+		}
+	}
+	if len(c.errs) > 0 {
+		return c
+	}
 	m, err := parseManifest(raw)
 	if err != nil {
 		c.add(err)
@@ -218,7 +235,7 @@ func compile(files map[string]string) compiled {
 	t.base.html = c.parseFile(files, FileHTML, true, true)
 	t.base.text = c.parseFile(files, FileText, false, true)
 
-	names := make([]string, 0, len(m.Content))
+	names = make([]string, 0, len(m.Content))
 	for name := range m.Content {
 		names = append(names, name)
 	}
@@ -259,6 +276,19 @@ func compile(files map[string]string) compiled {
 	}
 	c.t = t
 	return c
+}
+
+// checkSize returns a *SyntaxError when the file is over its size limit.
+func checkSize(name string, size int64) error {
+	limit, what := int64(MaxPartSize), "a template file"
+	if name == FileManifest {
+		limit, what = MaxManifestSize, "the manifest"
+	}
+	if size <= limit {
+		return nil
+	}
+	return &SyntaxError{File: name, Msg: fmt.Sprintf("%d KB is over the %d KB limit for %s (host images and long content elsewhere and link to them)",
+		(size+1023)>>10, limit>>10, what)}
 }
 
 func (c *compiled) parseFile(files map[string]string, name string, html, required bool) *part {
