@@ -22,7 +22,8 @@ import (
 // Consumer defaults.
 const (
 	LeaseDurationDefault    = 10 * time.Second
-	PollIntervalDefault     = 250 * time.Millisecond
+	PollIntervalDefault     = 200 * time.Millisecond
+	BalanceIntervalMax      = 2 * time.Second
 	DiscoverIntervalDefault = 5 * time.Second
 	BatchLimitDefault       = 1000
 	StartTrimHorizon        = "TRIM_HORIZON"
@@ -64,9 +65,11 @@ type ConsumerConfig struct {
 	// StartLatest. Child shards of a split or merge always start at their beginning.
 	StartPosition string
 	// LeaseDuration is how long a lease stays valid without renewal; a dead owner's leases move
-	// to live owners after it. Renewal runs every third of it. Default 10s.
+	// to live owners after it. Renewal and balancing run every third of it (at most every 2s).
+	// Default 10s.
 	LeaseDuration time.Duration
-	// PollInterval is the wait after an empty GetRecords. Default 250ms.
+	// PollInterval is the wait after an empty GetRecords. Default 200ms (Kinesis allows five
+	// GetRecords per shard per second).
 	PollInterval time.Duration
 	// DiscoverInterval is how often shards are listed (new shards after a split). Default 5s.
 	DiscoverInterval time.Duration
@@ -190,7 +193,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	workCtx, cancelWork := context.WithCancel(ctx)
 	defer cancelWork()
 
-	tick := time.NewTicker(c.cfg.LeaseDuration / 3)
+	// Renew well within the lease duration; balance often enough that a released or expired
+	// lease is picked up within a couple of seconds.
+	tick := time.NewTicker(min(c.cfg.LeaseDuration/3, BalanceIntervalMax))
 	defer tick.Stop()
 	var shards []ktypes.Shard
 	var lastDiscover time.Time

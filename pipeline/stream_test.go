@@ -1,0 +1,222 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"math/big"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/stretchr/testify/require"
+)
+
+// appliedLog records which event ids the consumers made durable, in order per profile.
+type appliedLog struct {
+	mu      sync.Mutex
+	ids     map[string]bool
+	order   map[string][]string // profile id -> event ids in apply order (first time only)
+	byShard map[string]int
+}
+
+func newAppliedLog() *appliedLog {
+	return &appliedLog{ids: map[string]bool{}, order: map[string][]string{}, byShard: map[string]int{}}
+}
+
+func (l *appliedLog) hook(b AppliedBatch) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.byShard[b.ShardID] += len(b.Events)
+	for _, e := range b.Events {
+		if !l.ids[e.EventID] {
+			l.ids[e.EventID] = true
+			l.order[e.ProfileID()] = append(l.order[e.ProfileID()], e.EventID)
+		}
+	}
+}
+
+func (l *appliedLog) distinct() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.ids)
+}
+
+func (l *appliedLog) waitFor(t *testing.T, n int, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, func() (bool, string) {
+		d := l.distinct()
+		return d == n, fmt.Sprintf("%d of %d events applied", d, n)
+	})
+}
+
+// withDuplicates returns events plus about 5% of them again (redelivery), shuffled so that
+// timestamps arrive out of order.
+func withDuplicates(r *rand.Rand, events []Event) []Event {
+	out := slices.Clone(events)
+	for i := 0; i < len(events); i += 20 {
+		out = append(out, events[r.IntN(len(events))])
+	}
+	r.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+// requireProfilesMatch reads every customer's profile and compares it with the ground truth.
+func (e *streamEnv) requireProfilesMatch(t *testing.T, events []Event) {
+	t.Helper()
+	groups := byCustomer(events)
+	ids := make([]string, 0, len(groups))
+	for id := range groups {
+		ids = append(ids, id)
+	}
+	profiles, err := e.store.BatchGet(t.Context(), ids)
+	require.NoError(t, err)
+	require.Len(t, profiles, len(groups))
+	now := time.Now()
+	for id, evs := range groups {
+		f, err := FeaturesOf(profiles[id])
+		require.NoError(t, err)
+		requireMatchesTruth(t, f, groundTruth(evs, now), now, id)
+		require.Equal(t, float64(len(uniqueIDs(evs))), sumCounts(profiles[id]), "%s: count_<type> attributes", id)
+	}
+}
+
+func uniqueIDs(evs []Event) map[string]bool {
+	m := map[string]bool{}
+	for _, e := range evs {
+		m[e.EventID] = true
+	}
+	return m
+}
+
+func sumCounts(p Profile) float64 {
+	var n float64
+	for _, typ := range EventTypes {
+		if v, ok := p["count_"+typ].(float64); ok {
+			n += v
+		}
+	}
+	return n
+}
+
+func TestConsumer_ProfilesMatchGroundTruth(t *testing.T) {
+	t.Parallel()
+	e := setupStream(t, 4)
+	r := rand.New(rand.NewPCG(10, 20))
+	events := genEvents(r, 10_000, 500, time.Now().UTC())
+	sent := withDuplicates(r, events)
+	log := newAppliedLog()
+	e.startConsumer(t, ConsumerConfig{AfterApply: log.hook})
+	e.send(t, sent)
+	log.waitFor(t, len(events), 90*time.Second)
+	e.requireProfilesMatch(t, events)
+	require.Len(t, log.byShard, 4, "every shard delivered events")
+}
+
+func TestConsumer_TakesLeasesOfAKilledConsumerAndKeepsProfilesExact(t *testing.T) {
+	t.Parallel()
+	e := setupStream(t, 4)
+	r := rand.New(rand.NewPCG(30, 40))
+	events := genEvents(r, 10_000, 500, time.Now().UTC())
+	sent := withDuplicates(r, events)
+	log := newAppliedLog()
+	const leaseDuration = 3 * time.Second
+	a, killA := e.startConsumer(t, ConsumerConfig{Owner: "consumer-a", LeaseDuration: leaseDuration, AfterApply: log.hook})
+	b, _ := e.startConsumer(t, ConsumerConfig{Owner: "consumer-b", LeaseDuration: leaseDuration, AfterApply: log.hook})
+	eventually(t, 30*time.Second, func() (bool, string) {
+		ha, hb := a.Held(), b.Held()
+		return len(ha) > 0 && len(hb) > 0 && len(ha)+len(hb) == 4, fmt.Sprintf("a holds %v, b holds %v", ha, hb)
+	})
+	half := len(sent) / 2
+	e.send(t, sent[:half])
+	eventually(t, 60*time.Second, func() (bool, string) {
+		return log.distinct() > len(events)/4, fmt.Sprintf("%d applied", log.distinct())
+	})
+	// Kill a: no handoff, its leases must expire before b takes them.
+	killA()
+	<-a.Stopped()
+	killed := time.Now()
+	e.send(t, sent[half:])
+	eventually(t, 4*leaseDuration, func() (bool, string) {
+		return len(b.Held()) == 4, fmt.Sprintf("b holds %v", b.Held())
+	})
+	took := time.Since(killed)
+	require.Less(t, took, leaseDuration+2*time.Second, "b took a's leases within the lease timeout (plus one renewal round)")
+	log.waitFor(t, len(events), 90*time.Second)
+	e.requireProfilesMatch(t, events)
+}
+
+func TestConsumer_GracefulStopHandsLeasesOver(t *testing.T) {
+	t.Parallel()
+	e := setupStream(t, 2)
+	a, _ := e.startConsumer(t, ConsumerConfig{Owner: "a", LeaseDuration: time.Minute})
+	eventually(t, 20*time.Second, func() (bool, string) { return len(a.Held()) == 2, fmt.Sprint(a.Held()) })
+	b, _ := e.startConsumer(t, ConsumerConfig{Owner: "b", LeaseDuration: time.Minute})
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, a.Stop(ctx))
+	// With a one-minute lease, only a release lets b take the shards this fast.
+	eventually(t, 15*time.Second, func() (bool, string) { return len(b.Held()) == 2, fmt.Sprint(b.Held()) })
+}
+
+func TestConsumer_SplitShardKeepsPerCustomerOrder(t *testing.T) {
+	t.Parallel()
+	e := setupStream(t, 1)
+	log := newAppliedLog()
+	e.startConsumer(t, ConsumerConfig{AfterApply: log.hook})
+	now := time.Now().UTC()
+	const customers, perPhase = 40, 10
+	phase := func(p int) []Event {
+		var evs []Event
+		for i := range perPhase {
+			for c := range customers {
+				seq := p*perPhase + i
+				evs = append(evs, productView(fmt.Sprintf("c%02d-%03d", c, seq), fmt.Sprintf("c%02d", c), now.Add(time.Duration(seq)*time.Second)))
+			}
+		}
+		return evs
+	}
+	first, second := phase(0), phase(1)
+	e.send(t, first[:len(first)/2])
+	eventually(t, 30*time.Second, func() (bool, string) { return log.distinct() > 0, "nothing applied yet" })
+	// Split mid-stream: the rest of phase one lands on the parent too (sent before the split).
+	e.send(t, first[len(first)/2:])
+	ctx := t.Context()
+	shards, err := e.Kinesis.ListShards(ctx, &kinesis.ListShardsInput{StreamName: aws.String(e.Names.Stream)})
+	require.NoError(t, err)
+	require.Len(t, shards.Shards, 1)
+	mid := new(big.Int).Lsh(big.NewInt(1), 127)
+	_, err = e.Kinesis.SplitShard(ctx, &kinesis.SplitShardInput{
+		StreamName: aws.String(e.Names.Stream), ShardToSplit: shards.Shards[0].ShardId, NewStartingHashKey: aws.String(mid.String()),
+	})
+	require.NoError(t, err)
+	require.NoError(t, WaitStreamActive(ctx, e.Kinesis, e.Names.Stream))
+	e.send(t, second)
+	total := len(first) + len(second)
+	log.waitFor(t, total, 60*time.Second)
+
+	// Per customer, events were applied in the order they were produced: all of the parent's
+	// before any of a child's.
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	for c := range customers {
+		id := fmt.Sprintf("c%02d", c)
+		got := log.order[id]
+		require.Len(t, got, 2*perPhase, id)
+		require.True(t, slices.IsSorted(got), "%s applied out of order: %v", id, got)
+	}
+	require.Len(t, log.byShard, 3, "the parent and both children delivered events: %v", log.byShard)
+	leases, err := NewLeaseTable(e.DynamoDB, e.Names.Leases).List(ctx)
+	require.NoError(t, err)
+	require.Len(t, leases, 3)
+	for _, l := range leases {
+		if len(l.Parents) == 0 {
+			require.True(t, l.Finished(), "the parent shard %s is finished", l.ShardID)
+		} else {
+			require.Equal(t, []string{aws.ToString(shards.Shards[0].ShardId)}, l.Parents)
+		}
+	}
+}
