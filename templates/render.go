@@ -38,6 +38,9 @@ type RenderData struct {
 	UnsubscribeURL string
 	PreferencesURL string
 	Now            time.Time // zero = time.Now()
+	// Variant forces the named A/B variant (previews); empty assigns one from the campaign and
+	// customer ids. Render fails when the template has no such variant.
+	Variant string
 }
 
 // Message is a rendered email.
@@ -154,6 +157,12 @@ func (r *Renderer) Render(ctx context.Context, t *Template, d RenderData) (*Mess
 		now = r.cfg.Now()
 	}
 	v := t.pick(d)
+	if d.Variant != "" {
+		var err error
+		if v, err = t.variant(d.Variant); err != nil {
+			return nil, err
+		}
+	}
 	campaign := d.Campaign
 	if campaign == nil {
 		campaign = map[string]any{}
@@ -246,6 +255,19 @@ func (t *Template) pick(d RenderData) variant {
 		n -= v.weight
 	}
 	return t.variants[len(t.variants)-1]
+}
+
+// variant returns the variant called name.
+func (t *Template) variant(name string) (variant, error) {
+	for _, v := range t.variants {
+		if v.name == name {
+			return v, nil
+		}
+	}
+	if len(t.variants) == 0 {
+		return variant{}, fmt.Errorf("template %s has no variants (asked for %q)", t.name, name)
+	}
+	return variant{}, fmt.Errorf("template %s has no variant %q (it has %s)", t.name, name, strings.Join(t.Variants(), ", "))
 }
 
 func assignBucket(campaignID, customerID string, total int) int {

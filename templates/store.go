@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tailor-email/tailor/internal/sqlfile"
 )
@@ -86,7 +87,7 @@ func (s *Store) Publish(ctx context.Context, t *Template) (Published, error) {
 		break
 	}
 	if err != nil {
-		return p, fmt.Errorf("publish template %s v%d: %w", t.name, t.version, err)
+		return p, fmt.Errorf("publish template %s v%d: %w", t.name, t.version, dbError(err))
 	}
 	if stored != p.Checksum {
 		return p, &VersionConflictError{Name: t.name, Version: t.version}
@@ -115,7 +116,7 @@ func (s *Store) load(ctx context.Context, name string, version int, sql string, 
 		return nil, p, fmt.Errorf("template %s v%d: %w", name, version, ErrVersionNotFound)
 	}
 	if err != nil {
-		return nil, p, fmt.Errorf("load template %s: %w", name, err)
+		return nil, p, fmt.Errorf("load template %s: %w", name, dbError(err))
 	}
 	t, err := FromFiles(files)
 	if err != nil {
@@ -123,6 +124,15 @@ func (s *Store) load(ctx context.Context, name string, version int, sql string, 
 	}
 	p.Version = t.version
 	return t, p, nil
+}
+
+// dbError says what to do when the schema is missing; other errors pass through.
+func dbError(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
+		return fmt.Errorf("table template_versions does not exist: run tailor migrate (%s)", pgErr.Message)
+	}
+	return err
 }
 
 // Checksum is the sha256 (hex) of a template's files, independent of map order: the content

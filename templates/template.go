@@ -217,6 +217,11 @@ func compile(files map[string]string) compiled {
 	m, err := parseManifest(raw)
 	if err != nil {
 		c.add(err)
+		// Still report the parts' own syntax errors, so one run shows them all.
+		c.parseFile(files, FileSubject, false, false)
+		c.parseFile(files, FilePreheader, false, false)
+		c.parseFile(files, FileHTML, true, false)
+		c.parseFile(files, FileText, false, false)
 		return c
 	}
 	c.man = m

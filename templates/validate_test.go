@@ -98,3 +98,20 @@ func TestValidate_MissingFolder(t *testing.T) {
 	require.Len(t, errs, 1)
 	require.ErrorContains(t, errs[0], "read template folder")
 }
+
+func TestValidate_ReportsPartErrorsAlongsideABrokenManifest(t *testing.T) {
+	t.Parallel()
+	dir := writeFolder(t, map[string]string{
+		FileManifest: "name: v\nversion: 1\ncontent:\n  recs: {url: 'http://x', timeout: soon}\n",
+		FileSubject:  "Hi",
+		FileHTML:     "<p>\n{% if %}</p>",
+		FileText:     "t",
+	})
+	errs := Validate(dir, nil)
+	require.Len(t, errs, 2, "%v", errs)
+	require.EqualError(t, errs[0], `template.yaml:4: invalid duration "soon" (write e.g. 2s or 500ms)`)
+	var se *SyntaxError
+	require.ErrorAs(t, errs[1], &se)
+	require.Equal(t, FileHTML, se.File)
+	require.Equal(t, 2, se.Line)
+}

@@ -135,3 +135,17 @@ func TestVariants_RejectsBadDeclarations(t *testing.T) {
 		require.Equal(t, tt.line, se.Line, err.Error())
 	}
 }
+
+func TestVariants_RenderDataForcesAVariant(t *testing.T) {
+	t.Parallel()
+	tpl := mustFromFiles(t, variantFiles(100, 0))
+	r := NewRenderer(RendererConfig{})
+	d := RenderData{Campaign: map[string]any{"id": "cmp-1"}, Customer: map[string]any{"customer_id": "c-1"}, Variant: "v1"}
+	m, err := r.Render(context.Background(), tpl, d)
+	require.NoError(t, err)
+	require.Equal(t, "v1", m.Provenance.Variant, "a weight of 0 does not stop a preview")
+
+	d.Variant = "nope"
+	_, err = r.Render(context.Background(), tpl, d)
+	require.ErrorContains(t, err, `has no variant "nope" (it has v0, v1)`)
+}

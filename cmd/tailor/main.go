@@ -143,7 +143,7 @@ AWS SDK's standard configuration and --database-url.`,
 			cdcCommand(),
 			eventsCommand(),
 			consumeCommand(),
-			deadLettersCommand(),
+			deadLettersCommand(), templateCommand(), contentCommand(),
 		},
 	}
 	addEnvVars(app.Commands, "TAILOR_")
