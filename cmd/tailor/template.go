@@ -116,7 +116,10 @@ func templatePreview(c *cli.Context) error {
 		return err
 	}
 	if v := c.String("variant"); v != "" && !slices.Contains(tpl.Variants(), v) {
-		return usagef("--variant %q: template %s has variants %v", v, tpl.Name(), tpl.Variants())
+		if len(tpl.Variants()) == 0 {
+			return usagef("--variant %q: template %s has no variants", v, tpl.Name())
+		}
+		return usagef("--variant %q: template %s has variants %s", v, tpl.Name(), strings.Join(tpl.Variants(), ", "))
 	}
 	b, err := openBackends(c)
 	if err != nil {
