@@ -25,7 +25,7 @@ type fixture struct {
 	cfg   cdc.Config
 }
 
-func setup(t *testing.T) *fixture {
+func setup(t testing.TB) *fixture {
 	t.Helper()
 	env := testenv.New(t)
 	store := pipeline.NewProfileStore(env.DynamoDB, env.Names.Profiles)
@@ -37,7 +37,7 @@ func setup(t *testing.T) *fixture {
 	}}
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("CDC_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
 	}
@@ -45,7 +45,7 @@ func testLogger(t *testing.T) *slog.Logger {
 }
 
 // start runs a CDC process until the test ends (or stop is called) and waits for it to return.
-func (f *fixture) start(t *testing.T, cfg cdc.Config) (c *cdc.CDC, stop func()) {
+func (f *fixture) start(t testing.TB, cfg cdc.Config) (c *cdc.CDC, stop func()) {
 	t.Helper()
 	c, err := cdc.New(cfg, f.store)
 	require.NoError(t, err)
@@ -77,7 +77,7 @@ func (f *fixture) exec(t *testing.T, sql string, args ...any) {
 }
 
 // eventually polls cond with backoff until it returns nil or the deadline passes.
-func eventually(t *testing.T, timeout time.Duration, cond func() error) {
+func eventually(t testing.TB, timeout time.Duration, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	delay := 10 * time.Millisecond

@@ -158,6 +158,7 @@ type op struct {
 	lsn     uint64
 	trunc   []*relation // a TRUNCATE barrier when non-empty
 	commits time.Time   // commit time, for latency accounting
+	merged  []time.Time // commit times of earlier transactions' changes merged into this one
 }
 
 func (o *op) key() string { return o.table.name + "\x00" + o.id + "\x00" + o.entry }

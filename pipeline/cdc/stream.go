@@ -73,8 +73,9 @@ func (c *CDC) stream(ctx context.Context, lock *pgx.Conn, repl *pgconn.PgConn, s
 	c.log.Info("cdc: streaming", "from", start)
 	s := &streamState{
 		c: c, lock: lock, repl: repl, confirmed: start,
-		rels: map[uint32]*relation{},
-		tx:   txBuffer{index: map[string]*op{}},
+		rels:     map[uint32]*relation{},
+		tx:       txBuffer{index: map[string]*op{}},
+		batchIdx: map[string]*op{},
 	}
 	c.confirmed.Store(uint64(start))
 	return s.run(ctx)
@@ -89,8 +90,9 @@ type streamState struct {
 
 	inTx     bool
 	tx       txBuffer
-	batch    []*op         // committed, not yet applied
-	batchEnd pglogrepl.LSN // end LSN of the last commit in batch
+	batch    []*op          // committed, not yet applied
+	batchIdx map[string]*op // the last op of each row in batch, for merging across transactions
+	batchEnd pglogrepl.LSN  // end LSN of the last commit in batch
 	batchDue time.Time
 
 	nextStatus time.Time
@@ -241,7 +243,9 @@ func (s *streamState) handleLogical(ctx context.Context, data []byte) error {
 		if len(s.batch) == 0 {
 			s.batchDue = time.Now().Add(s.c.cfg.BatchDelay)
 		}
-		s.batch = append(s.batch, s.tx.ops...)
+		for _, o := range s.tx.ops {
+			s.addToBatch(o)
+		}
 		s.tx.ops = make([]*op, 0, len(s.tx.ops))
 		clear(s.tx.index)
 		s.batchEnd = m.TransactionEndLSN
@@ -253,6 +257,26 @@ func (s *streamState) handleLogical(ctx context.Context, data []byte) error {
 		return fmt.Errorf("cdc: unexpected pgoutput message %T", msg)
 	}
 	return nil
+}
+
+// addToBatch appends a committed op to the batch, merging it into an earlier upsert of the same
+// row from another transaction of the batch: one DynamoDB write then carries both, with the later
+// version. Deletes (erasure) and TRUNCATE barriers are never merged, so their effects stay in order.
+func (s *streamState) addToBatch(o *op) {
+	if o.trunc != nil {
+		clear(s.batchIdx)
+		s.batch = append(s.batch, o)
+		return
+	}
+	k := o.key()
+	if prev, ok := s.batchIdx[k]; ok && !prev.del && !o.del {
+		commit := prev.commits
+		prev.merge(o)
+		prev.lsn, prev.commits, prev.merged = o.lsn, o.commits, append(prev.merged, commit)
+		return
+	}
+	s.batchIdx[k] = o
+	s.batch = append(s.batch, o)
 }
 
 // rel returns the relation of a change, or nil for a table that is not ours.
@@ -281,13 +305,14 @@ func (s *streamState) flush(ctx context.Context) error {
 		}
 	}
 	if hook := s.c.cfg.OnApply; hook != nil {
-		commits := make([]time.Time, len(s.batch))
-		for i, o := range s.batch {
-			commits[i] = o.commits
+		var commits []time.Time
+		for _, o := range s.batch {
+			commits = append(append(commits, o.commits), o.merged...)
 		}
-		hook(len(s.batch), commits)
+		hook(len(commits), commits)
 	}
 	s.batch = s.batch[:0]
+	clear(s.batchIdx)
 	s.confirmed = max(s.confirmed, s.batchEnd)
 	return s.sendStatus(ctx)
 }
@@ -371,7 +396,11 @@ func (c *CDC) applyRows(ctx context.Context, ops []*op) error {
 	if err := context.Cause(ctx); err != nil {
 		return err
 	}
-	c.applied.Add(int64(len(ops)))
+	n := len(ops)
+	for _, o := range ops {
+		n += len(o.merged)
+	}
+	c.applied.Add(int64(n))
 	return nil
 }
 
