@@ -146,6 +146,17 @@ func TestFast_CoversTheExamplesAndTheBenchmark(t *testing.T) {
 		for _, s := range tp.sources {
 			require.NotNil(t, s.url.prog, "%s: source %s url falls back to liquid", tp.name, s.name)
 		}
+		// Byte for byte what liquid renders (content at the fallbacks: nothing listens).
+		r := NewRenderer(RendererConfig{RetryBackoff: time.Millisecond, Getenv: func(string) string { return "http://127.0.0.1:1" }})
+		d := customer("c-1", `<ada> & "co"`)
+		fast, err := r.Render(t.Context(), tp, d)
+		require.NoError(t, err)
+		slow, err := r.Render(t.Context(), withoutFastPath(tp), d)
+		require.NoError(t, err)
+		require.Equal(t, slow.Subject, fast.Subject)
+		require.Equal(t, slow.Preheader, fast.Preheader)
+		require.Equal(t, slow.HTML, fast.HTML)
+		require.Equal(t, slow.Text, fast.Text)
 	}
 }
 
