@@ -3,12 +3,14 @@ package templates
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"html"
 	"math"
 	"reflect"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/osteele/liquid"
@@ -207,6 +209,31 @@ func dateFilter(t time.Time, format func(string) string, zone func(string) strin
 const dateFormatDefault = "%a, %b %d, %y"
 
 func formatDate(t time.Time, format, zone string) (string, error) {
+	// A campaign renders a whole batch with one "now": remember recent results (Strftime runs
+	// a regexp over the format on every call).
+	slot := &dateMemos[maphash.String(dateSeed, format)%uint64(len(dateMemos))]
+	if m := slot.Load(); m != nil && m.t == t && m.format == format && m.zone == zone {
+		return m.out, nil
+	}
+	out, err := strftime(t, format, zone)
+	if err == nil {
+		slot.Store(&dateMemo{t: t, format: format, zone: zone, out: out})
+	}
+	return out, err
+}
+
+type dateMemo struct {
+	t            time.Time
+	format, zone string
+	out          string
+}
+
+var (
+	dateMemos [64]atomic.Pointer[dateMemo]
+	dateSeed  = maphash.MakeSeed()
+)
+
+func strftime(t time.Time, format, zone string) (string, error) {
 	if zone != "" {
 		loc, err := loadLocation(zone)
 		if err != nil {

@@ -60,3 +60,28 @@ func TestFilters_DateRejectsUnknownZone(t *testing.T) {
 	require.ErrorContains(t, err, "render template f: subject:1: ")
 	require.ErrorContains(t, err, "Mars/Olympus")
 }
+
+func TestFormatDate_MemoKeysOnTimeFormatAndZone(t *testing.T) {
+	t.Parallel()
+	t1 := time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC)
+	t2 := t1.Add(26 * time.Hour)
+	for range 2 { // the second round is served from the memo
+		for _, tc := range []struct {
+			t            time.Time
+			format, zone string
+			want         string
+		}{
+			{t1, "%Y-%m-%d %H:%M", "", "2025-03-01 09:00"},
+			{t2, "%Y-%m-%d %H:%M", "", "2025-03-02 11:00"},
+			{t1, "%Y-%m-%d %H:%M", "Asia/Tokyo", "2025-03-01 18:00"},
+			{t1, "%H:%M", "", "09:00"},
+			{t1.In(time.FixedZone("X", 3600)), "%Y-%m-%d %H:%M", "", "2025-03-01 10:00"},
+		} {
+			got, err := formatDate(tc.t, tc.format, tc.zone)
+			require.NoError(t, err)
+			require.Equal(t, tc.want, got)
+		}
+	}
+	_, err := formatDate(t1, "%Y", "Mars/Olympus")
+	require.ErrorContains(t, err, "unknown time zone")
+}
