@@ -32,6 +32,19 @@ const (
 // ErrProfileNotFound is returned by Get when no profile exists for the id.
 var ErrProfileNotFound = errors.New("profile not found")
 
+// ErrWriteRefused marks a profile write DynamoDB refuses for good (ValidationException: an item
+// over 400 KB, an invalid value): retrying it cannot succeed.
+var ErrWriteRefused = errors.New("profile write refused")
+
+// refused wraps a DynamoDB ValidationException with ErrWriteRefused.
+func refused(err error) error {
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode() == "ValidationException" {
+		return fmt.Errorf("%w: %w", ErrWriteRefused, err)
+	}
+	return err
+}
+
 // Profile is one customer's unified profile as stored in DynamoDB: CRM fields, behavioural
 // features and bookkeeping attributes. Numbers decode as float64, sets as []string.
 type Profile map[string]any
@@ -231,7 +244,7 @@ func (s *ProfileStore) ApplyCRM(ctx context.Context, id string, lsn uint64, fiel
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("apply crm %s: %w", id, err)
+		return false, fmt.Errorf("apply crm %s: %w", id, refused(err))
 	}
 	return true, nil
 }
@@ -318,7 +331,7 @@ func (s *ProfileStore) ApplyCRMEntry(ctx context.Context, id, attr, entryKey str
 			return true, nil
 		}
 		if attempt > 0 || !isMissingPath(err) {
-			return false, fmt.Errorf("apply crm %s.%s for %s: %w", attr, entryKey, id, err)
+			return false, fmt.Errorf("apply crm %s.%s for %s: %w", attr, entryKey, id, refused(err))
 		}
 		// The map attribute does not exist yet and DynamoDB cannot set a path below a missing
 		// parent: create it empty (never replacing one a concurrent writer made), then retry.

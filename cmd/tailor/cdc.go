@@ -48,6 +48,9 @@ restart resumes where the last acknowledged change left off.`,
 			if addr := c.String("metrics-addr"); addr != "" {
 				reg := httpserver.NewRegistry()
 				reg.MustRegister(cdc.NewCollector(b.Pool, b.Names.Slot))
+				if err := cdc.RegisterMetrics(reg); err != nil {
+					return err
+				}
 				srv, err := httpserver.Start(httpserver.Config{Addr: addr, Checks: readinessChecks(b), Mux: http.NewServeMux(), Registry: reg})
 				if err != nil {
 					return err
@@ -130,6 +133,7 @@ func openCDC(c *cli.Context, cfg cdc.Config) (*backends.Backends, *cdc.CDC, erro
 		return nil, nil, err
 	}
 	cfg.DatabaseURL, cfg.Slot, cfg.Publication, cfg.Logger = b.DatabaseURL, b.Names.Slot, b.Names.Publication, slog.Default()
+	cfg.DeadLetters = pipeline.NewDeadLetters(b.Pool)
 	p, err := cdc.New(cfg, store)
 	if err != nil {
 		b.Close()

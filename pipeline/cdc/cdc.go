@@ -51,6 +51,10 @@ type Config struct {
 	BatchDelay time.Duration
 	// Logger receives progress and errors. Default slog.Default().
 	Logger *slog.Logger
+	// DeadLetters, when set, receives row changes DynamoDB refuses for good (pipeline.ErrWriteRefused:
+	// an item over 400 KB, an invalid value) with source "cdc", and the stream goes on. When nil,
+	// such a change is retried, holding the stream, until someone fixes the row.
+	DeadLetters DeadLetterer
 	// OnApply, when set, is called after each batch is durable with the number of rows applied
 	// and the commit times of their transactions (for latency measurements).
 	OnApply func(rows int, commits []time.Time)
@@ -105,6 +109,14 @@ type Store interface {
 }
 
 var _ Store = (*pipeline.ProfileStore)(nil)
+
+// DeadLetterer keeps refused changes; *pipeline.DeadLetters implements it.
+type DeadLetterer interface {
+	Put(ctx context.Context, source, reason string, payload []byte) error
+}
+
+// DeadLetterSource is the dead-letter source of refused row changes.
+const DeadLetterSource = "cdc"
 
 // CDC streams the CRM tables into profiles. Run it with Run; one CDC value runs once at a time.
 type CDC struct {

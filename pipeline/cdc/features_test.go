@@ -378,3 +378,22 @@ func (f *fixture) waitPath(t *testing.T, id, dotted string, want any) pipeline.P
 	})
 	return p
 }
+
+func TestCDC_DeadLettersChangesDynamoDBRefusesAndGoesOn(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.cfg.DeadLetters = pipeline.NewDeadLetters(f.env.Pool)
+	f.start(t, f.cfg)
+	ctx := context.Background()
+	// 500 KB of attributes: more than a DynamoDB item may hold.
+	f.exec(t, `INSERT INTO customers (id, email, attributes) VALUES ('big', 'big@example.com', jsonb_build_object('blob', repeat('x', 500000)))`)
+	f.exec(t, `INSERT INTO customers (id, email) VALUES ('after', 'after@example.com')`)
+	f.waitField(t, "after", "email", "after@example.com")
+	var reason string
+	var payload []byte
+	require.NoError(t, f.env.Pool.QueryRow(ctx, `SELECT reason, payload FROM dead_letters WHERE source = $1`, cdc.DeadLetterSource).Scan(&reason, &payload))
+	require.Contains(t, reason, "refused")
+	require.Contains(t, string(payload), `"customer_id":"big"`)
+	_, err := f.profile("big")
+	require.ErrorIs(t, err, pipeline.ErrProfileNotFound)
+}

@@ -2,6 +2,7 @@ package cdc
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -304,11 +305,15 @@ func (s *streamState) flush(ctx context.Context) error {
 			}
 		}
 	}
+	var commits []time.Time
+	for _, o := range s.batch {
+		commits = append(append(commits, o.commits), o.merged...)
+	}
+	now := time.Now()
+	for _, t := range commits {
+		commitToProfile.Observe(now.Sub(t).Seconds())
+	}
 	if hook := s.c.cfg.OnApply; hook != nil {
-		var commits []time.Time
-		for _, o := range s.batch {
-			commits = append(append(commits, o.commits), o.merged...)
-		}
 		hook(len(commits), commits)
 	}
 	s.batch = s.batch[:0]
@@ -339,6 +344,7 @@ func (s *streamState) sendStatus(ctx context.Context) error {
 		return fmt.Errorf("cdc: standby status update: %w", err)
 	}
 	s.c.confirmed.Store(uint64(s.confirmed))
+	confirmedLSN.Set(float64(s.confirmed))
 	s.nextStatus = time.Now().Add(s.c.cfg.StandbyTimeout)
 	return nil
 }
@@ -401,6 +407,7 @@ func (c *CDC) applyRows(ctx context.Context, ops []*op) error {
 		n += len(o.merged)
 	}
 	c.applied.Add(int64(n))
+	rowsApplied.Add(float64(n))
 	return nil
 }
 
@@ -423,9 +430,29 @@ func (c *CDC) applyOne(ctx context.Context, o *op) error {
 	default:
 		_, err = c.store.ApplyCRM(ctx, o.id, o.lsn, o.fields, o.remove)
 	}
+	if errors.Is(err, pipeline.ErrWriteRefused) && c.cfg.DeadLetters != nil {
+		return c.deadLetter(ctx, o, err)
+	}
 	if err != nil {
 		return fmt.Errorf("cdc: apply %s %s: %w", o.table.name, o.id, err)
 	}
+	return nil
+}
+
+// deadLetter keeps a change DynamoDB refuses, raw, with the reason; the stream goes on.
+func (c *CDC) deadLetter(ctx context.Context, o *op, reason error) error {
+	payload, err := json.Marshal(map[string]any{
+		"table": o.table.name, "customer_id": o.id, "entry": o.entry, "lsn": pglogrepl.LSN(o.lsn).String(),
+		"delete": o.del, "fields": o.fields, "remove": o.remove,
+	})
+	if err != nil {
+		return fmt.Errorf("cdc: dead letter %s %s: %w", o.table.name, o.id, err)
+	}
+	if err := c.cfg.DeadLetters.Put(ctx, DeadLetterSource, reason.Error(), payload); err != nil {
+		return fmt.Errorf("cdc: dead letter %s %s: %w", o.table.name, o.id, err)
+	}
+	deadLetters.Inc()
+	c.log.Error("cdc: change refused by DynamoDB: dead-lettered", "table", o.table.name, "customer_id", o.id, "err", reason)
 	return nil
 }
 

@@ -1,0 +1,45 @@
+package cdc
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The streaming process's own metrics (the slot's lag comes from Collector). They are created
+// unregistered; RegisterMetrics adds them to a registry.
+var (
+	rowsApplied = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tailor_cdc_rows_applied_total", Help: "Row changes applied to profiles (replays and merged changes included).",
+	})
+	deadLetters = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tailor_cdc_dead_letters_total", Help: "Row changes DynamoDB refused for good, dead-lettered.",
+	})
+	confirmedLSN = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tailor_cdc_confirmed_lsn", Help: "The last LSN this process acknowledged (its effects are durable).",
+	})
+	commitToProfile = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "tailor_cdc_commit_to_profile_seconds", Help: "From a transaction's commit in Postgres to its profile writes being durable.",
+		Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+	})
+)
+
+// MetricsCollectors are the streaming process's metrics.
+func MetricsCollectors() []prometheus.Collector {
+	return []prometheus.Collector{rowsApplied, deadLetters, confirmedLSN, commitToProfile}
+}
+
+// RegisterMetrics registers the streaming metrics with reg. Registering twice is not an error.
+func RegisterMetrics(reg prometheus.Registerer) error {
+	for _, c := range MetricsCollectors() {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				continue
+			}
+			return fmt.Errorf("register cdc metrics: %w", err)
+		}
+	}
+	return nil
+}
