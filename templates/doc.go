@@ -11,6 +11,9 @@
 //	html           Liquid; every {{ output }} is HTML-escaped unless it ends in | raw
 //	text           Liquid, not escaped
 //
+// Every file is at most MaxPartSize (512 KB), the manifest at most MaxManifestSize (64 KB); errors
+// name the file (and line where there is one) as *SyntaxError.
+//
 // Templates are parsed once (Load, FromFiles) and are then immutable; a Renderer is safe for
 // concurrent use and shares its content cache across all templates it renders.
 //

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -200,4 +201,42 @@ func FuzzFast_MatchesLiquid(f *testing.F) {
 			t.Fatalf("source %q:\nfast   %q\nliquid %q", src, fast, slow)
 		}
 	})
+}
+
+func TestFast_ConcurrentRendersDoNotShareState(t *testing.T) {
+	t.Parallel()
+	tpl := mustFromFiles(t, map[string]string{
+		FileManifest: "name: c\nversion: 1\n",
+		FileSubject:  "{{ customer.first_name }}",
+		FileHTML:     "{% assign n = customer.first_name | upcase %}{% capture c %}<i>{{ n }}</i>{% endcapture %}{% for i in (1..3) %}{{ c }}{{ forloop.index }}{% endfor %}",
+		FileText:     "{{ customer.first_name | capitalize }}",
+	})
+	r := NewRenderer(RendererConfig{})
+	want := func(name string) string {
+		up := strings.ToUpper(name)
+		return "<i>" + up + "</i>1<i>" + up + "</i>2<i>" + up + "</i>3"
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				name := fmt.Sprintf("n%d-%d", g, i)
+				m, err := r.Render(t.Context(), tpl, customer("c", name))
+				if err != nil {
+					errs <- err
+					return
+				}
+				if m.HTML != want(name) || m.Subject != name {
+					errs <- fmt.Errorf("got %q / %q for %s", m.HTML, m.Subject, name)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
 }
