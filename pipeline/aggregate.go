@@ -43,33 +43,34 @@ const (
 // aggregate is either commutative (counts, sums, min/max, time buckets, decayed scores against
 // a reference time) or kept as the bounded, time-ordered set it derives from (sessions, cart,
 // recently viewed), so out-of-order delivery gives the same result as in-order delivery.
-// Features is stored on the profile item next to the CRM attributes (see ProfileWriter).
+// Features is stored on the profile item next to the CRM attributes as one JSON attribute
+// (ev_state) plus readable summary attributes (see ProfileWriter).
 type Features struct {
 	// Version increases with every write; writes are conditional on it.
-	Version int64 `dynamodbav:"ev_version"`
+	Version int64 `json:"-"`
 	// RecentIDs are the last RecentIDsMax applied event ids, oldest first (dedupe).
-	RecentIDs []string `dynamodbav:"ev_recent_ids,omitempty"`
+	RecentIDs []string `json:"ev_recent_ids,omitempty"`
 	// Counts are lifetime counts per event type (also written as count_<type>).
-	Counts map[string]int64 `dynamodbav:"ev_counts,omitempty"`
+	Counts map[string]int64 `json:"ev_counts,omitempty"`
 	// Buckets hold per-type counts in time buckets, keyed "<type>/<res>" (res m5, h1, d1), then
 	// by the bucket's start in Unix seconds; windowed counts are summed from them at read time.
-	Buckets   map[string]map[string]int64 `dynamodbav:"ev_buckets,omitempty"`
-	FirstSeen time.Time                   `dynamodbav:"first_seen,omitempty"`
-	LastSeen  time.Time                   `dynamodbav:"last_seen,omitempty"`
+	Buckets   map[string]map[string]int64 `json:"ev_buckets,omitempty"`
+	FirstSeen time.Time                   `json:"first_seen,omitempty"`
+	LastSeen  time.Time                   `json:"last_seen,omitempty"`
 	// SessionSpans are the most recent sessions (inactivity gap SessionGap); older ones are
 	// folded into SessionsFolded.
-	SessionSpans   []Span `dynamodbav:"ev_sessions,omitempty"`
-	SessionsFolded int64  `dynamodbav:"ev_sessions_folded,omitempty"`
+	SessionSpans   []Span `json:"ev_sessions,omitempty"`
+	SessionsFolded int64  `json:"ev_sessions_folded,omitempty"`
 	// RecentlyViewed are the last RecentlyViewedMax distinct products viewed, newest first.
-	RecentlyViewed []ViewedProduct `dynamodbav:"recently_viewed,omitempty"`
+	RecentlyViewed []ViewedProduct `json:"recently_viewed,omitempty"`
 	// AffinityRaw are category scores as of AffinityRef, halving every AffinityHalfLife.
-	AffinityRaw map[string]float64 `dynamodbav:"ev_affinity,omitempty"`
-	AffinityRef time.Time          `dynamodbav:"ev_affinity_ref,omitempty"`
+	AffinityRaw map[string]float64 `json:"ev_affinity,omitempty"`
+	AffinityRef time.Time          `json:"ev_affinity_ref,omitempty"`
 	// CartEvents are the add/remove events after the last purchase, from which Cart derives.
-	CartEvents    []CartEvent      `dynamodbav:"ev_cart_events,omitempty"`
-	Orders        int64            `dynamodbav:"orders"`
-	LifetimeValue map[string]int64 `dynamodbav:"lifetime_value,omitempty"` // minor units per currency
-	LastPurchase  *Purchase        `dynamodbav:"last_purchase,omitempty"`
+	CartEvents    []CartEvent      `json:"ev_cart_events,omitempty"`
+	Orders        int64            `json:"orders"`
+	LifetimeValue map[string]int64 `json:"lifetime_value,omitempty"` // minor units per currency
+	LastPurchase  *Purchase        `json:"last_purchase,omitempty"`
 
 	// seen indexes RecentIDs; prunedAt is LastSeen's 5-minute bucket at the last prune. Both
 	// are rebuilt on demand after decoding.
@@ -79,44 +80,44 @@ type Features struct {
 
 // Span is one session: first and last event time.
 type Span struct {
-	Start time.Time `dynamodbav:"s"`
-	End   time.Time `dynamodbav:"e"`
+	Start time.Time `json:"s"`
+	End   time.Time `json:"e"`
 }
 
 // ViewedProduct is one recently viewed product.
 type ViewedProduct struct {
-	ProductID string    `dynamodbav:"product_id"`
-	Category  string    `dynamodbav:"category,omitempty"`
-	At        time.Time `dynamodbav:"at"`
+	ProductID string    `json:"product_id"`
+	Category  string    `json:"category,omitempty"`
+	At        time.Time `json:"at"`
 }
 
 // CartEvent is one add (Quantity > 0) or remove (Quantity < 0; RemoveAll without a quantity).
 type CartEvent struct {
-	EventID    string    `dynamodbav:"id"`
-	At         time.Time `dynamodbav:"at"`
-	ProductID  string    `dynamodbav:"p"`
-	Category   string    `dynamodbav:"c,omitempty"`
-	Quantity   int64     `dynamodbav:"q"`
-	RemoveAll  bool      `dynamodbav:"all,omitempty"`
-	PriceMinor int64     `dynamodbav:"price,omitempty"`
-	Currency   string    `dynamodbav:"cur,omitempty"`
+	EventID    string    `json:"id"`
+	At         time.Time `json:"at"`
+	ProductID  string    `json:"p"`
+	Category   string    `json:"c,omitempty"`
+	Quantity   int64     `json:"q"`
+	RemoveAll  bool      `json:"all,omitempty"`
+	PriceMinor int64     `json:"price,omitempty"`
+	Currency   string    `json:"cur,omitempty"`
 }
 
 // CartLine is one product in the current cart.
 type CartLine struct {
-	ProductID  string `dynamodbav:"product_id"`
-	Category   string `dynamodbav:"category,omitempty"`
-	Quantity   int64  `dynamodbav:"quantity"`
-	PriceMinor int64  `dynamodbav:"price,omitempty"`
-	Currency   string `dynamodbav:"currency,omitempty"`
+	ProductID  string `json:"product_id"`
+	Category   string `json:"category,omitempty"`
+	Quantity   int64  `json:"quantity"`
+	PriceMinor int64  `json:"price,omitempty"`
+	Currency   string `json:"currency,omitempty"`
 }
 
 // Purchase is the latest purchase.
 type Purchase struct {
-	OrderID    string    `dynamodbav:"order_id"`
-	At         time.Time `dynamodbav:"at"`
-	TotalMinor int64     `dynamodbav:"total"`
-	Currency   string    `dynamodbav:"currency"`
+	OrderID    string    `json:"order_id"`
+	At         time.Time `json:"at"`
+	TotalMinor int64     `json:"total"`
+	Currency   string    `json:"currency"`
 }
 
 var resolutions = [...]struct {

@@ -378,4 +378,5 @@ func BenchmarkAggregate(b *testing.B) {
 		n += len(batch)
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "stream.aggregate.events_per_sec")
 }

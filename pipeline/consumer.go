@@ -25,7 +25,7 @@ const (
 	PollIntervalDefault     = 200 * time.Millisecond
 	BalanceIntervalMax      = 2 * time.Second
 	DiscoverIntervalDefault = 5 * time.Second
-	BatchLimitDefault       = 1000
+	BatchLimitDefault       = 10000
 	StartTrimHorizon        = "TRIM_HORIZON"
 	StartLatest             = "LATEST"
 	// SourceStream names dead letters of records the consumer could not decode.
@@ -73,7 +73,8 @@ type ConsumerConfig struct {
 	PollInterval time.Duration
 	// DiscoverInterval is how often shards are listed (new shards after a split). Default 5s.
 	DiscoverInterval time.Duration
-	// BatchLimit is GetRecords' Limit. Default 1000.
+	// BatchLimit is GetRecords' Limit. Default 10000 (the Kinesis maximum): a consumer that
+	// falls behind reads bigger batches, which coalesce into fewer profile writes.
 	BatchLimit int
 	// Sink applies events to profiles. Required.
 	Sink EventSink

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"sync/atomic"
@@ -20,7 +21,7 @@ type streamEnv struct {
 	producer *Producer
 }
 
-func setupStream(t *testing.T, shards int) *streamEnv {
+func setupStream(t testing.TB, shards int) *streamEnv {
 	t.Helper()
 	env := testenv.New(t)
 	ctx := t.Context()
@@ -32,7 +33,7 @@ func setupStream(t *testing.T, shards int) *streamEnv {
 	return &streamEnv{Env: env, store: store, producer: p}
 }
 
-func (e *streamEnv) send(t *testing.T, events []Event) {
+func (e *streamEnv) send(t testing.TB, events []Event) {
 	t.Helper()
 	results, err := e.producer.Send(t.Context(), events)
 	require.NoError(t, err)
@@ -43,7 +44,7 @@ func (e *streamEnv) send(t *testing.T, events []Event) {
 
 // startConsumer runs a consumer until the test ends (or the returned cancel is called) and
 // waits for Run to return.
-func (e *streamEnv) startConsumer(t *testing.T, cfg ConsumerConfig) (*Consumer, context.CancelFunc) {
+func (e *streamEnv) startConsumer(t testing.TB, cfg ConsumerConfig) (*Consumer, context.CancelFunc) {
 	t.Helper()
 	cfg.Stream = e.Names.Stream
 	cfg.LeaseTable = e.Names.Leases
@@ -53,7 +54,7 @@ func (e *streamEnv) startConsumer(t *testing.T, cfg ConsumerConfig) (*Consumer, 
 	if cfg.LeaseDuration == 0 {
 		cfg.LeaseDuration = 3 * time.Second
 	}
-	cfg.PollInterval = 50 * time.Millisecond
+	cfg.PollInterval = cmp.Or(cfg.PollInterval, 50*time.Millisecond)
 	cfg.DiscoverInterval = 500 * time.Millisecond
 	c, err := NewConsumer(e.Kinesis, e.DynamoDB, cfg)
 	require.NoError(t, err)
@@ -73,7 +74,7 @@ func (e *streamEnv) startConsumer(t *testing.T, cfg ConsumerConfig) (*Consumer, 
 }
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, timeout time.Duration, cond func() (bool, string)) {
+func eventually(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	delay := 20 * time.Millisecond

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
@@ -19,29 +21,34 @@ import (
 
 // ProfileWriter defaults.
 const (
-	WriterConcurrencyDefault = 32
+	WriterConcurrencyDefault = 16
 	WriterCacheSizeDefault   = 20000
 	writerMaxAttempts        = 20
 )
 
-// featureAttrs are the profile attributes Features owns (besides count_<type>, sessions, cart).
-// A write sets the present ones and removes the absent ones; it never touches CRM attributes.
-var featureAttrs = []string{
-	"ev_recent_ids", "ev_counts", "ev_buckets", "first_seen", "last_seen", "ev_sessions",
-	"ev_sessions_folded", "recently_viewed", "ev_affinity", "ev_affinity_ref", "ev_cart_events",
-	"orders", "lifetime_value", "last_purchase",
-}
-
-// Derived attributes written for readers that do not decode Features (segments, templates).
+// Profile attributes the event path writes. ev_state holds Features as JSON (one attribute is
+// much cheaper to update than many nested ones); the others are readable summaries for
+// segments and templates. A write never touches CRM attributes.
 const (
-	AttrSessions = "sessions"
-	AttrCart     = "cart"
-	attrVersion  = "ev_version"
+	AttrEventState     = "ev_state"
+	AttrEventVersion   = "ev_version"
+	AttrFirstSeen      = "first_seen"
+	AttrLastSeen       = "last_seen"
+	AttrSessions       = "sessions"
+	AttrOrders         = "orders"
+	AttrLifetimeValue  = "lifetime_value" // map currency -> minor units
+	AttrLastPurchase   = "last_purchase"
+	AttrRecentlyViewed = "recently_viewed"
+	AttrCart           = "cart"
+	// AttrCountPrefix prefixes lifetime counts per event type: count_product_view, ...
+	AttrCountPrefix = "count_"
 )
 
 // ProfileWriterConfig configures a ProfileWriter. Zero values mean defaults.
 type ProfileWriterConfig struct {
-	// Concurrency bounds the customers written at once per Apply. Default 32.
+	// Concurrency bounds the profile writes in flight, across all concurrent Apply calls (one
+	// per shard). More is slower against a single emulator and beyond the SDK's idle
+	// connections per host. Default 16.
 	Concurrency int
 	// CacheSize bounds the profiles whose Features are kept in memory between batches (a
 	// consumer that holds a shard is normally their only writer; a stale entry is detected by
@@ -59,6 +66,8 @@ type ProfileWriter struct {
 	table string
 	cfg   ProfileWriterConfig
 
+	sem chan struct{} // bounds writes in flight across Apply calls
+
 	mu    sync.Mutex
 	cache map[string]*Features
 }
@@ -67,7 +76,7 @@ type ProfileWriter struct {
 func NewProfileWriter(store *ProfileStore, cfg ProfileWriterConfig) *ProfileWriter {
 	cfg.Concurrency = cmp.Or(cfg.Concurrency, WriterConcurrencyDefault)
 	cfg.CacheSize = cmp.Or(cfg.CacheSize, WriterCacheSizeDefault)
-	return &ProfileWriter{db: store.db, table: store.table, cfg: cfg, cache: map[string]*Features{}}
+	return &ProfileWriter{db: store.db, table: store.table, cfg: cfg, sem: make(chan struct{}, cfg.Concurrency), cache: map[string]*Features{}}
 }
 
 // Apply writes events to their profiles and returns when every write is durable.
@@ -83,7 +92,7 @@ func (w *ProfileWriter) Apply(ctx context.Context, events []Event) error {
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	sem := make(chan struct{}, w.cfg.Concurrency)
+	sem := w.sem
 	var wg sync.WaitGroup
 	for _, id := range order {
 		select {
@@ -151,8 +160,8 @@ func (w *ProfileWriter) load(ctx context.Context, id string, useCache bool) (*Fe
 	}
 	out, err := w.db.GetItem(ctx, &dynamodb.GetItemInput{
 		TableName: aws.String(w.table), Key: key(id), ConsistentRead: aws.Bool(true),
-		ProjectionExpression:     aws.String(projection()),
-		ExpressionAttributeNames: projectionNames(),
+		ProjectionExpression:     aws.String("#v, #s"),
+		ExpressionAttributeNames: map[string]string{"#v": AttrEventVersion, "#s": AttrEventState},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read profile %s: %w", id, err)
@@ -172,85 +181,78 @@ func (w *ProfileWriter) remember(id string, f *Features) {
 	w.cache[id] = f
 }
 
-func projection() string {
-	parts := make([]string, 0, len(featureAttrs)+1)
-	for i := range len(featureAttrs) + 1 {
-		parts = append(parts, "#p"+strconv.Itoa(i))
-	}
-	return strings.Join(parts, ", ")
-}
-
-func projectionNames() map[string]string {
-	names := map[string]string{"#p0": attrVersion}
-	for i, a := range featureAttrs {
-		names["#p"+strconv.Itoa(i+1)] = a
-	}
-	return names
-}
-
 // DecodeFeatures reads Features from a profile item (other attributes are ignored).
 func DecodeFeatures(item map[string]types.AttributeValue) (*Features, error) {
 	f := &Features{}
 	if item == nil {
 		return f, nil
 	}
-	if err := attributevalue.UnmarshalMap(item, f); err != nil {
-		return nil, fmt.Errorf("decode profile features: %w", err)
+	if v, ok := item[AttrEventVersion].(*types.AttributeValueMemberN); ok {
+		n, err := strconv.ParseInt(v.Value, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("decode profile features: %s: %w", AttrEventVersion, err)
+		}
+		f.Version = n
+	}
+	if v, ok := item[AttrEventState].(*types.AttributeValueMemberB); ok {
+		if err := json.Unmarshal(v.Value, f); err != nil {
+			return nil, fmt.Errorf("decode profile features: %w", err)
+		}
 	}
 	return f, nil
 }
 
-// FeaturesOf reads Features from a decoded Profile (as Get returns it).
+// FeaturesOf reads Features from a decoded Profile (as ProfileStore.Get returns it).
 func FeaturesOf(p Profile) (*Features, error) {
-	item, err := attributevalue.MarshalMap(map[string]any(p))
-	if err != nil {
-		return nil, fmt.Errorf("encode profile: %w", err)
+	f := &Features{}
+	if v, ok := p[AttrEventVersion].(float64); ok {
+		f.Version = int64(v)
 	}
-	return DecodeFeatures(item)
+	if b, ok := p[AttrEventState].([]byte); ok {
+		if err := json.Unmarshal(b, f); err != nil {
+			return nil, fmt.Errorf("decode profile features: %w", err)
+		}
+	}
+	return f, nil
 }
 
 // write stores f with one conditional UpdateItem: f.Version must still be the stored version.
 func (w *ProfileWriter) write(ctx context.Context, id string, f *Features) error {
 	prev := f.Version
-	f.Version = prev + 1
-	item, err := attributevalue.MarshalMap(f)
+	state, err := json.Marshal(f)
 	if err != nil {
-		f.Version = prev
 		return fmt.Errorf("encode profile %s: %w", id, err)
 	}
+	readable := map[string]any{
+		AttrSessions:       f.Sessions(),
+		AttrOrders:         f.Orders,
+		AttrLifetimeValue:  lifetimeValueAttr(f.LifetimeValue),
+		AttrRecentlyViewed: recentlyViewedAttr(f.RecentlyViewed),
+		AttrCart:           cartAttr(f.Cart()),
+	}
+	if !f.FirstSeen.IsZero() {
+		readable[AttrFirstSeen], readable[AttrLastSeen] = f.FirstSeen.Format(time.RFC3339Nano), f.LastSeen.Format(time.RFC3339Nano)
+	}
+	if lp := f.LastPurchase; lp != nil {
+		readable[AttrLastPurchase] = map[string]any{"order_id": lp.OrderID, "at": lp.At.Format(time.RFC3339Nano), "total": lp.TotalMinor, "currency": lp.Currency}
+	}
 	for typ, n := range f.Counts {
-		item["count_"+typ] = num(n)
+		readable[AttrCountPrefix+typ] = n
 	}
-	item[AttrSessions] = num(f.Sessions())
-	cart, err := attributevalue.Marshal(f.Cart())
-	if err != nil {
-		return fmt.Errorf("encode cart of %s: %w", id, err)
+	names := map[string]string{"#ver": AttrEventVersion, "#st": AttrEventState}
+	values := map[string]types.AttributeValue{
+		":ver": num(prev + 1),
+		":st":  &types.AttributeValueMemberB{Value: state},
 	}
-	item[AttrCart] = cart
-	names := map[string]string{"#ver": attrVersion}
-	values := map[string]types.AttributeValue{}
-	var sets, removes []string
-	for i, k := range slices.Sorted(maps.Keys(item)) {
-		if k == ProfileKey {
-			continue
+	sets := []string{"#ver = :ver", "#st = :st"}
+	for i, k := range slices.Sorted(maps.Keys(readable)) {
+		av, err := attributevalue.Marshal(readable[k])
+		if err != nil {
+			return fmt.Errorf("encode profile %s: %s: %w", id, k, err)
 		}
 		n, v := "#a"+strconv.Itoa(i), ":a"+strconv.Itoa(i)
-		if k == attrVersion {
-			n = "#ver"
-		}
-		names[n], values[v] = k, item[k]
+		names[n], values[v] = k, av
 		sets = append(sets, n+" = "+v)
-	}
-	for i, k := range featureAttrs {
-		if _, ok := item[k]; !ok {
-			n := "#r" + strconv.Itoa(i)
-			names[n] = k
-			removes = append(removes, n)
-		}
-	}
-	expr := "SET " + strings.Join(sets, ", ")
-	if len(removes) > 0 {
-		expr += " REMOVE " + strings.Join(removes, ", ")
 	}
 	cond := "attribute_not_exists(#ver)"
 	if prev > 0 {
@@ -259,7 +261,7 @@ func (w *ProfileWriter) write(ctx context.Context, id string, f *Features) error
 	}
 	_, err = w.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName: aws.String(w.table), Key: key(id),
-		UpdateExpression: aws.String(expr), ConditionExpression: aws.String(cond),
+		UpdateExpression: aws.String("SET " + strings.Join(sets, ", ")), ConditionExpression: aws.String(cond),
 		ExpressionAttributeNames: names, ExpressionAttributeValues: values,
 	})
 	if isConditionFailed(err) {
@@ -268,5 +270,40 @@ func (w *ProfileWriter) write(ctx context.Context, id string, f *Features) error
 	if err != nil {
 		return fmt.Errorf("write profile %s: %w", id, err)
 	}
+	f.Version = prev + 1
 	return nil
+}
+
+func lifetimeValueAttr(m map[string]int64) map[string]int64 {
+	if m == nil {
+		return map[string]int64{}
+	}
+	return m
+}
+
+func recentlyViewedAttr(vs []ViewedProduct) []map[string]any {
+	out := make([]map[string]any, 0, len(vs))
+	for _, v := range vs {
+		m := map[string]any{"product_id": v.ProductID, "at": v.At.Format(time.RFC3339Nano)}
+		if v.Category != "" {
+			m["category"] = v.Category
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func cartAttr(lines []CartLine) []map[string]any {
+	out := make([]map[string]any, 0, len(lines))
+	for _, l := range lines {
+		m := map[string]any{"product_id": l.ProductID, "quantity": l.Quantity}
+		if l.Category != "" {
+			m["category"] = l.Category
+		}
+		if l.PriceMinor != 0 {
+			m["price"], m["currency"] = l.PriceMinor, l.Currency
+		}
+		out = append(out, m)
+	}
+	return out
 }

@@ -45,7 +45,7 @@ func (l *appliedLog) distinct() int {
 	return len(l.ids)
 }
 
-func (l *appliedLog) waitFor(t *testing.T, n int, timeout time.Duration) {
+func (l *appliedLog) waitFor(t testing.TB, n int, timeout time.Duration) {
 	t.Helper()
 	eventually(t, timeout, func() (bool, string) {
 		d := l.distinct()
