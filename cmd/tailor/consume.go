@@ -96,7 +96,11 @@ released for the other consumers (graceful handoff) within --stop-timeout.`,
 				hardStop()
 				return errors.Join(err, <-errc)
 			}
-			return <-errc
+			if err := <-errc; err != nil {
+				return err
+			}
+			slog.Info("consumer stopped, leases released")
+			return nil
 		},
 	})
 }
