@@ -41,7 +41,7 @@ are checked against that profile (a JSON object) and the manifest defaults.`,
 the example templates, e.g. to a 'tailor content serve' address), prints the subject,
 preheader, text and where each source's content came from, and writes the html to --out.`,
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "customer", Aliases: []string{"c"}, Required: true, Usage: "customer id of the profile"},
+					&cli.StringFlag{Name: "customer", Aliases: []string{"c"}, Usage: "customer id of the profile (required)"},
 					&cli.StringFlag{Name: "variant", Usage: "render this A/B variant (default: the one the customer is assigned)"},
 					&cli.StringFlag{Name: "campaign", Value: "preview", Usage: "campaign id used for variant assignment"},
 					&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "write the html part to this file"},
@@ -63,6 +63,11 @@ different content under the same version is refused (bump version in template.ya
 
 // templateDir returns the one DIR argument.
 func templateDir(c *cli.Context) (string, error) {
+	for _, a := range c.Args().Slice()[min(1, c.NArg()):] {
+		if strings.HasPrefix(a, "-") {
+			return "", usagef("template %s: options go before the folder: tailor template %s [options] DIR", c.Command.Name, c.Command.Name)
+		}
+	}
 	if c.NArg() != 1 {
 		return "", usagef("template %s: want one template folder, e.g. tailor template %s templates/examples/welcome", c.Command.Name, c.Command.Name)
 	}
@@ -110,6 +115,9 @@ func templatePreview(c *cli.Context) error {
 	dir, err := templateDir(c)
 	if err != nil {
 		return err
+	}
+	if c.String("customer") == "" {
+		return usagef("template preview: --customer ID is required")
 	}
 	tpl, err := templates.Load(dir)
 	if err != nil {
