@@ -1,6 +1,7 @@
 package cdc_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+
+	"github.com/tailor-email/tailor/pipeline/cdc"
 )
 
 // BenchmarkCDC measures CDC against the local stack (Postgres + dynalite):
@@ -20,7 +23,9 @@ import (
 //     updates of customers, 10 per transaction) written while CDC was stopped;
 //   - p50_ms, p99_ms: commit-to-profile latency (from the transaction's commit timestamp in
 //     the WAL to the DynamoDB write being durable) under 1 000 single-row transactions per second
-//     for 10 seconds.
+//     for 10 seconds;
+//   - store_writes/s: for scale, the rate at which the store alone takes customers-shaped writes
+//     with the same concurrency (on the local stack dynalite, one Node process, is the ceiling).
 //
 // Run it with: go test ./pipeline/cdc -run '^$' -bench BenchmarkCDC -benchtime 1x
 func BenchmarkCDC(b *testing.B) {
@@ -31,6 +36,10 @@ func BenchmarkCDC(b *testing.B) {
 	if w, err := strconv.Atoi(os.Getenv("CDC_BENCH_WORKERS")); err == nil { // for tuning
 		f.cfg.Workers = w
 	}
+
+	// For scale: how fast the store takes writes shaped like a customers row, with CDC's
+	// concurrency and nothing else (dynalite is the ceiling on the local stack).
+	ceiling := storeWriteRate(b, f, 3000)
 
 	// Create the slot, then stop so that the backlog piles up in the WAL.
 	c, stop := f.start(b, f.cfg)
@@ -126,5 +135,27 @@ func BenchmarkCDC(b *testing.B) {
 	b.ReportMetric(p50, "p50_ms")
 	b.ReportMetric(p99, "p99_ms")
 	b.ReportMetric(produced, "offered_changes/s")
+	b.ReportMetric(ceiling, "store_writes/s")
 	b.ReportMetric(0, "ns/op")
+}
+
+func storeWriteRate(b *testing.B, f *fixture, n int) float64 {
+	ctx := context.Background()
+	workers := cmp.Or(f.cfg.Workers, cdc.WorkersDefault)
+	fields := map[string]any{"email": "x@example.com", "first_name": "F", "last_name": "L", "locale": "en", "timezone": "UTC",
+		"country": "GB", "attributes": map[string]any{"plan": "pro"}, "crm_created_at": "2026-01-01T00:00:00Z", "crm_updated_at": "2026-01-01T00:00:00Z"}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				_, err := f.store.ApplyCRM(ctx, "ceiling"+strconv.Itoa(i), 1, fields, nil)
+				require.NoError(b, err)
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(n) / time.Since(start).Seconds()
 }

@@ -19,7 +19,11 @@
 // Every write carries the commit LSN of its transaction as its version, and a write only happens
 // if that version is newer than the one stored. Changes of one transaction to the same row are
 // merged in memory before the commit is applied, so a transaction writes each row once (memory
-// per transaction is bounded by the rows it changes). The initial backfill (and tailor cdc resync)
+// per transaction is bounded by the rows it changes; a transaction that rewrites millions of
+// rows needs memory for all of them). Upserts of one row by several transactions of the same
+// batch are merged too (one write with the later version); deletes and TRUNCATEs never are.
+// Changes of one customer are applied in commit order by one writer; customers are spread over
+// Config.Workers writers. The initial backfill (and tailor cdc resync)
 // uses the consistent point of its exported snapshot: every transaction the slot streams commits
 // after it, so the snapshot never overwrites a newer streamed change and vice versa.
 //
@@ -52,11 +56,20 @@
 // An UPDATE that leaves a TOASTed column unchanged does not send it (tuple data 'u'): the
 // attribute is left as it is. Child-table columns are short (CHECKed) so they are never TOASTed.
 //
+// # Refused changes
+//
+// A change DynamoDB refuses for good (pipeline.ErrWriteRefused: an item over 400 KB) goes to
+// dead_letters with source "cdc" (Config.DeadLetters) and the stream goes on; the profile then
+// lags that row until it changes again or a resync. Any other error stops the stream, which
+// restarts from the confirmed position with backoff: nothing is skipped.
+//
 // # Running
 //
 // Run takes a session advisory lock derived from the slot name on an ordinary connection before
 // touching the slot: a second process waits as a standby, polling the lock, and takes over when
-// the first one's session ends. Status reports the slot's lag and retained WAL (tailor cdc
+// the first one's session ends. The active process checks its lock session at every heartbeat
+// and gives up the slot if it died. ReadStatus reports the slot's lag and retained WAL (tailor cdc
 // status), Collector exports the same as Prometheus gauges, and Resync re-backfills every row from
-// a fresh snapshot of a temporary slot (tailor cdc resync).
+// a fresh snapshot of a temporary slot (tailor cdc resync). MetricsCollectors are the streaming
+// process's own counters (rows applied, dead letters, confirmed LSN, commit-to-profile latency).
 package cdc

@@ -448,3 +448,44 @@ func runPgCtl(st *localstack.State, args ...string) error {
 	}
 	return nil
 }
+
+func TestCDC_StopsStreamingWhenItsLockSessionDies(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.cfg.StandbyTimeout = 200 * time.Millisecond
+	f.start(t, f.cfg)
+	ctx := context.Background()
+	f.exec(t, `INSERT INTO customers (id, email) VALUES ('k1', 'k1@example.com')`)
+	f.waitField(t, "k1", "email", "k1@example.com")
+	var walsender int
+	eventually(t, 30*time.Second, func() error { // the row may have come through the backfill
+		var pid *int
+		err := f.env.Pool.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, f.cfg.Slot).Scan(&pid)
+		if err == nil && pid == nil {
+			err = fmt.Errorf("not streaming yet")
+		}
+		if err == nil {
+			walsender = *pid
+		}
+		return err
+	})
+
+	// Without its lock session a process could stream beside a standby that took the lock over:
+	// it must give up the slot and start again (taking the lock again, as nobody else has it).
+	var killed bool
+	require.NoError(t, f.env.Pool.QueryRow(ctx, `SELECT bool_or(pg_terminate_backend(pid)) FROM pg_locks
+		WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&killed))
+	require.True(t, killed)
+	eventually(t, 30*time.Second, func() error {
+		var pid *int
+		if err := f.env.Pool.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, f.cfg.Slot).Scan(&pid); err != nil {
+			return err
+		}
+		if pid == nil || *pid == walsender {
+			return fmt.Errorf("still the old walsender (%d) or none", walsender)
+		}
+		return nil
+	})
+	f.exec(t, `INSERT INTO customers (id, email) VALUES ('k2', 'k2@example.com')`)
+	f.waitField(t, "k2", "email", "k2@example.com")
+}

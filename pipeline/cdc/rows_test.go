@@ -80,3 +80,25 @@ func TestFieldName_PrefixesProfileBookkeeping(t *testing.T) {
 	require.Equal(t, "crm_count_click", fieldName("count_click"))
 	require.Equal(t, "crm_subscriptions", fieldName("subscriptions"))
 }
+
+// FuzzDecodeText checks that no column text, of any type, makes decoding panic, and that what it
+// returns is either an error or a value of a type the profile store can marshal.
+func FuzzDecodeText(f *testing.F) {
+	for _, seed := range []struct {
+		oid uint32
+		in  string
+	}{{16, "t"}, {20, "-9"}, {701, "1e308"}, {1700, "NaN"}, {3802, `{"a":[1]}`}, {114, "[]"}, {1184, "2026-01-02 03:04:05+00"}, {1184, "-infinity"}, {25, ""}} {
+		f.Add(seed.oid, []byte(seed.in))
+	}
+	f.Fuzz(func(t *testing.T, oid uint32, data []byte) {
+		v, err := decodeText(oid, data)
+		if err != nil {
+			return
+		}
+		switch v.(type) {
+		case nil, bool, int64, float64, string, map[string]any, []any:
+		default:
+			t.Fatalf("decodeText(%d, %q) = %T", oid, data, v)
+		}
+	})
+}

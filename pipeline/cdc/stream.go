@@ -96,11 +96,13 @@ type streamState struct {
 	batchEnd pglogrepl.LSN  // end LSN of the last commit in batch
 	batchDue time.Time
 
-	nextStatus time.Time
+	nextStatus    time.Time // the next heartbeat (standby status update)
+	nextLockCheck time.Time
 }
 
 func (s *streamState) run(ctx context.Context) error {
 	s.nextStatus = time.Now().Add(s.c.cfg.StandbyTimeout)
+	s.nextLockCheck = s.nextStatus
 	for {
 		if len(s.batch) > 0 && (len(s.batch) >= s.c.cfg.BatchSize || !time.Now().Before(s.batchDue)) {
 			if err := s.flush(ctx); err != nil {
@@ -108,11 +110,19 @@ func (s *streamState) run(ctx context.Context) error {
 			}
 		}
 		if !time.Now().Before(s.nextStatus) {
-			if err := s.heartbeat(ctx); err != nil {
+			if err := s.sendStatus(ctx); err != nil {
+				return err
+			}
+		}
+		if !time.Now().Before(s.nextLockCheck) {
+			if err := s.checkLock(ctx); err != nil {
 				return err
 			}
 		}
 		deadline := s.nextStatus
+		if s.nextLockCheck.Before(deadline) {
+			deadline = s.nextLockCheck
+		}
 		if len(s.batch) > 0 && s.batchDue.Before(deadline) {
 			deadline = s.batchDue
 		}
@@ -158,7 +168,7 @@ func (s *streamState) handleCopyData(ctx context.Context, data []byte) error {
 			s.confirmed = pkm.ServerWALEnd
 		}
 		if pkm.ReplyRequested {
-			return s.heartbeat(ctx)
+			return s.sendStatus(ctx)
 		}
 		return nil
 	case pglogrepl.XLogDataByteID:
@@ -300,7 +310,7 @@ func (s *streamState) flush(ctx context.Context) error {
 		batch = batch[n:]
 		if len(batch) > 0 && !time.Now().Before(s.nextStatus) {
 			// A long batch: keep the server from timing us out (the position does not move).
-			if err := s.heartbeat(ctx); err != nil {
+			if err := s.sendStatus(ctx); err != nil {
 				return err
 			}
 		}
@@ -322,12 +332,14 @@ func (s *streamState) flush(ctx context.Context) error {
 	return s.sendStatus(ctx)
 }
 
-// heartbeat checks that this process still holds the slot's lock and reports the position.
-func (s *streamState) heartbeat(ctx context.Context) error {
+// checkLock makes sure the session holding the slot's advisory lock is still alive: if it died
+// (a network partition), a standby may have taken over, and this process must stop.
+func (s *streamState) checkLock(ctx context.Context) error {
 	if _, err := s.lock.Exec(ctx, q("ping")); err != nil {
 		return fmt.Errorf("cdc: lock connection lost: %w", err)
 	}
-	return s.sendStatus(ctx)
+	s.nextLockCheck = time.Now().Add(s.c.cfg.StandbyTimeout)
+	return nil
 }
 
 // sendStatus reports the confirmed position, set explicitly in all three fields: a zero flush
