@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -189,3 +191,37 @@ func parseLSN(t *testing.T, s string) uint64 {
 }
 
 func lsnString(v uint64) string { return fmt.Sprintf("%X/%X", v>>32, uint32(v)) }
+
+// TestCDC_RunLeavesNoGoroutinesBehind is not parallel: parallel tests wait until it is done,
+// so every goroutine running cdc code belongs to it.
+func TestCDC_RunLeavesNoGoroutinesBehind(t *testing.T) {
+	f := setup(t)
+	c, stop := f.start(t, f.cfg)
+	f.exec(t, `INSERT INTO customers (id, email) VALUES ('g1', 'g1@example.com')`)
+	f.waitField(t, "g1", "email", "g1@example.com")
+	require.NotEmpty(t, cdcGoroutines(), "the check sees a running process")
+	standby, stopStandby := f.start(t, f.cfg)
+	require.False(t, standby.Active())
+	stopStandby()
+	stop()
+	require.False(t, c.Active())
+	eventually(t, 10*time.Second, func() error {
+		if g := cdcGoroutines(); len(g) > 0 {
+			return fmt.Errorf("%d goroutines still in cdc code:\n%s", len(g), g[0])
+		}
+		return nil
+	})
+}
+
+// cdcGoroutines returns the stacks of goroutines running code of package cdc (not its tests).
+func cdcGoroutines() []string {
+	buf := make([]byte, 1<<22)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "tailor/pipeline/cdc.(*") {
+			out = append(out, g)
+		}
+	}
+	return out
+}
