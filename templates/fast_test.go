@@ -86,30 +86,37 @@ var fastCases = []string{
 	"{{ customer.tags | money: 'EUR' }}",
 }
 
+// both is a part rendered by the fast path and by liquid.
+type both struct {
+	p         *part // nil when src does not parse
+	fast      string
+	fastOK    bool
+	slow      string
+	slowErr   error
+	slowPanic any
+}
+
 // renderBoth renders src with the fast path and with liquid.
-func renderBoth(t testing.TB, src string, html bool) (p *part, fast string, fastOK bool, slow string, slowErr error, slowPanic any) {
+func renderBoth(t testing.TB, src string, html bool) both {
 	t.Helper()
+	var b both
 	c := &compiled{}
-	p = c.parse("html", src, 1, html)
-	if p == nil {
-		return nil, "", false, "", nil, nil
+	if b.p = c.parse("html", src, 1, html); b.p == nil {
+		return b
 	}
-	if p.prog != nil {
-		fast, fastOK = renderFast(p.prog, fastBindings(), html)
+	if b.p.prog != nil {
+		b.fast, b.fastOK = renderFast(b.p.prog, fastBindings(), html)
 	}
 	func() {
-		defer func() { slowPanic = recover() }()
-		var err error
-		slow, err = func() (string, error) {
-			out, err := p.tpl.RenderString(fastBindings())
-			if err != nil {
-				return "", err
-			}
-			return out, nil
-		}()
-		slowErr = err
+		defer func() { b.slowPanic = recover() }()
+		out, err := b.p.tpl.RenderString(fastBindings())
+		if err != nil {
+			b.slowErr = err
+			return
+		}
+		b.slow = out
 	}()
-	return p, fast, fastOK, slow, slowErr, slowPanic
+	return b
 }
 
 func TestFast_MatchesLiquid(t *testing.T) {
@@ -118,15 +125,15 @@ func TestFast_MatchesLiquid(t *testing.T) {
 	for i, src := range fastCases {
 		for _, html := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%d/html=%v", i, html), func(t *testing.T) {
-				p, fast, fastOK, slow, slowErr, slowPanic := renderBoth(t, src, html)
-				require.NotNil(t, p, "parse %q", src)
-				if !fastOK {
+				b := renderBoth(t, src, html)
+				require.NotNil(t, b.p, "parse %q", src)
+				if !b.fastOK {
 					return
 				}
 				fastCount++
-				require.Nil(t, slowPanic, "liquid panicked where the fast path rendered: %q", src)
-				require.NoError(t, slowErr, "liquid failed where the fast path rendered: %q", src)
-				require.Equal(t, slow, fast, "source %q", src)
+				require.Nil(t, b.slowPanic, "liquid panicked where the fast path rendered: %q", src)
+				require.NoError(t, b.slowErr, "liquid failed where the fast path rendered: %q", src)
+				require.Equal(t, b.slow, b.fast, "source %q", src)
 			})
 		}
 	}
@@ -190,15 +197,15 @@ func FuzzFast_MatchesLiquid(f *testing.F) {
 				t.Skip()
 			}
 		}()
-		p, fast, fastOK, slow, slowErr, slowPanic := renderBoth(t, src, html)
-		if p == nil || !fastOK {
+		b := renderBoth(t, src, html)
+		if b.p == nil || !b.fastOK {
 			return
 		}
-		if slowPanic != nil || slowErr != nil {
-			t.Fatalf("fast path rendered %q but liquid failed: %v %v", src, slowErr, slowPanic)
+		if b.slowPanic != nil || b.slowErr != nil {
+			t.Fatalf("fast path rendered %q but liquid failed: %v %v", src, b.slowErr, b.slowPanic)
 		}
-		if fast != slow {
-			t.Fatalf("source %q:\nfast   %q\nliquid %q", src, fast, slow)
+		if b.fast != b.slow {
+			t.Fatalf("source %q:\nfast   %q\nliquid %q", src, b.fast, b.slow)
 		}
 	})
 }
