@@ -29,6 +29,9 @@ type fixture struct {
 
 func setup(t testing.TB) *fixture {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: needs the local stack")
+	}
 	env := testenv.New(t)
 	store := pipeline.NewProfileStore(env.DynamoDB, env.Names.Profiles)
 	require.NoError(t, store.EnsureTable(context.Background()))

@@ -20,7 +20,8 @@
 // if that version is newer than the one stored. Changes of one transaction to the same row are
 // merged in memory before the commit is applied, so a transaction writes each row once (memory
 // per transaction is bounded by the rows it changes; a transaction that rewrites millions of
-// rows needs memory for all of them). Upserts of one row by several transactions of the same
+// rows needs memory for all of them; a delete and re-insert of one customer in one transaction
+// become the re-insert). Upserts of one row by several transactions of the same
 // batch are merged too (one write with the later version); deletes and TRUNCATEs never are.
 // Changes of one customer are applied in commit order by one writer; customers are spread over
 // Config.Workers writers. The initial backfill (and tailor cdc resync)

@@ -24,7 +24,7 @@ type ResyncResult struct {
 // snapshot does not hold. It repairs profiles that drifted (a restored DynamoDB table, a bug) and
 // is safe while a CDC process streams: the snapshot's version is older than every change
 // streamed after it, so neither side overwrites the other's newer data. It does not move the
-// permanent slot.
+// permanent slot. It holds the keys of all rows in memory while it runs.
 func (c *CDC) Resync(ctx context.Context) (ResyncResult, error) {
 	repl, err := connectReplication(ctx, c.cfg.DatabaseURL)
 	if err != nil {
