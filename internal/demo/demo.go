@@ -143,7 +143,7 @@ func Run(ctx context.Context, b *backends.Backends, cfg Config) (*Result, error)
 	}
 	goStage("cdc", capture.Run)
 	consumer, err := pipeline.NewConsumer(b.Kinesis, b.DynamoDB, pipeline.ConsumerConfig{
-		Stream: b.Names.Stream, LeaseTable: b.Names.Leases, Sink: pipeline.CounterSink{Store: profiles},
+		Stream: b.Names.Stream, LeaseTable: b.Names.Leases, Sink: pipeline.NewProfileWriter(profiles, pipeline.ProfileWriterConfig{}),
 		PollInterval: 100 * time.Millisecond, Logger: cfg.Logger,
 	})
 	if err != nil {
