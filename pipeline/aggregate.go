@@ -76,7 +76,14 @@ type Features struct {
 	// are rebuilt on demand after decoding.
 	seen     map[string]struct{}
 	prunedAt int64
+	dirty    uint8 // which readable summaries changed since the last write
 }
+
+const (
+	dirtyViewed uint8 = 1 << iota
+	dirtyCart
+	dirtyPurchase
+)
 
 // Span is one session: first and last event time.
 type Span struct {
@@ -298,11 +305,13 @@ func (f *Features) viewed(product, category string, t time.Time) {
 		if v.ProductID == product {
 			if t.After(v.At) {
 				v.At, v.Category = t, cmp.Or(category, v.Category)
+				f.dirty |= dirtyViewed
 			}
 			sortViewed(f.RecentlyViewed)
 			return
 		}
 	}
+	f.dirty |= dirtyViewed
 	f.RecentlyViewed = append(f.RecentlyViewed, ViewedProduct{ProductID: product, Category: category, At: t})
 	sortViewed(f.RecentlyViewed)
 	if len(f.RecentlyViewed) > RecentlyViewedMax {
@@ -376,6 +385,7 @@ func (f *Features) cartEvent(ev *Event, t time.Time) {
 	default:
 		ce.RemoveAll = true
 	}
+	f.dirty |= dirtyCart
 	i, _ := slices.BinarySearchFunc(f.CartEvents, ce, compareCartEvents)
 	f.CartEvents = slices.Insert(f.CartEvents, i, ce)
 	if n := len(f.CartEvents) - cartEventsMax; n > 0 {
@@ -425,6 +435,7 @@ func (f *Features) Cart() []CartLine {
 
 func (f *Features) purchase(ev *Event, t time.Time) {
 	p := &ev.Properties
+	f.dirty |= dirtyPurchase | dirtyCart
 	f.Orders++
 	if f.LifetimeValue == nil {
 		f.LifetimeValue = make(map[string]int64, 1)

@@ -8,6 +8,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 func envInt(name string, def int) int {
@@ -53,6 +56,14 @@ func (l *latencyLog) count() int {
 	return len(l.done)
 }
 
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return 0
+	}
+	return m.GetCounter().GetValue()
+}
+
 func percentile(sorted []time.Duration, p float64) time.Duration {
 	if len(sorted) == 0 {
 		return 0
@@ -84,6 +95,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	for b.Loop() {
 		// Phase one: throughput.
 		start := time.Now()
+		benchStart := start
 		var wg sync.WaitGroup
 		for part := range slices.Chunk(bulk, (len(bulk)+3)/4) {
 			wg.Add(1)
@@ -118,6 +130,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		log.mu.Unlock()
 		slices.Sort(lat)
 		b.ReportMetric(throughput, "stream.e2e.events_per_sec")
+		b.ReportMetric(counterValue(profileWrites.WithLabelValues("ok"))/time.Since(benchStart).Seconds(), "profile_writes/s")
 		b.ReportMetric(float64(percentile(lat, 0.50).Microseconds())/1000, "stream.e2e.latency_p50_ms")
 		b.ReportMetric(float64(percentile(lat, 0.99).Microseconds())/1000, "stream.e2e.latency_p99_ms")
 	}

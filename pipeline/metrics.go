@@ -28,6 +28,9 @@ var (
 	leasesHeld = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "tailor_consumer_leases_held", Help: "Shard leases this process holds.",
 	})
+	profileWrites = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tailor_profile_event_writes_total", Help: "Coalesced profile writes by outcome: ok, conflict (version moved, retried), unchanged (all duplicates).",
+	}, []string{"outcome"})
 	eventLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "tailor_event_to_profile_seconds", Help: "From arrival in Kinesis to the profile write being durable.",
 		Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
@@ -36,7 +39,7 @@ var (
 
 // MetricsCollectors are the pipeline's event-path metrics.
 func MetricsCollectors() []prometheus.Collector {
-	return []prometheus.Collector{producerRetries, eventsRejected, eventsAccepted, eventsApplied, millisBehindLatest, leasesHeld, eventLatency}
+	return []prometheus.Collector{producerRetries, eventsRejected, eventsAccepted, eventsApplied, millisBehindLatest, leasesHeld, profileWrites, eventLatency}
 }
 
 // RegisterMetrics registers the event-path metrics with reg. Registering twice is not an error.

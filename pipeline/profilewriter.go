@@ -90,6 +90,9 @@ func (w *ProfileWriter) Apply(ctx context.Context, events []Event) error {
 		}
 		byID[id] = append(byID[id], ev)
 	}
+	if err := w.prefetch(ctx, order); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	sem := w.sem
@@ -130,16 +133,19 @@ func (w *ProfileWriter) applyOne(ctx context.Context, id string, events []Event)
 			return err
 		}
 		if f.Aggregate(events) == 0 {
+			profileWrites.WithLabelValues("unchanged").Inc()
 			w.remember(id, f)
 			return nil
 		}
 		err = w.write(ctx, id, f)
 		if errors.Is(err, errVersionConflict) {
+			profileWrites.WithLabelValues("conflict").Inc()
 			continue // another writer moved the profile on: re-read and re-apply
 		}
 		if err != nil {
 			return err
 		}
+		profileWrites.WithLabelValues("ok").Inc()
 		w.remember(id, f)
 		return nil
 	}
@@ -167,6 +173,67 @@ func (w *ProfileWriter) load(ctx context.Context, id string, useCache bool) (*Fe
 		return nil, fmt.Errorf("read profile %s: %w", id, err)
 	}
 	return DecodeFeatures(out.Item)
+}
+
+// prefetch reads the Features of the profiles not in the cache with BatchGetItem (100 per
+// call, instead of one GetItem each) and caches them; absent profiles are cached empty.
+func (w *ProfileWriter) prefetch(ctx context.Context, ids []string) error {
+	if w.cfg.CacheSize < 0 {
+		return nil
+	}
+	w.mu.Lock()
+	var missing []string
+	for _, id := range ids {
+		if _, ok := w.cache[id]; !ok {
+			missing = append(missing, id)
+		}
+	}
+	w.mu.Unlock()
+	for chunk := range slices.Chunk(missing, BatchGetMax) {
+		found := make(map[string]*Features, len(chunk))
+		keys := make([]map[string]types.AttributeValue, len(chunk))
+		for i, id := range chunk {
+			keys[i] = key(id)
+		}
+		req := map[string]types.KeysAndAttributes{w.table: {
+			Keys: keys, ConsistentRead: aws.Bool(true), ProjectionExpression: aws.String("#k, #v, #s"),
+			ExpressionAttributeNames: map[string]string{"#k": ProfileKey, "#v": AttrEventVersion, "#s": AttrEventState},
+		}}
+		for attempt := 0; len(req) > 0; attempt++ {
+			if attempt > 10 {
+				return fmt.Errorf("read profiles: keys still unprocessed after %d attempts", attempt)
+			}
+			if attempt > 0 {
+				if err := sleep(ctx, backoff(attempt)); err != nil {
+					return err
+				}
+			}
+			out, err := w.db.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: req})
+			if err != nil {
+				return fmt.Errorf("read profiles: %w", err)
+			}
+			for _, item := range out.Responses[w.table] {
+				id, _ := item[ProfileKey].(*types.AttributeValueMemberS)
+				if id == nil {
+					continue
+				}
+				f, err := DecodeFeatures(item)
+				if err != nil {
+					return fmt.Errorf("profile %s: %w", id.Value, err)
+				}
+				found[id.Value] = f
+			}
+			req = out.UnprocessedKeys
+		}
+		for _, id := range chunk {
+			f := found[id]
+			if f == nil {
+				f = &Features{}
+			}
+			w.remember(id, f)
+		}
+	}
+	return nil
 }
 
 func (w *ProfileWriter) remember(id string, f *Features) {
@@ -239,6 +306,18 @@ func (w *ProfileWriter) write(ctx context.Context, id string, f *Features) error
 	for typ, n := range f.Counts {
 		readable[AttrCountPrefix+typ] = n
 	}
+	// The nested summaries cost an emulator (and DynamoDB's write units) far more than the
+	// scalars: write them only when this batch changed them.
+	if prev > 0 && f.dirty&dirtyViewed == 0 {
+		delete(readable, AttrRecentlyViewed)
+	}
+	if prev > 0 && f.dirty&dirtyCart == 0 {
+		delete(readable, AttrCart)
+	}
+	if prev > 0 && f.dirty&dirtyPurchase == 0 {
+		delete(readable, AttrLastPurchase)
+		delete(readable, AttrLifetimeValue)
+	}
 	names := map[string]string{"#ver": AttrEventVersion, "#st": AttrEventState}
 	values := map[string]types.AttributeValue{
 		":ver": num(prev + 1),
@@ -271,6 +350,7 @@ func (w *ProfileWriter) write(ctx context.Context, id string, f *Features) error
 		return fmt.Errorf("write profile %s: %w", id, err)
 	}
 	f.Version = prev + 1
+	f.dirty = 0
 	return nil
 }
 

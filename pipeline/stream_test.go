@@ -80,7 +80,34 @@ func (e *streamEnv) requireProfilesMatch(t *testing.T, events []Event) {
 		f, err := FeaturesOf(profiles[id])
 		require.NoError(t, err)
 		requireMatchesTruth(t, f, groundTruth(evs, now), now, id)
+		requireReadableSummaries(t, profiles[id], f, id)
 		require.Equal(t, float64(len(uniqueIDs(evs))), sumCounts(profiles[id]), "%s: count_<type> attributes", id)
+	}
+}
+
+// requireReadableSummaries checks the attributes written for readers against Features.
+func requireReadableSummaries(t *testing.T, p Profile, f *Features, who string) {
+	t.Helper()
+	require.Equal(t, float64(f.Sessions()), p[AttrSessions], "%s: sessions attribute", who)
+	require.Equal(t, float64(f.Orders), p[AttrOrders], "%s: orders attribute", who)
+	views, _ := p[AttrRecentlyViewed].([]any)
+	require.Len(t, views, len(f.RecentlyViewed), "%s: recently_viewed attribute", who)
+	for i, v := range f.RecentlyViewed {
+		require.Equal(t, v.ProductID, views[i].(map[string]any)["product_id"], "%s: recently_viewed[%d]", who, i)
+	}
+	cart, _ := p[AttrCart].([]any)
+	lines := f.Cart()
+	require.Len(t, cart, len(lines), "%s: cart attribute", who)
+	for i, l := range lines {
+		m := cart[i].(map[string]any)
+		require.Equal(t, l.ProductID, m["product_id"], "%s: cart[%d]", who, i)
+		require.Equal(t, float64(l.Quantity), m["quantity"], "%s: cart[%d] quantity", who, i)
+	}
+	if f.LastPurchase != nil {
+		require.Equal(t, f.LastPurchase.OrderID, p[AttrLastPurchase].(map[string]any)["order_id"], "%s: last_purchase attribute", who)
+		for cur, v := range f.LifetimeValue {
+			require.Equal(t, float64(v), p[AttrLifetimeValue].(map[string]any)[cur], "%s: lifetime_value[%s]", who, cur)
+		}
 	}
 }
 
