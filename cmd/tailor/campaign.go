@@ -3,7 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -28,25 +30,30 @@ expr-lang expression over profile fields, e.g.
    --segment 'true'                                  everyone with an email address
    --segment 'country == "FR" && count_product_view >= 3'`,
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "template", Aliases: []string{"t"}, Required: true, Usage: "template folder (template.yaml, subject, html, text)"},
+					&cli.StringFlag{Name: "template", Aliases: []string{"t"}, Required: true, Usage: "a published template, NAME or NAME@VERSION (default: its latest version), or a template folder"},
 					&cli.StringFlag{Name: "segment", Aliases: []string{"s"}, Required: true, Usage: "audience expression over profile fields"},
 					&cli.StringFlag{Name: "name", Usage: "campaign name (default: the template's name)"},
 					&cli.BoolFlag{Name: "wait", Usage: "wait until the campaign is rendered (needs 'tailor work' running)"},
 					&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "with --wait: give up after this long"},
 				},
 				Action: func(c *cli.Context) error {
-					tpl, err := templates.Load(c.String("template"))
-					if err != nil {
-						return usageError{fmt.Errorf("--template: %w", err)}
-					}
 					if _, err := jobs.ParseSegment(c.String("segment")); err != nil {
 						return usageError{fmt.Errorf("--segment: %w", err)}
+					}
+					tpl, err := campaignTemplate(c, nil, c.String("template"))
+					if err != nil {
+						return err
 					}
 					b, err := openBackends(c)
 					if err != nil {
 						return err
 					}
 					defer b.Close()
+					if tpl == nil {
+						if tpl, err = campaignTemplate(c, b.Pool, c.String("template")); err != nil {
+							return err
+						}
+					}
 					rc, err := jobs.NewInsertClient(b.Pool)
 					if err != nil {
 						return err
@@ -122,4 +129,44 @@ expr-lang expression over profile fields, e.g.
 			},
 		},
 	})
+}
+
+// campaignTemplate resolves --template: an existing folder (or anything with a slash in it) is
+// loaded and validated as it is; anything else names a published version, NAME or NAME@VERSION
+// (default: the latest). It is called before connecting, with db nil, to refuse a bad folder
+// early; then again with the database for published names.
+func campaignTemplate(c *cli.Context, db templates.DB, ref string) (*templates.Template, error) {
+	if info, err := os.Stat(ref); (err == nil && info.IsDir()) || strings.ContainsRune(ref, os.PathSeparator) {
+		tpl, err := templates.Load(ref)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--template: %w", err)}
+		}
+		return tpl, nil
+	}
+	if db == nil {
+		return nil, nil
+	}
+	return publishedTemplate(c, db, ref)
+}
+
+func publishedTemplate(c *cli.Context, db templates.DB, ref string) (*templates.Template, error) {
+	name, ver, hasVer := strings.Cut(ref, "@")
+	store := templates.NewStore(db)
+	var (
+		tpl *templates.Template
+		err error
+	)
+	if hasVer {
+		v, perr := strconv.Atoi(ver)
+		if perr != nil || v < 1 {
+			return nil, usagef("--template %q: the version after @ must be a positive number", ref)
+		}
+		tpl, _, err = store.Get(c.Context, name, v)
+	} else {
+		tpl, _, err = store.Latest(c.Context, name)
+	}
+	if errors.Is(err, templates.ErrVersionNotFound) {
+		return nil, usagef("--template %q: no such folder, and no published template by that name (publish one with 'tailor template publish DIR')", ref)
+	}
+	return tpl, err
 }

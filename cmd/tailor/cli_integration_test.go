@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tailor-email/tailor/internal/testenv"
+	"github.com/tailor-email/tailor/pipeline"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// cliEnv runs CLI commands against one test's isolated slice of the local stack.
+type cliEnv struct {
+	t    *testing.T
+	env  *testenv.Env
+	args []string
+}
+
+func newCLIEnv(t *testing.T) *cliEnv {
+	env := testenv.New(t)
+	return &cliEnv{t: t, env: env, args: []string{"tailor", "--dir", env.Stack.Dir, "--database-url", env.DatabaseURL, "--prefix", env.Names.Prefix}}
+}
+
+func (e *cliEnv) run(ctx context.Context, args ...string) (int, string) {
+	var out syncBuffer
+	code := run(ctx, append(append([]string{}, e.args...), args...), &out, &out)
+	return code, out.String()
+}
+
+func (e *cliEnv) ok(args ...string) string {
+	e.t.Helper()
+	code, out := e.run(context.Background(), args...)
+	require.Equal(e.t, exitOK, code, "tailor %s:\n%s", strings.Join(args, " "), out)
+	return out
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// The marketer's path through the CLI: migrate, publish a template, create a campaign from the
+// published version, let `tailor work` render it, list the messages.
+func TestCLI_PublishCampaignWorkList(t *testing.T) {
+	e := newCLIEnv(t)
+	require.Contains(t, e.ok("migrate"), "schema is current", "testenv migrated already; a second run applies nothing")
+
+	store := pipeline.NewProfileStore(e.env.DynamoDB, e.env.Names.Profiles)
+	for i := range 5 {
+		_, err := store.ApplyCRM(context.Background(), fmt.Sprintf("cli-%d", i), uint64(10+i),
+			map[string]any{"email": fmt.Sprintf("cli%d@example.com", i), "first_name": fmt.Sprintf("Cli%d", i)}, nil)
+		require.NoError(t, err)
+	}
+
+	require.Contains(t, e.ok("template", "publish", "../../templates/examples/welcome"), "welcome")
+	code, out := e.run(context.Background(), "campaign", "create", "--template", "nosuch@1", "--segment", "true")
+	require.Equal(t, exitUsage, code, out)
+	require.Contains(t, out, "no published template")
+
+	out = e.ok("campaign", "create", "--template", "welcome@1", "--segment", "true", "--name", "cli test")
+	m := regexp.MustCompile(`campaign (\d+) created`).FindStringSubmatch(out)
+	require.NotNil(t, m, out)
+	id := m[1]
+
+	// tailor work until the campaign is rendered, then a soft stop through the context.
+	ctx, cancel := context.WithCancel(context.Background())
+	workDone := make(chan int, 1)
+	go func() {
+		code, _ := e.run(ctx, "work")
+		workDone <- code
+	}()
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(e.ok("campaign", "show", id), "status    rendered") {
+		require.True(t, time.Now().Before(deadline), "campaign %s not rendered in time", id)
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case code := <-workDone:
+		require.Equal(t, exitOK, code, "tailor work stops cleanly on its signal")
+	case <-time.After(45 * time.Second):
+		t.Fatal("tailor work did not stop")
+	}
+
+	require.Contains(t, e.ok("campaign", "list"), "cli test")
+	var got []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(e.ok("messages", "list", "--campaign", id, "--format", "json", "--limit", "0")))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var msg map[string]any
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &msg))
+		got = append(got, msg)
+	}
+	require.Len(t, got, 5)
+	for _, msg := range got {
+		require.Equal(t, "rendered", msg["status"])
+		first := "Cli" + strings.TrimPrefix(msg["customer_id"].(string), "cli-")
+		require.Equal(t, first+", picked for you", msg["subject"])
+	}
+}
