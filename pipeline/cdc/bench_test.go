@@ -143,7 +143,7 @@ func storeWriteRate(b *testing.B, f *fixture, n int) float64 {
 	ctx := context.Background()
 	workers := cmp.Or(f.cfg.Workers, cdc.WorkersDefault)
 	fields := map[string]any{"email": "x@example.com", "first_name": "F", "last_name": "L", "locale": "en", "timezone": "UTC",
-		"country": "GB", "attributes": map[string]any{"plan": "pro"}, "crm_created_at": "2026-01-01T00:00:00Z", "crm_updated_at": "2026-01-01T00:00:00Z"}
+		"country": "GB", "attributes": map[string]any{"plan": "pro"}, "created_at": "2026-01-01T00:00:00Z", "crm_updated_at": "2026-01-01T00:00:00Z"}
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w := range workers {

@@ -141,6 +141,7 @@ func TestCDC_StreamsInsertsAndUpdatesIntoProfiles(t *testing.T) {
 	require.Equal(t, "GB", p["country"])
 	require.Equal(t, map[string]any{"plan": "pro", "seats": float64(3)}, p["attributes"])
 	require.Contains(t, p, "crm_updated_at", "customers.updated_at lands under a prefixed name")
+	require.Contains(t, p, "created_at")
 
 	f.exec(t, `UPDATE customers SET first_name = 'Augusta', email = 'augusta@example.com', country = NULL WHERE id = 'c1'`)
 	p = f.waitField(t, "c1", "first_name", "Augusta")

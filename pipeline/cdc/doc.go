@@ -33,8 +33,9 @@
 //	customer_id                 the key: customers.id (for child tables: their customer_id)
 //	email, first_name, ...      one attribute per customers column, NULL removes it;
 //	                            attributes (jsonb) is a decoded map; columns whose names collide
-//	                            with profile bookkeeping (updated_at, created_at, crm_lsn,
-//	                            subscriptions, consents, count_*, ...) get a "crm_" prefix.
+//	                            with profile bookkeeping (updated_at, crm_lsn, subscriptions,
+//	                            consents, count_*, ...) get a "crm_" prefix: customers.updated_at
+//	                            is crm_updated_at (updated_at is the profile's last write).
 //	crm_lsn                     version of the customers row (the guard of the fields above)
 //	subscriptions.<topic>       {status, source, updated_at, lsn}: one entry per subscriptions
 //	                            row, each guarded by its own lsn

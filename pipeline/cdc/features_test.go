@@ -157,7 +157,7 @@ func TestCDC_DeleteErasesTheCRMPartOfTheProfile(t *testing.T) {
 		}
 		return nil
 	})
-	for _, k := range []string{"first_name", "attributes", "crm_created_at", "crm_updated_at"} {
+	for _, k := range []string{"first_name", "attributes", "created_at", "crm_updated_at"} {
 		require.NotContains(t, p, k)
 	}
 	require.Empty(t, p[cdc.AttrSubscriptions])

@@ -44,7 +44,7 @@ var tableSpecs = map[string]table{
 
 // reservedAttrs are profile attributes that a customers column must not overwrite.
 var reservedAttrs = map[string]bool{
-	"customer_id": true, "crm_lsn": true, "updated_at": true, "created_at": true, "seen_events": true,
+	"customer_id": true, "crm_lsn": true, "updated_at": true, "seen_events": true,
 	"last_event_at": true, AttrSubscriptions: true, AttrConsents: true,
 	AttrSubscriptions + "_lsn": true, AttrConsents + "_lsn": true,
 }

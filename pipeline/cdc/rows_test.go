@@ -76,6 +76,7 @@ func TestDecodeText_MapsPostgresTextToProfileValues(t *testing.T) {
 func TestFieldName_PrefixesProfileBookkeeping(t *testing.T) {
 	require.Equal(t, "email", fieldName("email"))
 	require.Equal(t, "crm_updated_at", fieldName("updated_at"))
+	require.Equal(t, "created_at", fieldName("created_at"))
 	require.Equal(t, "crm_crm_lsn", fieldName("crm_lsn"))
 	require.Equal(t, "crm_count_click", fieldName("count_click"))
 	require.Equal(t, "crm_subscriptions", fieldName("subscriptions"))
