@@ -488,3 +488,29 @@ func (f *Features) pruneBuckets() {
 		}
 	}
 }
+
+// windowSuffixes name the windows in SegmentFields.
+var windowSuffixes = []struct {
+	suffix string
+	window time.Duration
+}{{"1h", Window1h}, {"24h", Window24h}, {"7d", Window7d}, {"30d", Window30d}}
+
+// SegmentFields are the time-dependent features as of now, for segment and template
+// evaluation (they cannot be stored: they change as time passes): count_<type>_<window> for
+// every type seen and window 1h, 24h, 7d, 30d; email_opens_30d and email_clicks_30d; and
+// category_affinity (category -> decayed score). Merge them into the profile's attributes.
+func (f *Features) SegmentFields(now time.Time) map[string]any {
+	out := make(map[string]any, len(f.Counts)*len(windowSuffixes)+3)
+	for typ := range f.Counts {
+		for _, w := range windowSuffixes {
+			out[AttrCountPrefixWindowed(typ, w.suffix)] = f.WindowCount(typ, w.window, now)
+		}
+	}
+	out["email_opens_30d"] = f.WindowCount(TypeEmailOpen, Window30d, now)
+	out["email_clicks_30d"] = f.WindowCount(TypeEmailClick, Window30d, now)
+	out["category_affinity"] = f.Affinity(now)
+	return out
+}
+
+// AttrCountPrefixWindowed names a windowed count in SegmentFields: count_<type>_<suffix>.
+func AttrCountPrefixWindowed(typ, suffix string) string { return "count_" + typ + "_" + suffix }

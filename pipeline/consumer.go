@@ -619,17 +619,3 @@ func (w *shardWorker) process(ctx context.Context, records []ktypes.Record) erro
 	}
 	return nil
 }
-
-// CounterSink is the walking skeleton's sink: one conditional counter update per event
-// (ProfileStore.CountEvent), deduplicated by event id.
-type CounterSink struct{ Store *ProfileStore }
-
-// Apply counts each event on its profile.
-func (s CounterSink) Apply(ctx context.Context, events []Event) error {
-	for _, ev := range events {
-		if _, err := s.Store.CountEvent(ctx, ev.ProfileID(), ev.Type, ev.EventID, ev.Timestamp); err != nil {
-			return err
-		}
-	}
-	return nil
-}

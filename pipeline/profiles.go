@@ -250,7 +250,9 @@ func (s *ProfileStore) ApplyCRM(ctx context.Context, id string, lsn uint64, fiel
 }
 
 // CountEvent adds one occurrence of eventType to the profile of id unless eventID was already
-// counted (redelivery), and reports whether it counted. The walking skeleton's aggregation.
+// counted (redelivery), and reports whether it counted. The walking skeleton's aggregation,
+// kept for tests that need a behavioural attribute without the stream: the consumer
+// aggregates with ProfileWriter, which must not be mixed with it on the same profile.
 func (s *ProfileStore) CountEvent(ctx context.Context, id, eventType, eventID string, at time.Time) (bool, error) {
 	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName: aws.String(s.table), Key: key(id),

@@ -22,7 +22,7 @@ import (
 // ProfileWriter defaults.
 const (
 	WriterConcurrencyDefault = 16
-	WriterCacheSizeDefault   = 20000
+	WriterCacheSizeDefault   = 5000
 	writerMaxAttempts        = 20
 )
 
@@ -34,6 +34,7 @@ const (
 	AttrEventVersion   = "ev_version"
 	AttrFirstSeen      = "first_seen"
 	AttrLastSeen       = "last_seen"
+	AttrLastEventAt    = "last_event_at" // = last_seen, the skeleton's name, kept for segments
 	AttrSessions       = "sessions"
 	AttrOrders         = "orders"
 	AttrLifetimeValue  = "lifetime_value" // map currency -> minor units
@@ -52,7 +53,7 @@ type ProfileWriterConfig struct {
 	Concurrency int
 	// CacheSize bounds the profiles whose Features are kept in memory between batches (a
 	// consumer that holds a shard is normally their only writer; a stale entry is detected by
-	// the version condition and re-read). Default 20000; negative disables the cache.
+	// the version condition and re-read). Default 5000; negative disables the cache.
 	CacheSize int
 }
 
@@ -299,6 +300,7 @@ func (w *ProfileWriter) write(ctx context.Context, id string, f *Features) error
 	}
 	if !f.FirstSeen.IsZero() {
 		readable[AttrFirstSeen], readable[AttrLastSeen] = f.FirstSeen.Format(time.RFC3339Nano), f.LastSeen.Format(time.RFC3339Nano)
+		readable[AttrLastEventAt] = readable[AttrLastSeen]
 	}
 	if lp := f.LastPurchase; lp != nil {
 		readable[AttrLastPurchase] = map[string]any{"order_id": lp.OrderID, "at": lp.At.Format(time.RFC3339Nano), "total": lp.TotalMinor, "currency": lp.Currency}
