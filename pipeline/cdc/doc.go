@@ -55,6 +55,9 @@
 // profiles from the next change on (pgoutput sends a new Relation message); values of rows that
 // were not changed since arrive with the next change or a resync.
 //
+// The initial backfill (like a resync) also erases what profiles hold of rows the snapshot does
+// not have, older than its version: rows deleted while no slot existed are not left behind.
+//
 // An UPDATE that leaves a TOASTed column unchanged does not send it (tuple data 'u'): the
 // attribute is left as it is. Child-table columns are short (CHECKed) so they are never TOASTed.
 //

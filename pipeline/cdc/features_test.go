@@ -101,8 +101,25 @@ func TestCDC_RecreatesASlotWhoseBackfillNeverFinished(t *testing.T) {
 	// position is past rows that never reached DynamoDB.
 	f.exec(t, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, f.cfg.Slot)
 	f.exec(t, `INSERT INTO customers (id, email) VALUES ('x1', 'x1@example.com')`)
+	// What the dead process's partial backfill wrote for a row deleted since.
+	_, err := f.store.ApplyCRM(ctx, "gone", 1, map[string]any{"email": "gone@example.com"}, nil)
+	require.NoError(t, err)
+	_, err = f.store.ApplyCRMEntry(ctx, "x1", cdc.AttrConsents, "profiling", 1, map[string]any{"granted": true})
+	require.NoError(t, err)
 	c, _ := f.start(t, f.cfg)
 	f.waitField(t, "x1", "email", "x1@example.com")
+	eventually(t, 30*time.Second, func() error { // streaming starts after the backfill
+		if c.Confirmed() == 0 {
+			return fmt.Errorf("not streaming yet")
+		}
+		return nil
+	})
+	p, err := f.profile("gone")
+	require.NoError(t, err)
+	require.NotContains(t, p, "email", "the backfill erases rows the snapshot does not have")
+	p, err = f.profile("x1")
+	require.NoError(t, err)
+	require.Nil(t, path(p, "consents.profiling.granted"))
 	var n int
 	require.NoError(t, f.env.Pool.QueryRow(ctx, "SELECT count(*) FROM cdc_slots WHERE slot_name = $1", f.cfg.Slot).Scan(&n))
 	require.Equal(t, 1, n)
@@ -391,7 +408,9 @@ func TestCDC_DeadLettersChangesDynamoDBRefusesAndGoesOn(t *testing.T) {
 	f.waitField(t, "after", "email", "after@example.com")
 	var reason string
 	var payload []byte
-	require.NoError(t, f.env.Pool.QueryRow(ctx, `SELECT reason, payload FROM dead_letters WHERE source = $1`, cdc.DeadLetterSource).Scan(&reason, &payload))
+	eventually(t, 30*time.Second, func() error { // written by another writer than 'after'
+		return f.env.Pool.QueryRow(ctx, `SELECT reason, payload FROM dead_letters WHERE source = $1`, cdc.DeadLetterSource).Scan(&reason, &payload)
+	})
 	require.Contains(t, reason, "refused")
 	require.Contains(t, string(payload), `"customer_id":"big"`)
 	_, err := f.profile("big")

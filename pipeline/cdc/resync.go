@@ -43,10 +43,16 @@ func (c *CDC) Resync(ctx context.Context) (ResyncResult, error) {
 	if err != nil {
 		return ResyncResult{}, fmt.Errorf("cdc: resync: consistent point %q: %w", res.ConsistentPoint, err)
 	}
+	return c.syncSnapshot(ctx, res.SnapshotName, lsn)
+}
+
+// syncSnapshot makes the profiles equal the exported snapshot: it writes every row at version
+// lsn, then erases what profiles hold (older than lsn) of rows the snapshot does not have.
+func (c *CDC) syncSnapshot(ctx context.Context, snapshot string, lsn pglogrepl.LSN) (ResyncResult, error) {
 	out := ResyncResult{SnapshotLSN: uint64(lsn)}
 	var mu sync.Mutex
 	seen := map[string]bool{}
-	n, rels, err := c.backfill(ctx, res.SnapshotName, lsn, func(o *op) {
+	n, rels, err := c.backfill(ctx, snapshot, lsn, func(o *op) {
 		mu.Lock()
 		seen[o.key()] = true
 		mu.Unlock()
@@ -55,7 +61,7 @@ func (c *CDC) Resync(ctx context.Context) (ResyncResult, error) {
 	if err != nil {
 		return out, err
 	}
-	c.log.Info("cdc: resync: backfilled", "rows", n, "lsn", lsn)
+	c.log.Info("cdc: snapshot rows written", "rows", n, "lsn", lsn)
 
 	// Profiles still carrying rows the snapshot does not have: erase them at the snapshot's
 	// version (a newer streamed change wins over this, as it should).
@@ -93,9 +99,9 @@ func (c *CDC) Resync(ctx context.Context) (ResyncResult, error) {
 		return nil
 	})
 	if err != nil {
-		return out, fmt.Errorf("cdc: resync: erase rows that are gone: %w", err)
+		return out, fmt.Errorf("cdc: erase rows that are gone: %w", err)
 	}
-	c.log.Info("cdc: resync: done", "rows", out.Rows, "erased", out.Erased)
+	c.log.Info("cdc: profiles match the snapshot", "rows", out.Rows, "erased", out.Erased)
 	return out, nil
 }
 

@@ -108,14 +108,16 @@ func (c *CDC) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgCo
 		return 0, fmt.Errorf("cdc: slot %s: consistent point %q: %w", c.cfg.Slot, res.ConsistentPoint, err)
 	}
 	c.log.Info("cdc: slot created; backfilling", "consistent_point", lsn)
-	n, _, err := c.backfill(ctx, res.SnapshotName, lsn, nil)
+	// Profiles may hold rows deleted while no slot existed (a dropped slot, a process that died
+	// during its backfill): the backfill erases those as well as writing every row.
+	res2, err := c.syncSnapshot(ctx, res.SnapshotName, lsn)
 	if err != nil {
 		return 0, err
 	}
-	if _, err := conn.Exec(ctx, q("mark_backfilled"), c.cfg.Slot, lsn.String(), n); err != nil {
+	if _, err := conn.Exec(ctx, q("mark_backfilled"), c.cfg.Slot, lsn.String(), res2.Rows); err != nil {
 		return 0, fmt.Errorf("cdc: slot %s bookkeeping: %w", c.cfg.Slot, err)
 	}
-	c.log.Info("cdc: backfill done", "rows", n)
+	c.log.Info("cdc: backfill done", "rows", res2.Rows, "erased", res2.Erased)
 	return lsn, nil
 }
 
