@@ -2,6 +2,9 @@ package pipeline
 
 import (
 	"cmp"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
 	"math"
 	"slices"
 	"strconv"
@@ -18,7 +21,7 @@ const (
 
 	SessionGap          = 30 * time.Minute
 	RecentlyViewedMax   = 20
-	RecentIDsMax        = 500 // event ids remembered per profile for dedupe
+	RecentIDsMax        = 256 // event ids remembered per profile for dedupe (as 64-bit hashes)
 	AffinityHalfLife    = 7 * 24 * time.Hour
 	affinityMax         = 50
 	sessionsKeptMax     = 200
@@ -48,8 +51,10 @@ const (
 type Features struct {
 	// Version increases with every write; writes are conditional on it.
 	Version int64 `json:"-"`
-	// RecentIDs are the last RecentIDsMax applied event ids, oldest first (dedupe).
-	RecentIDs []string `json:"ev_recent_ids,omitempty"`
+	// RecentIDs are the 64-bit FNV-1a hashes of the last RecentIDsMax applied event ids, oldest
+	// first (dedupe). Hashes keep the profile small whatever the ids look like; a collision
+	// (about 1 in 10^14 per event) would skip one event.
+	RecentIDs IDHashes `json:"ev_recent_ids,omitempty"`
 	// Counts are lifetime counts per event type (also written as count_<type>).
 	Counts map[string]int64 `json:"ev_counts,omitempty"`
 	// Buckets hold per-type counts in time buckets, keyed "<type>/<res>" (res m5, h1, d1), then
@@ -74,7 +79,7 @@ type Features struct {
 
 	// seen indexes RecentIDs; prunedAt is LastSeen's 5-minute bucket at the last prune. Both
 	// are rebuilt on demand after decoding.
-	seen     map[string]struct{}
+	seen     map[uint64]struct{}
 	prunedAt int64
 	dirty    uint8 // which readable summaries changed since the last write
 }
@@ -153,14 +158,53 @@ func BucketStart(t time.Time, size time.Duration) int64 {
 }
 
 // Seen reports whether the event id is among the recent ids.
-func (f *Features) Seen(id string) bool { return slices.Contains(f.RecentIDs, id) }
+func (f *Features) Seen(id string) bool { return slices.Contains(f.RecentIDs, HashID(id)) }
+
+// HashID is the 64-bit FNV-1a hash of an event id.
+func HashID(id string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(id); i++ {
+		h ^= uint64(id[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+// IDHashes is a list of event id hashes, encoded in JSON as base64 of little-endian bytes.
+type IDHashes []uint64
+
+// MarshalJSON encodes the hashes compactly.
+func (h IDHashes) MarshalJSON() ([]byte, error) {
+	b := make([]byte, 8*len(h))
+	for i, v := range h {
+		binary.LittleEndian.PutUint64(b[8*i:], v)
+	}
+	return json.Marshal(b)
+}
+
+// UnmarshalJSON decodes MarshalJSON's form.
+func (h *IDHashes) UnmarshalJSON(data []byte) error {
+	var b []byte
+	if err := json.Unmarshal(data, &b); err != nil {
+		return fmt.Errorf("event id hashes: %w", err)
+	}
+	if len(b)%8 != 0 {
+		return fmt.Errorf("event id hashes: %d bytes is not a multiple of 8", len(b))
+	}
+	out := make(IDHashes, len(b)/8)
+	for i := range out {
+		out[i] = binary.LittleEndian.Uint64(b[8*i:])
+	}
+	*h = out
+	return nil
+}
 
 // Aggregate applies events (any order, duplicates allowed) and returns how many were new.
 // Events whose id is among the profile's recent ids are skipped, so redelivery never double
 // counts. Not safe for concurrent use.
 func (f *Features) Aggregate(events []Event) int {
 	if f.seen == nil {
-		f.seen = make(map[string]struct{}, len(f.RecentIDs)+len(events))
+		f.seen = make(map[uint64]struct{}, len(f.RecentIDs)+len(events))
 		for _, id := range f.RecentIDs {
 			f.seen[id] = struct{}{}
 		}
@@ -168,11 +212,12 @@ func (f *Features) Aggregate(events []Event) int {
 	applied := 0
 	for i := range events {
 		ev := &events[i]
-		if _, dup := f.seen[ev.EventID]; dup {
+		h := HashID(ev.EventID)
+		if _, dup := f.seen[h]; dup {
 			continue
 		}
-		f.seen[ev.EventID] = struct{}{}
-		f.RecentIDs = append(f.RecentIDs, ev.EventID)
+		f.seen[h] = struct{}{}
+		f.RecentIDs = append(f.RecentIDs, h)
 		f.apply(ev)
 		applied++
 	}

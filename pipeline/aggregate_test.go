@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -384,5 +385,23 @@ func BenchmarkAggregate(b *testing.B) {
 		n += len(batch)
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
-	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "stream.aggregate.events_per_sec")
+}
+
+func TestFeatures_StateRoundTripsCompressed(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 3, 10, 12, 34, 56, 0, time.UTC)
+	events := genEvents(rand.New(rand.NewPCG(7, 8)), 400, 1, now)
+	var f Features
+	f.Aggregate(events)
+	state, err := encodeState(&f)
+	require.NoError(t, err)
+	plain, err := json.Marshal(&f)
+	require.NoError(t, err)
+	require.Less(t, len(state), len(plain)/2, "compressed state is much smaller")
+	for _, enc := range [][]byte{state, plain} {
+		var back Features
+		require.NoError(t, decodeState(enc, &back))
+		requireMatchesTruth(t, &back, groundTruth(events, now), now, "decoded")
+		require.Equal(t, 0, back.Aggregate(events[len(events)-RecentIDsMax:]), "the dedupe set survives encoding")
+	}
 }

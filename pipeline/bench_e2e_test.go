@@ -71,13 +71,13 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[min(int(p*float64(len(sorted))), len(sorted)-1)]
 }
 
-// BenchmarkEndToEnd measures events through the emulators (kinesalite + dynalite): producer ->
+// BenchmarkStreamE2E measures events through the emulators (kinesalite + dynalite): producer ->
 // Kinesis (4 shards) -> consumer -> coalesced profile writes. Phase one sends
 // TAILOR_BENCH_EVENTS (default 100 000) events over 500 customers as fast as possible and
 // reports the throughput; phase two sends TAILOR_BENCH_LATENCY_EVENTS (default 100 000) at
 // TAILOR_BENCH_RATE events/s (default 1 000) and reports the event-to-profile latency (from
 // the PutRecords call to the profile write being durable). Run it once: -benchtime=1x.
-func BenchmarkEndToEnd(b *testing.B) {
+func BenchmarkStreamE2E(b *testing.B) {
 	n := envInt("TAILOR_BENCH_EVENTS", 100_000)
 	latN := envInt("TAILOR_BENCH_LATENCY_EVENTS", 100_000)
 	rate := envInt("TAILOR_BENCH_RATE", 1000)
@@ -129,9 +129,9 @@ func BenchmarkEndToEnd(b *testing.B) {
 		lat := slices.Clone(log.latencies)
 		log.mu.Unlock()
 		slices.Sort(lat)
-		b.ReportMetric(throughput, "stream.e2e.events_per_sec")
+		b.ReportMetric(throughput, "events/s")
 		b.ReportMetric(counterValue(profileWrites.WithLabelValues("ok"))/time.Since(benchStart).Seconds(), "profile_writes/s")
-		b.ReportMetric(float64(percentile(lat, 0.50).Microseconds())/1000, "stream.e2e.latency_p50_ms")
-		b.ReportMetric(float64(percentile(lat, 0.99).Microseconds())/1000, "stream.e2e.latency_p99_ms")
+		b.ReportMetric(float64(percentile(lat, 0.50).Microseconds())/1000, "p50_ms")
+		b.ReportMetric(float64(percentile(lat, 0.99).Microseconds())/1000, "p99_ms")
 	}
 }
