@@ -81,7 +81,8 @@ type Features struct {
 	// are rebuilt on demand after decoding.
 	seen     map[uint64]struct{}
 	prunedAt int64
-	dirty    uint8 // which readable summaries changed since the last write
+	dirty    uint8          // which readable summaries changed since the last write
+	written  map[string]any // the scalar summaries as last written by this process
 }
 
 const (

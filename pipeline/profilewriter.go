@@ -366,6 +366,18 @@ func (w *ProfileWriter) write(ctx context.Context, id string, f *Features) error
 		delete(readable, AttrLastPurchase)
 		delete(readable, AttrLifetimeValue)
 	}
+	// Scalars (counts, sessions, orders, times) are rewritten only when they changed since this
+	// process last wrote the profile; after a fresh read every one is written.
+	scalars := make(map[string]any, len(readable))
+	for k, v := range readable {
+		switch v.(type) {
+		case int64, string:
+			scalars[k] = v
+			if prev > 0 && f.written != nil && f.written[k] == v {
+				delete(readable, k)
+			}
+		}
+	}
 	names := map[string]string{"#ver": AttrEventVersion, "#st": AttrEventState}
 	values := map[string]types.AttributeValue{
 		":ver": num(prev + 1),
@@ -399,6 +411,7 @@ func (w *ProfileWriter) write(ctx context.Context, id string, f *Features) error
 	}
 	f.Version = prev + 1
 	f.dirty = 0
+	f.written = scalars
 	return nil
 }
 
