@@ -6,6 +6,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"regexp"
 	"strings"
 	"sync"
@@ -119,5 +122,83 @@ func TestCLI_PublishCampaignWorkList(t *testing.T) {
 		require.Equal(t, "rendered", msg["status"])
 		first := "Cli" + strings.TrimPrefix(msg["customer_id"].(string), "cli-")
 		require.Equal(t, first+", picked for you", msg["subject"])
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// tailor serve: ingestion with hashed API keys, health, readiness and metrics.
+func TestCLI_ServeIngestsWithAPIKey(t *testing.T) {
+	e := newCLIEnv(t)
+	e.ok("migrate")
+	out := e.ok("apikey", "new")
+	m := regexp.MustCompile(`key:  (\S+)\nhash: ([0-9a-f]{64})`).FindStringSubmatch(out)
+	require.NotNil(t, m, out)
+	key, hash := m[1], m[2]
+
+	code, out := e.run(context.Background(), "serve", "--api-key-hash", "not-a-hash")
+	require.Equal(t, exitUsage, code, out)
+
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan int, 1)
+	go func() {
+		code, _ := e.run(ctx, "serve", "--addr", addr, "--api-key-hash", hash, "--shards", "1")
+		served <- code
+	}()
+	base := "http://" + addr
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "serve never answered: %v", err)
+		time.Sleep(50 * time.Millisecond)
+	}
+	post := func(auth, body string) (int, string) {
+		req, err := http.NewRequest(http.MethodPost, base+"/v1/events", strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	event := fmt.Sprintf(`{"event_id":"e1","customer_id":"c1","type":"page_view","timestamp":%q,"properties":{"url":"https://shop.example/"}}`, time.Now().UTC().Format(time.RFC3339))
+	status, body := post("", event)
+	require.Equal(t, http.StatusUnauthorized, status, body)
+	status, body = post("tlr_wrong", event)
+	require.Equal(t, http.StatusUnauthorized, status, body)
+	status, body = post(key, event)
+	require.Equal(t, http.StatusOK, status, body)
+	require.Contains(t, body, "accepted")
+
+	resp, err := http.Get(base + "/readyz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	resp, err = http.Get(base + "/metrics")
+	require.NoError(t, err)
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Contains(t, string(metrics), "go_goroutines")
+
+	cancel()
+	select {
+	case code := <-served:
+		require.Equal(t, exitOK, code)
+	case <-time.After(30 * time.Second):
+		t.Fatal("tailor serve did not stop")
 	}
 }

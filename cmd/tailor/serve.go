@@ -2,7 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"fmt"
+	"log/slog"
 	"net/http"
+	"regexp"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -10,6 +16,7 @@ import (
 
 	"github.com/tailor-email/tailor/internal/backends"
 	"github.com/tailor-email/tailor/internal/httpserver"
+	"github.com/tailor-email/tailor/pipeline"
 )
 
 // readinessChecks probes Postgres and the profiles table.
@@ -23,23 +30,54 @@ func readinessChecks(b *backends.Backends) []httpserver.Check {
 	}
 }
 
+var keyHashRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
 func serveCommand() *cli.Command {
 	return withUsageErrors(&cli.Command{
 		Name:  "serve",
-		Usage: "run the HTTP server: /healthz, /readyz, Prometheus /metrics",
+		Usage: "run the HTTP server: event ingestion (POST /v1/events), /healthz, /readyz, Prometheus /metrics",
 		Description: `Listens on --addr (loopback by default: put a proxy in front, or set --addr to expose it).
-/healthz answers while the process runs; /readyz asks Postgres and DynamoDB and answers
-503 naming the backend that does not answer; /metrics serves Prometheus metrics.`,
+POST /v1/events takes one event or a batch of up to 500 (JSON array or NDJSON) with an API
+key in the Authorization header ("Bearer KEY"); create keys with 'tailor apikey new' and
+give the server only their hashes. /healthz answers while the process runs; /readyz asks
+Postgres and DynamoDB and answers 503 naming the backend that does not; /metrics serves
+Prometheus metrics.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "addr", EnvVars: []string{"TAILOR_ADDR"}, Value: httpserver.AddrDefault, Usage: "listen address"},
+			&cli.StringSliceFlag{Name: "api-key-hash", EnvVars: []string{"TAILOR_API_KEY_HASHES"}, Usage: "SHA-256 (hex) of an accepted ingestion API key; repeat or comma-separate (without one, /v1/events is off)"},
+			&cli.IntFlag{Name: "shards", Value: shardsDefault, Usage: "shard count when the event stream must be created"},
 		},
 		Action: func(c *cli.Context) error {
+			hashes := c.StringSlice("api-key-hash")
+			for _, h := range hashes {
+				if !keyHashRE.MatchString(h) {
+					return usagef("--api-key-hash %q: want the 64-hex-digit SHA-256 that 'tailor apikey new' prints", h)
+				}
+			}
 			b, err := openBackends(c)
 			if err != nil {
 				return err
 			}
 			defer b.Close()
-			srv, err := httpserver.Start(httpserver.Config{Addr: c.String("addr"), Checks: readinessChecks(b), Mux: http.NewServeMux()})
+			reg := httpserver.NewRegistry()
+			if err := pipeline.RegisterMetrics(reg); err != nil {
+				return err
+			}
+			mux := http.NewServeMux()
+			if len(hashes) > 0 {
+				ing, err := newIngestor(c, b)
+				if err != nil {
+					return err
+				}
+				h, err := pipeline.NewIngestHandler(pipeline.IngestConfig{Ingestor: ing, APIKeyHashes: hashes, Logger: slog.Default()})
+				if err != nil {
+					return err
+				}
+				mux.Handle("POST /v1/events", h)
+			} else {
+				slog.Warn("no --api-key-hash: POST /v1/events is off (create a key with 'tailor apikey new')")
+			}
+			srv, err := httpserver.Start(httpserver.Config{Addr: c.String("addr"), Checks: readinessChecks(b), Mux: mux, Registry: reg})
 			if err != nil {
 				return err
 			}
@@ -48,5 +86,27 @@ func serveCommand() *cli.Command {
 			defer cancel()
 			return srv.Stop(ctx)
 		},
+	})
+}
+
+func apikeyCommand() *cli.Command {
+	return withUsageErrors(&cli.Command{
+		Name:  "apikey",
+		Usage: "create API keys for the ingestion API",
+		Subcommands: []*cli.Command{{
+			Name:  "new",
+			Usage: "print a new random API key and the hash to give 'tailor serve --api-key-hash'",
+			Description: `The key goes to the app that sends events (Authorization: Bearer KEY); only its hash
+goes to the server's configuration, so a leaked server config leaks no key.`,
+			Action: func(c *cli.Context) error {
+				raw := make([]byte, 24)
+				if _, err := rand.Read(raw); err != nil {
+					return err
+				}
+				key := "tlr_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(raw))
+				fmt.Fprintf(c.App.Writer, "key:  %s\nhash: %s\n", key, pipeline.HashAPIKey(key))
+				return nil
+			},
+		}},
 	})
 }
