@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tailor-email/tailor/internal/testenv"
@@ -124,5 +125,21 @@ func TestConsumer_CountsEventsOnceDespiteRedelivery(t *testing.T) {
 	require.Len(t, leases, 2)
 	for _, l := range leases {
 		require.NotEmpty(t, l.Checkpoint, "shard %s", l.ShardID)
+	}
+	// MillisBehindLatest is exported per shard this process reads.
+	reg := prometheus.NewRegistry()
+	require.NoError(t, reg.Register(millisBehindLatest))
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	shards := map[string]bool{}
+	for _, fam := range families {
+		for _, m := range fam.GetMetric() {
+			for _, l := range m.GetLabel() {
+				shards[l.GetValue()] = true
+			}
+		}
+	}
+	for _, l := range leases {
+		require.True(t, shards[l.ShardID], "millis behind latest for %s", l.ShardID)
 	}
 }

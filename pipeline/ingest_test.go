@@ -23,7 +23,7 @@ func setupIngest(t *testing.T) (*streamEnv, *httptest.Server, *DeadLetters) {
 	h, err := NewIngestHandler(IngestConfig{
 		Ingestor:     &Ingestor{Producer: e.producer, DeadLetters: dls},
 		APIKeyHashes: []string{HashAPIKey(testAPIKey)},
-		BodyLimit:    1 << 20,
+		BodyLimit:    4 << 20,
 	})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
@@ -62,7 +62,9 @@ func TestIngestHandler_AnswersPerEventAndDeadLettersEveryRejection(t *testing.T)
 		{`{"event_id":"b3","customer_id":"c1","type":"product_view","timestamp":"` + now.Add(time.Hour).Format(time.RFC3339) + `","properties":{"product_id":"p"}}`, "in the future"},
 		{`{"event_id":"b4","customer_id":"c1","type":"product_view","timestamp":"1990-01-01T00:00:00Z","properties":{"product_id":"p"}}`, "is older than"},
 		{`{"event_id":5,"customer_id":"c1","type":"product_view","timestamp":"` + ts + `","properties":{"product_id":"p"}}`, "event_id: must be a string"},
-		{`{"event_id":"b6","customer_id":"c1","type":"product_view","timestamp":"` + ts + `","properties":{"product_id":"p","category":"` + strings.Repeat("x", 40<<10) + `"}}`, "the limit is 32768"},
+		{`{"event_id":"b6","customer_id":"c1","type":"product_view","timestamp":"` + ts + `","properties":{"product_id":"p","category":"` + strings.Repeat("x", 1<<20) + `"}}`, "the limit is 32768"},
+		{"{\"event_id\":\"b7\",\"customer_id\":\"c1\",\"type\":\"search\",\"timestamp\":\"" + ts + "\",\"properties\":{\"query\":\"caf\xe9\"}}", "not valid UTF-8"},
+		{`{"event_id":"b8","customer_id":"c1","type":"add_to_cart","timestamp":"` + ts + `","properties":{"product_id":"p","quantity":"two"}}`, "properties.quantity: must be an integer"},
 	}
 	parts := []string{valid("ok1")}
 	for _, b := range bad {
@@ -95,7 +97,7 @@ func TestIngestHandler_AnswersPerEventAndDeadLettersEveryRejection(t *testing.T)
 		for reason, payload := range byReason {
 			if strings.Contains(reason, b.reason) {
 				found = true
-				require.JSONEq(t, b.raw, string(payload))
+				require.Equal(t, b.raw, string(payload), "the dead letter keeps the raw bytes")
 			}
 		}
 		require.True(t, found, "no dead letter for %q", b.reason)
@@ -127,7 +129,7 @@ func TestIngestHandler_RejectsWholeBodies(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, code)
 	require.Contains(t, res.Error, "JSON object")
 
-	code, res = post(t, srv, testAPIKey, append([]byte(`[`), bytes.Repeat([]byte(" "), 2<<20)...))
+	code, res = post(t, srv, testAPIKey, append([]byte(`[`), bytes.Repeat([]byte(" "), 5<<20)...))
 	require.Equal(t, http.StatusRequestEntityTooLarge, code)
 	require.Contains(t, res.Error, "larger than")
 
