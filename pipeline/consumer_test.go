@@ -24,6 +24,7 @@ type streamEnv struct {
 
 func setupStream(t testing.TB, shards int) *streamEnv {
 	t.Helper()
+	integration(t)
 	env := testenv.New(t)
 	ctx := t.Context()
 	require.NoError(t, EnsureStream(ctx, env.Kinesis, env.Names.Stream, shards))

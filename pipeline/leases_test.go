@@ -11,6 +11,7 @@ import (
 
 func TestLeaseTable_ConditionalWritesFenceStaleOwners(t *testing.T) {
 	t.Parallel()
+	integration(t)
 	env := testenv.New(t)
 	ctx := t.Context()
 	lt := NewLeaseTable(env.DynamoDB, env.Names.Leases)

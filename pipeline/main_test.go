@@ -18,5 +18,17 @@ func TestMain(m *testing.M) {
 	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
 		os.Exit(m.Run())
 	}
+	// go test -short (make unit) runs only the tests that need no backends.
+	if testing.Short() {
+		os.Exit(m.Run())
+	}
 	testenv.Main(m)
+}
+
+// integration skips a test that needs the local stack under -short.
+func integration(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: needs the local stack")
+	}
 }
