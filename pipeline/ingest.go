@@ -113,34 +113,44 @@ func peekEventID(raw []byte) string {
 }
 
 // SplitBatch splits a request body into raw events: a JSON object is one event, a JSON array
-// is a batch. A body that is neither is a *ValidationError.
+// is a batch, and several objects one per line (NDJSON) are a batch too. A body that is none
+// of these is a *ValidationError.
 func SplitBatch(body []byte) ([][]byte, error) {
 	t := bytes.TrimSpace(body)
 	if len(t) == 0 {
 		return nil, invalid("", "empty body: send an event object or an array of events")
 	}
+	var raws [][]byte
 	switch t[0] {
 	case '{':
-		return [][]byte{t}, nil
+		// NDJSON when every non-empty line starts an object (a pretty-printed object has lines
+		// that do not); otherwise one event, which DecodeEvent judges as a whole.
+		for line := range bytes.Lines(t) {
+			if line = bytes.TrimSpace(line); len(line) > 0 {
+				if line[0] != '{' {
+					return [][]byte{t}, nil
+				}
+				raws = append(raws, line)
+			}
+		}
 	case '[':
-		var raws []json.RawMessage
-		if err := json.Unmarshal(t, &raws); err != nil {
+		var arr []json.RawMessage
+		if err := json.Unmarshal(t, &arr); err != nil {
 			return nil, invalid("", "malformed JSON: %s", jsonReason(err))
 		}
-		if len(raws) == 0 {
-			return nil, invalid("", "empty batch")
+		for _, r := range arr {
+			raws = append(raws, r)
 		}
-		if len(raws) > MaxBatchEvents {
-			return nil, invalid("", "%d events in one batch, the limit is %d", len(raws), MaxBatchEvents)
-		}
-		out := make([][]byte, len(raws))
-		for i, r := range raws {
-			out[i] = r
-		}
-		return out, nil
 	default:
-		return nil, invalid("", "body must be a JSON object (one event) or array (a batch)")
+		return nil, invalid("", "body must be a JSON object (one event), an array or NDJSON (a batch)")
 	}
+	if len(raws) == 0 {
+		return nil, invalid("", "empty batch")
+	}
+	if len(raws) > MaxBatchEvents {
+		return nil, invalid("", "%d events in one batch, the limit is %d", len(raws), MaxBatchEvents)
+	}
+	return raws, nil
 }
 
 // HashAPIKey returns the hex SHA-256 of an API key: what IngestConfig.APIKeyHashes holds, so
@@ -169,7 +179,7 @@ type IngestResponse struct {
 }
 
 // NewIngestHandler returns the handler of POST /v1/events: one event (object) or a batch of
-// up to 500 (array), authenticated with an API key (Authorization: Bearer KEY, or X-API-Key).
+// up to 500 (array or NDJSON), authenticated with an API key (Authorization: Bearer KEY, or X-API-Key).
 // It answers per event, accepted or rejected with the reason: 200 when all were accepted, 207
 // when some were rejected, 422 when all were. A body that is not JSON gets 400, too large 413;
 // both are dead-lettered. Mount it at "POST /v1/events".

@@ -171,7 +171,9 @@ func TestConsumer_TakesLeasesOfAKilledConsumerAndKeepsProfilesExact(t *testing.T
 		return len(b.Held()) == 4, fmt.Sprintf("b holds %v", b.Held())
 	})
 	took := time.Since(killed)
-	require.Less(t, took, leaseDuration+2*time.Second, "b took a's leases within the lease timeout (plus one renewal round)")
+	// a's leases expire at most leaseDuration after its last renewal (before the kill); b
+	// balances every leaseDuration/3. The rest is slack for a loaded machine.
+	require.Less(t, took, leaseDuration+leaseDuration/3+2*time.Second, "b took a's leases within the lease timeout")
 	log.waitFor(t, len(events), 90*time.Second)
 	e.requireProfilesMatch(t, events)
 }
