@@ -176,14 +176,14 @@ func TestCDC_ReplayOfOlderLSNDoesNotOverwrite(t *testing.T) {
 // slotConfirmed returns the slot's confirmed_flush_lsn.
 func (f *fixture) slotConfirmed(t *testing.T) (string, bool) {
 	t.Helper()
-	var lsn string
+	var lsn *string // NULL while the slot is being created
 	err := f.env.Pool.QueryRow(context.Background(),
 		`SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, f.cfg.Slot).Scan(&lsn)
-	if errors.Is(err, pgx.ErrNoRows) {
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && lsn == nil) {
 		return "", false
 	}
 	require.NoError(t, err)
-	return lsn, true
+	return *lsn, true
 }
 
 func parseLSN(t *testing.T, s string) uint64 {

@@ -265,8 +265,8 @@ func TestCDC_AcknowledgesOnlyAppliedChangesAndAdvancesWhenIdle(t *testing.T) {
 	var current string
 	require.NoError(t, f.env.Pool.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&current))
 	eventually(t, 30*time.Second, func() error {
-		lsn, _ := f.slotConfirmed(t)
-		if parseLSN(t, lsn) < parseLSN(t, current) {
+		lsn, ok := f.slotConfirmed(t)
+		if !ok || parseLSN(t, lsn) < parseLSN(t, current) {
 			return fmt.Errorf("slot confirmed %s, want at least %s", lsn, current)
 		}
 		return nil
