@@ -83,7 +83,9 @@ func TestCDC_BackfillsExistingRowsFromTheSlotSnapshot(t *testing.T) {
 
 	var consistent string
 	var rows int64
-	require.NoError(t, f.env.Pool.QueryRow(ctx, "SELECT consistent_lsn::text, backfilled_rows FROM cdc_slots WHERE slot_name = $1", f.cfg.Slot).Scan(&consistent, &rows))
+	eventually(t, 30*time.Second, func() error { // recorded once the backfill is complete
+		return f.env.Pool.QueryRow(ctx, "SELECT consistent_lsn::text, backfilled_rows FROM cdc_slots WHERE slot_name = $1", f.cfg.Slot).Scan(&consistent, &rows)
+	})
 	require.EqualValues(t, 501, rows)
 	require.Equal(t, consistent, lsnString(crmLSN(t, p)), "backfilled rows carry the snapshot's consistent point")
 
@@ -326,6 +328,12 @@ func TestCDC_ResyncRepairsDriftedProfiles(t *testing.T) {
 	c, _ := f.start(t, f.cfg)
 	p := f.waitPath(t, "y1", "subscriptions.news.status", "subscribed")
 	lsn := crmLSN(t, p)
+	eventually(t, 30*time.Second, func() error { // the initial backfill is over
+		if c.Confirmed() == 0 {
+			return fmt.Errorf("not streaming yet")
+		}
+		return nil
+	})
 
 	// Drift: a wrong value, a profile whose row is gone, an entry whose row is gone. Written
 	// with the same version, as a bug or a restored backup would leave them.
