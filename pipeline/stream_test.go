@@ -249,3 +249,84 @@ func TestConsumer_SplitShardKeepsPerCustomerOrder(t *testing.T) {
 		}
 	}
 }
+
+func TestConsumer_MergeShardsStartsTheChildAfterBothParents(t *testing.T) {
+	t.Parallel()
+	e := setupStream(t, 2)
+	log := newAppliedLog()
+	e.startConsumer(t, ConsumerConfig{AfterApply: log.hook})
+	now := time.Now().UTC()
+	const customers, perPhase = 40, 8
+	phase := func(p int) []Event {
+		var evs []Event
+		for i := range perPhase {
+			for c := range customers {
+				seq := p*perPhase + i
+				evs = append(evs, productView(fmt.Sprintf("m%02d-%03d", c, seq), fmt.Sprintf("m%02d", c), now.Add(time.Duration(seq)*time.Second)))
+			}
+		}
+		return evs
+	}
+	first, second := phase(0), phase(1)
+	e.send(t, first)
+	ctx := t.Context()
+	shards, err := e.Kinesis.ListShards(ctx, &kinesis.ListShardsInput{StreamName: aws.String(e.Names.Stream)})
+	require.NoError(t, err)
+	require.Len(t, shards.Shards, 2)
+	_, err = e.Kinesis.MergeShards(ctx, &kinesis.MergeShardsInput{
+		StreamName: aws.String(e.Names.Stream), ShardToMerge: shards.Shards[0].ShardId, AdjacentShardToMerge: shards.Shards[1].ShardId,
+	})
+	require.NoError(t, err)
+	require.NoError(t, WaitStreamActive(ctx, e.Kinesis, e.Names.Stream))
+	e.send(t, second)
+	log.waitFor(t, len(first)+len(second), 60*time.Second)
+
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	for c := range customers {
+		id := fmt.Sprintf("m%02d", c)
+		require.True(t, slices.IsSorted(log.order[id]), "%s applied out of order: %v", id, log.order[id])
+	}
+	leases, err := NewLeaseTable(e.DynamoDB, e.Names.Leases).List(ctx)
+	require.NoError(t, err)
+	require.Len(t, leases, 3)
+	var child Lease
+	for _, l := range leases {
+		if len(l.Parents) > 0 {
+			child = l
+		} else {
+			require.True(t, l.Finished(), "parent %s finished", l.ShardID)
+		}
+	}
+	require.ElementsMatch(t, []string{aws.ToString(shards.Shards[0].ShardId), aws.ToString(shards.Shards[1].ShardId)}, child.Parents)
+	require.Equal(t, len(second), log.byShard[child.ShardID], "the child delivered phase two")
+}
+
+func TestConsumer_LatestStartSkipsEarlierEvents(t *testing.T) {
+	t.Parallel()
+	e := setupStream(t, 1)
+	now := time.Now().UTC()
+	var before []Event
+	for i := range 20 {
+		before = append(before, productView(fmt.Sprint("before-", i), "late-joiner", now))
+	}
+	e.send(t, before)
+	log := newAppliedLog()
+	c, _ := e.startConsumer(t, ConsumerConfig{StartPosition: StartLatest, AfterApply: log.hook})
+	eventually(t, 20*time.Second, func() (bool, string) { return len(c.Held()) == 1, "no lease yet" })
+	// The iterator is taken just after the lease: send markers until one arrives.
+	sent := 0
+	eventually(t, 30*time.Second, func() (bool, string) {
+		if log.distinct() > 0 {
+			return true, ""
+		}
+		e.send(t, []Event{productView(fmt.Sprint("after-", sent), "late-joiner", now)})
+		sent++
+		return false, "no marker applied yet"
+	})
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	for id := range log.ids {
+		require.Contains(t, id, "after-", "LATEST must not replay events from before the consumer started")
+	}
+}
