@@ -173,3 +173,21 @@ func TestDeadLetters_ReplayResendsOnlyValidOnes(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, float64(1), p["count_search"])
 }
+
+func TestIngestHandler_NDJSONBatchRejectsBadLinesOneByOne(t *testing.T) {
+	t.Parallel()
+	_, srv, dls := setupIngest(t)
+	ts := time.Now().UTC().Add(-time.Minute).Format(time.RFC3339)
+	body := `{"event_id":"n1","customer_id":"c","type":"search","timestamp":"` + ts + `","properties":{"query":"q"}}` + "\n" +
+		`{"event_id":"n2","customer_id":"c","type":` + "\n" +
+		`{"event_id":"n3","customer_id":"c","type":"email_open","timestamp":"` + ts + `","properties":{"campaign_id":"k"}}` + "\n"
+	code, res := post(t, srv, testAPIKey, []byte(body))
+	require.Equal(t, http.StatusMultiStatus, code)
+	require.Equal(t, 2, res.Accepted)
+	require.Equal(t, StatusRejected, res.Results[1].Status)
+	require.Contains(t, res.Results[1].Reason, "malformed JSON")
+	rows, err := dls.List(t.Context(), DeadLetterFilter{Source: SourceAPI})
+	require.NoError(t, err)
+	require.Len(t, rows, 1)
+	require.Equal(t, `{"event_id":"n2","customer_id":"c","type":`, string(rows[0].Payload))
+}
