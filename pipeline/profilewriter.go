@@ -51,8 +51,8 @@ const (
 // ProfileWriterConfig configures a ProfileWriter. Zero values mean defaults.
 type ProfileWriterConfig struct {
 	// Concurrency bounds the profile writes in flight, across all concurrent Apply calls (one
-	// per shard). More is slower against a single emulator and beyond the SDK's idle
-	// connections per host. Default 16.
+	// per shard); one call uses at most half. More is slower against a single emulator and
+	// beyond the SDK's idle connections per host. Default 16.
 	Concurrency int
 	// CacheSize bounds the profiles whose Features are kept in memory between batches (a
 	// consumer that holds a shard is normally their only writer; a stale entry is detected by
@@ -99,20 +99,32 @@ func (w *ProfileWriter) Apply(ctx context.Context, events []Event) error {
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	sem := w.sem
+	// One Apply (one shard's batch) may use half of the shared slots, so a big batch after a
+	// stall does not hold up the other shards' small ones.
+	local := make(chan struct{}, max(w.cfg.Concurrency/2, 1))
+	acquire := func() bool {
+		select {
+		case local <- struct{}{}:
+		case <-ctx.Done():
+			return false
+		}
+		select {
+		case w.sem <- struct{}{}:
+			return true
+		case <-ctx.Done():
+			<-local
+			return false
+		}
+	}
 	var wg sync.WaitGroup
 	for _, id := range order {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
+		if !acquire() {
 			break
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
+			defer func() { <-w.sem; <-local }()
 			if err := w.applyOne(ctx, id, byID[id]); err != nil {
 				cancel(err)
 			}
