@@ -9,7 +9,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 # The test suite's shared local stack lives here for the length of one `make test`.
 TEST_STACK  := $(CURDIR)/.tailor/test-stack
 # Fuzz targets run briefly in every `make test` (package:target).
-FUZZ        ?= ./pipeline:FuzzDecodeEvent ./templates:FuzzFromFiles
+FUZZ        ?= ./pipeline:FuzzDecodeEvent ./templates:FuzzFromFiles ./pipeline/cdc:FuzzDecodeText
 FUZZTIME    ?= 5s
 
 .PHONY: help tools build demo test unit fuzz bench lint clean docs
@@ -31,9 +31,9 @@ demo: build ## start the local stack, seed sample data and run a campaign end to
 	@echo "The local stack is still running: try '$(BIN) campaign list', then '$(BIN) dev down'."
 
 test: build ## run the whole test suite against a local stack it starts and stops
-	@$(BIN) dev down --dir "$(TEST_STACK)" >/dev/null 2>&1 || true
-	@$(BIN) dev up --dir "$(TEST_STACK)" >/dev/null
-	@trap '$(BIN) dev down --dir "$(TEST_STACK)" >/dev/null' EXIT; \
+	@$(BIN) --dir "$(TEST_STACK)" dev down >/dev/null 2>&1 || true
+	@$(BIN) --dir "$(TEST_STACK)" dev up >/dev/null
+	@trap '$(BIN) --dir "$(TEST_STACK)" dev down >/dev/null' EXIT; \
 	  TAILOR_TEST_DIR="$(TEST_STACK)" $(GO) test -count=1 -timeout 25m ./... ; \
 	  for f in $(FUZZ); do \
 	    echo "fuzz $${f#*:} for $(FUZZTIME)"; \
@@ -45,9 +45,9 @@ unit: ## run only the tests that need no local stack (go test -short)
 
 bench: build ## run the benchmarks and write BENCHMARKS.md and bench/results.json
 	@mkdir -p bench
-	@$(BIN) dev down --dir "$(TEST_STACK)" >/dev/null 2>&1 || true
-	@$(BIN) dev up --dir "$(TEST_STACK)" >/dev/null
-	@trap '$(BIN) dev down --dir "$(TEST_STACK)" >/dev/null' EXIT; \
+	@$(BIN) --dir "$(TEST_STACK)" dev down >/dev/null 2>&1 || true
+	@$(BIN) --dir "$(TEST_STACK)" dev up >/dev/null
+	@trap '$(BIN) --dir "$(TEST_STACK)" dev down >/dev/null' EXIT; \
 	  TAILOR_TEST_DIR="$(TEST_STACK)" $(GO) test -run '^$$' -bench . -benchmem -cpu 1 -timeout 30m ./... | tee bench/raw.txt
 	@$(GO) run ./internal/benchreport -in bench/raw.txt -md BENCHMARKS.md -json bench/results.json
 	@echo "wrote BENCHMARKS.md and bench/results.json"
@@ -58,7 +58,7 @@ lint: ## gofmt, go vet and staticcheck
 	@$(GO) run $(STATICCHECK) ./...
 
 clean: ## stop local stacks and remove build output and stack data
-	@[ -x $(BIN) ] && $(BIN) dev down --dir "$(TEST_STACK)" >/dev/null 2>&1 || true
+	@[ -x $(BIN) ] && $(BIN) --dir "$(TEST_STACK)" dev down >/dev/null 2>&1 || true
 	@[ -x $(BIN) ] && $(BIN) dev down >/dev/null 2>&1 || true
 	@rm -rf bin .tailor bench/raw.txt
 
