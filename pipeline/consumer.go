@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -133,9 +134,10 @@ type Consumer struct {
 	stopping chan struct{} // closed by Stop: graceful handoff
 	stopped  chan struct{} // closed when Run returns
 
-	mu         sync.Mutex
-	held       map[string]*shardWorker
-	finishedCh chan struct{}
+	finishedCh chan struct{} // a shard was read to its end
+
+	mu   sync.Mutex
+	held map[string]*shardWorker
 }
 
 // NewConsumer returns a consumer; Run starts it.
@@ -146,7 +148,8 @@ func NewConsumer(kc *kinesis.Client, db *dynamodb.Client, cfg ConsumerConfig) (*
 	}
 	return &Consumer{
 		cfg: cfg, kinesis: kc, leases: NewLeaseTable(db, cfg.LeaseTable), log: cfg.Logger.With("owner", cfg.Owner),
-		stopping: make(chan struct{}), stopped: make(chan struct{}), held: map[string]*shardWorker{},
+		stopping: make(chan struct{}), stopped: make(chan struct{}), finishedCh: make(chan struct{}, 1),
+		held: map[string]*shardWorker{},
 	}, nil
 }
 
@@ -157,13 +160,7 @@ func (c *Consumer) Owner() string { return c.cfg.Owner }
 func (c *Consumer) Held() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return slices.Sorted(func(yield func(string) bool) {
-		for id := range c.held {
-			if !yield(id) {
-				return
-			}
-		}
-	})
+	return slices.Sorted(maps.Keys(c.held))
 }
 
 // Stop hands the leases over gracefully: each shard finishes its current batch and checkpoints,
@@ -223,27 +220,14 @@ func (c *Consumer) Run(ctx context.Context) error {
 			c.handoff(ctx)
 			return nil
 		case <-tick.C:
-		case <-c.wake():
+		case <-c.finishedCh:
 		}
 	}
 }
 
-// wake fires when a worker finished a shard, so its children are picked up without waiting.
-func (c *Consumer) wake() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.finishedCh == nil {
-		c.finishedCh = make(chan struct{}, 1)
-	}
-	return c.finishedCh
-}
-
+// notifyFinished wakes the lease loop when a worker finished a shard, so its children are
+// picked up without waiting for the next round.
 func (c *Consumer) notifyFinished() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.finishedCh == nil {
-		c.finishedCh = make(chan struct{}, 1)
-	}
 	select {
 	case c.finishedCh <- struct{}{}:
 	default:
