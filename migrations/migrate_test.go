@@ -45,12 +45,28 @@ func TestUp_FreshDatabaseReportsEverything(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
 	ctx := context.Background()
-	// Drop the app's bookkeeping and tables to see a fresh run report what it applied.
-	_, err := env.Pool.Exec(ctx, `DROP TABLE tailor_migrations, rendered_messages, campaigns, subscriptions, consents, cdc_slots, customers, dead_letters`)
+	// Empty the database to see a fresh run report everything it applies, River's and ours.
+	_, err := env.Pool.Exec(ctx, `DROP SCHEMA public CASCADE; CREATE SCHEMA public`)
 	require.NoError(t, err)
 	applied, err := migrations.Up(ctx, env.Pool)
 	require.NoError(t, err)
-	require.NotEmpty(t, applied)
+	var ours []int
+	river := 0
+	for _, a := range applied {
+		switch a.Component {
+		case "tailor":
+			ours = append(ours, a.Version)
+		case "river":
+			river++
+		}
+	}
+	require.Positive(t, river, "River's migrations run first")
 	require.Equal(t, "tailor", applied[len(applied)-1].Component)
-	require.Equal(t, migrations.Latest(), applied[len(applied)-1].Version)
+	require.Len(t, ours, migrations.Latest(), "every app migration, once, in order")
+	for i, v := range ours {
+		require.Equal(t, i+1, v)
+	}
+	v, err := migrations.Current(ctx, env.Pool)
+	require.NoError(t, err)
+	require.Equal(t, migrations.Latest(), v)
 }
