@@ -95,7 +95,7 @@ func TestStack_AttachedDiesWithParent(t *testing.T) {
 			os.Exit(1)
 		}
 		st := s.State()
-		fmt.Printf("PIDS %d %d %d\n", st.Postgres.PID, st.Kinesis.PID, st.DynamoDB.PID)
+		fmt.Printf("PIDS %d %d %d\nHOME %s\n", st.Postgres.PID, st.Kinesis.PID, st.DynamoDB.PID, st.Postgres.Home)
 		time.Sleep(time.Hour)
 	}
 	exe, err := os.Executable()
@@ -126,6 +126,11 @@ func TestStack_AttachedDiesWithParent(t *testing.T) {
 	for _, pid := range pids {
 		waitGone(t, pid)
 	}
+	// The killed child could not remove its cluster's data directory; the test does.
+	b, _ := os.ReadFile(out.Name())
+	home := string(findLine(b, "HOME "))[len("HOME "):]
+	require.Contains(t, home, "tailor-pg-")
+	require.NoError(t, os.RemoveAll(home))
 }
 
 func findLine(b []byte, prefix string) []byte {
