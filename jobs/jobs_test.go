@@ -249,3 +249,50 @@ func TestParseSegment_ErrorsSayWhatToFix(t *testing.T) {
 		require.Equal(t, tc.want, got, "%v", tc.p)
 	}
 }
+
+// Segments see behaviour as of the campaign's start: windowed counts are computed from the
+// stored event state when the audience is scanned, not stored (they change as time passes).
+func TestCampaign_SegmentOnWindowedBehaviour(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	seedProfiles(t, b.profiles, 6, func(int) bool { return true })
+	now := time.Now().UTC()
+	var events []pipeline.Event
+	for i := range 6 {
+		// c00-c02 viewed twice in the last hour; c03-c05 twice, but three days ago.
+		at := now.Add(-10 * time.Minute)
+		if i >= 3 {
+			at = now.Add(-72 * time.Hour)
+		}
+		for v := range 2 {
+			events = append(events, pipeline.Event{EventID: fmt.Sprintf("w-%d-%d", i, v), CustomerID: fmt.Sprintf("c%02d", i),
+				Type: pipeline.TypeProductView, Timestamp: at.Add(time.Duration(v) * time.Second),
+				Properties: pipeline.Properties{ProductID: "p1", Category: "shoes"}})
+		}
+	}
+	require.NoError(t, pipeline.NewProfileWriter(b.profiles, pipeline.ProfileWriterConfig{}).Apply(ctx, events))
+	content := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"items":[]}`)
+	}))
+	defer content.Close()
+	startWorkers(t, b)
+	rc, err := jobs.NewInsertClient(b.env.Pool)
+	require.NoError(t, err)
+	camp, err := jobs.CreateCampaign(ctx, b.env.Pool, rc, jobs.NewCampaign{Template: writeTemplate(t, content.URL, "2s"),
+		Segment: "count_product_view_24h >= 2 && count_product_view == 2"})
+	require.NoError(t, err)
+	waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	done, err := jobs.WaitCampaign(waitCtx, b.env.Pool, camp.ID)
+	require.NoError(t, err)
+	require.Equal(t, jobs.StatusRendered, done.Status, done.Error)
+	msgs, err := jobs.ListMessages(ctx, b.env.Pool, camp.ID, 0, 100)
+	require.NoError(t, err)
+	var got []string
+	for _, m := range msgs {
+		got = append(got, m.CustomerID)
+	}
+	require.ElementsMatch(t, []string{"c00", "c01", "c02"}, got)
+}

@@ -18,10 +18,17 @@ const SegmentMaxLen = 4096
 // (count_<event type>) are accepted by prefix. A name outside both is refused, with a
 // suggestion when one is close, so a typo never silently selects nobody.
 var knownFields = []string{
+	// CRM (tailor cdc)
 	"customer_id", "email", "first_name", "last_name", "locale", "timezone", "country",
-	"attributes", "subscriptions", "consents", "created_at", "updated_at", "last_event_at",
+	"attributes", "subscriptions", "consents", "created_at", "crm_updated_at", "updated_at",
+	// behaviour (tailor consume), stored
+	"first_seen", "last_seen", "last_event_at", "sessions", "orders", "lifetime_value",
+	"last_purchase", "recently_viewed", "cart",
+	// behaviour, computed as of the campaign's start (pipeline.Features.SegmentFields)
+	"email_opens_30d", "email_clicks_30d", "category_affinity",
 }
 
+// count_<type> (lifetime) and count_<type>_<1h|24h|7d|30d> (windowed).
 var knownPrefixes = []string{"count_"}
 
 // Segment is a compiled audience filter over a profile, written in expr-lang

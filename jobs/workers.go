@@ -196,11 +196,12 @@ func (s *startWorker) Work(ctx context.Context, job *river.Job[CampaignStartArgs
 		_, err := client.InsertMany(ctx, []river.InsertManyParams{{Args: RenderBatchArgs{CampaignID: id, CustomerIDs: ids}}})
 		return err
 	}
+	now := cfg.Now()
 	err = cfg.Profiles.Scan(ctx, cfg.ScanSegments, func(p pipeline.Profile) error {
 		if email, _ := p["email"].(string); email == "" {
 			return nil // no address (events only, or erased): not part of any audience
 		}
-		ok, err := seg.Match(p)
+		ok, err := seg.Match(withTimeFields(p, now))
 		if err != nil || !ok {
 			return nil //nolint:nilerr // a profile the expression cannot evaluate is not in the segment
 		}
@@ -265,7 +266,7 @@ func (r *renderWorker) Work(ctx context.Context, job *river.Job[RenderBatchArgs]
 			rows.add(cid, email, "skipped", &templates.Message{}, "profile has no email address any more")
 			continue
 		}
-		data := templates.RenderData{Customer: p, Campaign: campaign, Now: now}
+		data := templates.RenderData{Customer: withTimeFields(p, now), Campaign: campaign, Now: now}
 		if cfg.Links != nil {
 			data.UnsubscribeURL, data.PreferencesURL = cfg.Links(id, cid)
 		}
@@ -317,4 +318,18 @@ func (m *messageRows) add(customer, email, status string, msg *templates.Message
 	} else {
 		m.reason = append(m.reason, &reason)
 	}
+}
+
+// withTimeFields adds the behavioural features that depend on the clock (windowed counts,
+// 30-day email engagement, decayed category affinity) to a profile, as of now, so segments and
+// templates can use them. A profile without behaviour is returned as it is.
+func withTimeFields(p pipeline.Profile, now time.Time) pipeline.Profile {
+	f, err := pipeline.FeaturesOf(p)
+	if err != nil || f == nil {
+		return p
+	}
+	for k, v := range f.SegmentFields(now) {
+		p[k] = v
+	}
+	return p
 }
