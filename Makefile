@@ -62,6 +62,6 @@ clean: ## stop local stacks and remove build output and stack data
 	@[ -x $(BIN) ] && $(BIN) dev down >/dev/null 2>&1 || true
 	@rm -rf bin .tailor bench/raw.txt
 
-docs: ## regenerate the README's CLI reference from --help
+docs: ## regenerate the README's CLI reference and event schema from --help
 	@$(GO) test ./cmd/tailor -run TestREADME_CLIReferenceIsCurrent -update -count=1 >/dev/null
 	@echo "README.md CLI reference updated"

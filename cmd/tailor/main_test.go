@@ -11,9 +11,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/urfave/cli/v2"
+
+	"github.com/tailor-email/tailor/pipeline"
 )
 
-var update = flag.Bool("update", false, "rewrite the README's CLI reference")
+var update = flag.Bool("update", false, "rewrite the README's CLI reference and event schema")
 
 func runCLI(t *testing.T, args ...string) (int, string) {
 	t.Helper()
@@ -96,13 +98,19 @@ func TestREADME_CLIReferenceIsCurrent(t *testing.T) {
 	}
 	readme, err := os.ReadFile("../../README.md")
 	require.NoError(t, err)
-	const start, end = "<!-- cli-reference:start -->\n", "<!-- cli-reference:end -->"
-	i, j := bytes.Index(readme, []byte(start)), bytes.Index(readme, []byte(end))
-	require.True(t, i >= 0 && j > i, "README.md lacks the cli-reference markers")
-	want := string(readme[:i+len(start)]) + ref.String() + string(readme[j:])
+	want := replaceBetween(t, string(readme), "cli-reference", ref.String())
+	want = replaceBetween(t, want, "event-schema", "```json\n"+strings.TrimSpace(string(pipeline.EventSchema))+"\n```\n")
 	if *update {
 		require.NoError(t, os.WriteFile("../../README.md", []byte(want), 0o644))
 		return
 	}
 	require.Equal(t, want, string(readme), "README's CLI reference is stale: run make docs")
+}
+
+// replaceBetween replaces what stands between <!-- NAME:start --> and <!-- NAME:end -->.
+func replaceBetween(t *testing.T, doc, name, body string) string {
+	start, end := "<!-- "+name+":start -->\n", "<!-- "+name+":end -->"
+	i, j := strings.Index(doc, start), strings.Index(doc, end)
+	require.True(t, i >= 0 && j > i, "README.md lacks the %s markers", name)
+	return doc[:i+len(start)] + body + doc[j:]
 }
