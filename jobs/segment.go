@@ -9,6 +9,8 @@ import (
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/parser"
 	"github.com/expr-lang/expr/vm"
+
+	"github.com/tailor-email/tailor/internal/suggest"
 )
 
 // SegmentMaxLen bounds a segment expression's length.
@@ -69,7 +71,7 @@ func ParseSegment(src string) (*Segment, error) {
 	for _, name := range v.names {
 		if !isKnownField(name) {
 			msg := fmt.Sprintf("unknown field %q", name)
-			if s := closest(name); s != "" {
+			if s := suggest.Closest(name, knownFields); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
 			} else {
 				msg += fmt.Sprintf(" (profile fields: %s, count_<event type>)", strings.Join(knownFields, ", "))
@@ -111,34 +113,4 @@ func isKnownField(name string) bool {
 		}
 	}
 	return false
-}
-
-func closest(name string) string {
-	best, bestD := "", 3
-	for _, f := range knownFields {
-		if d := levenshtein(name, f); d < bestD {
-			best, bestD = f, d
-		}
-	}
-	return best
-}
-
-func levenshtein(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }

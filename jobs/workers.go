@@ -154,6 +154,15 @@ func (w *campaignWorkers) template(c *Campaign) (*templates.Template, error) {
 	return t, nil
 }
 
+// campaign loads a job's campaign; a campaign that no longer exists cancels the job for good.
+func (w *campaignWorkers) campaign(ctx context.Context, id int64) (*Campaign, error) {
+	c, err := GetCampaign(ctx, w.cfg.Pool, id)
+	if errors.Is(err, ErrCampaignNotFound) {
+		return nil, river.JobCancel(err)
+	}
+	return c, err
+}
+
 type startWorker struct {
 	river.WorkerDefaults[CampaignStartArgs]
 	w *campaignWorkers
@@ -164,10 +173,7 @@ type startWorker struct {
 func (s *startWorker) Work(ctx context.Context, job *river.Job[CampaignStartArgs]) error {
 	cfg := s.w.cfg
 	id := job.Args.CampaignID
-	c, err := GetCampaign(ctx, cfg.Pool, id)
-	if errors.Is(err, ErrCampaignNotFound) {
-		return river.JobCancel(err)
-	}
+	c, err := s.w.campaign(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -239,10 +245,7 @@ type renderWorker struct {
 func (r *renderWorker) Work(ctx context.Context, job *river.Job[RenderBatchArgs]) error {
 	cfg := r.w.cfg
 	id := job.Args.CampaignID
-	c, err := GetCampaign(ctx, cfg.Pool, id)
-	if errors.Is(err, ErrCampaignNotFound) {
-		return river.JobCancel(err)
-	}
+	c, err := r.w.campaign(ctx, id)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,8 @@ import (
 
 	"github.com/osteele/liquid"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tailor-email/tailor/internal/suggest"
 )
 
 // File names inside a template folder.
@@ -512,7 +514,7 @@ func decodeStrict(n *yaml.Node, v any) error {
 			k := n.Content[i]
 			if !slices.Contains(known, k.Value) {
 				msg := fmt.Sprintf("unknown field %q", k.Value)
-				if s := suggest(k.Value, known); s != "" {
+				if s := suggest.Closest(k.Value, known); s != "" {
 					msg += fmt.Sprintf(" (did you mean %q?)", s)
 				}
 				return &SyntaxError{File: FileManifest, Line: k.Line, Msg: msg}

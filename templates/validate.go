@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/osteele/liquid/parser"
+
+	"github.com/tailor-email/tailor/internal/suggest"
 )
 
 // Validate checks the template folder dir without fetching anything and returns every problem
@@ -68,7 +70,7 @@ func Validate(dir string, sample map[string]any) []error {
 
 func unknownMsg(root, field string, candidates []string, where string) string {
 	msg := fmt.Sprintf("unknown variable %s.%s", root, field)
-	if s := suggest(field, candidates); s != "" {
+	if s := suggest.Closest(field, candidates); s != "" {
 		return msg + fmt.Sprintf(" (did you mean %s.%s?)", root, s)
 	}
 	return msg + " (not in " + where + ")"
@@ -153,7 +155,7 @@ func checkFilters(file string, line int, src string) []error {
 			name := tok.text[m[2]:m[3]]
 			if !slices.Contains(knownFilters, name) {
 				msg := fmt.Sprintf("unknown filter %q", name)
-				if s := suggest(name, knownFilters); s != "" {
+				if s := suggest.Closest(name, knownFilters); s != "" {
 					msg += fmt.Sprintf(" (did you mean %q?)", s)
 				}
 				errs = append(errs, &SyntaxError{File: file, Line: tok.lineAt(m[0]), Msg: msg})

@@ -193,42 +193,33 @@ func addEnvVars(cmds []*cli.Command, path string) {
 	for _, cmd := range cmds {
 		p := path + strings.ToUpper(strings.ReplaceAll(cmd.Name, "-", "_")) + "_"
 		for _, f := range cmd.Flags {
-			env := []string{p + strings.ToUpper(strings.ReplaceAll(f.Names()[0], "-", "_"))}
-			switch f := f.(type) {
-			case *cli.StringFlag:
-				if len(f.EnvVars) == 0 {
-					f.EnvVars = env
-				}
-			case *cli.IntFlag:
-				if len(f.EnvVars) == 0 {
-					f.EnvVars = env
-				}
-			case *cli.Int64Flag:
-				if len(f.EnvVars) == 0 {
-					f.EnvVars = env
-				}
-			case *cli.Float64Flag:
-				if len(f.EnvVars) == 0 {
-					f.EnvVars = env
-				}
-			case *cli.BoolFlag:
-				if len(f.EnvVars) == 0 {
-					f.EnvVars = env
-				}
-			case *cli.DurationFlag:
-				if len(f.EnvVars) == 0 {
-					f.EnvVars = env
-				}
-			case *cli.StringSliceFlag:
-				if len(f.EnvVars) == 0 {
-					f.EnvVars = env
-				}
-			case *cli.UintFlag:
-				if len(f.EnvVars) == 0 {
-					f.EnvVars = env
-				}
+			if vars := envVarsOf(f); vars != nil && len(*vars) == 0 {
+				*vars = []string{p + strings.ToUpper(strings.ReplaceAll(f.Names()[0], "-", "_"))}
 			}
 		}
 		addEnvVars(cmd.Subcommands, p)
 	}
+}
+
+// envVarsOf returns a pointer to a flag's EnvVars, for the flag types this CLI uses.
+func envVarsOf(f cli.Flag) *[]string {
+	switch f := f.(type) {
+	case *cli.StringFlag:
+		return &f.EnvVars
+	case *cli.IntFlag:
+		return &f.EnvVars
+	case *cli.Int64Flag:
+		return &f.EnvVars
+	case *cli.UintFlag:
+		return &f.EnvVars
+	case *cli.Float64Flag:
+		return &f.EnvVars
+	case *cli.BoolFlag:
+		return &f.EnvVars
+	case *cli.DurationFlag:
+		return &f.EnvVars
+	case *cli.StringSliceFlag:
+		return &f.EnvVars
+	}
+	return nil
 }
