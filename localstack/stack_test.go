@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -234,4 +236,25 @@ func TestStack_DockerBackend(t *testing.T) {
 	st := start(t, localstack.Config{Dir: t.TempDir(), Backend: localstack.BackendDocker, ReadyTimeout: 5 * time.Minute}).State()
 	require.Equal(t, localstack.EmulatorDocker, st.Kinesis.Emulator)
 	require.Empty(t, st.Check(context.Background()))
+}
+
+// A client that gives up mid-request (a cancelled context) must not kill the shared emulator.
+func TestStack_EmulatorsSurviveAbortedRequests(t *testing.T) {
+	t.Parallel()
+	st := start(t, localstack.Config{Dir: t.TempDir()}).State()
+	for _, endpoint := range []string{st.DynamoDB.URL, st.Kinesis.URL} {
+		for range 3 {
+			conn, err := net.Dial("tcp", strings.TrimPrefix(endpoint, "http://"))
+			require.NoError(t, err)
+			_, err = fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-amz-json-1.0\r\nX-Amz-Target: DynamoDB_20120810.ListTables\r\nContent-Length: 1000\r\n\r\n{\"Lim")
+			require.NoError(t, err)
+			require.NoError(t, conn.Close())
+		}
+	}
+	// The crash this guards against follows the close by a few milliseconds; keep asking for a
+	// while so a late one is seen too.
+	for i := range 10 {
+		time.Sleep(200 * time.Millisecond)
+		require.Empty(t, st.Check(context.Background()), "both emulators still answer (check %d)", i)
+	}
 }
