@@ -149,7 +149,7 @@ func TestRender_AppliesDefaultsForMissingFields(t *testing.T) {
 
 func TestRender_DegradesFailingSourceToFallback(t *testing.T) {
 	t.Parallel()
-	big := `{"pad":"` + strings.Repeat("x", SourceBodyLimit) + `"}`
+	big := `{"pad":"` + strings.Repeat("x", 10<<20) + `"}` // a 10 MB answer; only 1 MB is ever read
 	tests := []struct {
 		name    string
 		handler http.HandlerFunc
@@ -174,7 +174,7 @@ func TestRender_DegradesFailingSourceToFallback(t *testing.T) {
 			w.Header().Set("Content-Type", "text/html; charset=utf-8")
 			_, _ = w.Write([]byte("<html>maintenance</html>"))
 		}, "", "not JSON: text/html"},
-		{"oversized body", jsonHandler(big), "", "body over 1 MB"},
+		{"10 MB body", jsonHandler(big), "", "body over 1 MB"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
