@@ -9,6 +9,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -201,4 +204,48 @@ func TestCLI_ServeIngestsWithAPIKey(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("tailor serve did not stop")
 	}
+}
+
+// tailor template validate and preview: a broken template names file and line; a preview
+// renders a real profile with live content and says where each source's content came from.
+func TestCLI_TemplateValidateAndPreview(t *testing.T) {
+	e := newCLIEnv(t)
+	require.Contains(t, e.ok("template", "validate", "../../templates/examples/welcome"), "ok")
+
+	broken := t.TempDir()
+	for name, body := range map[string]string{
+		"template.yaml": "name: broken\nversion: 1\n",
+		"subject":       "Hi {{ customer.first_name }}",
+		"html":          "<p>\n{% if customer.first_name %}\nno end tag\n",
+		"text":          "Hi",
+	} {
+		require.NoError(t, os.WriteFile(filepath.Join(broken, name), []byte(body), 0o644))
+	}
+	code, out := e.run(context.Background(), "template", "validate", broken)
+	require.Equal(t, exitFailure, code, out)
+	require.Regexp(t, `html:\d+: `, out, "errors name file and line")
+
+	store := pipeline.NewProfileStore(e.env.DynamoDB, e.env.Names.Profiles)
+	require.NoError(t, store.EnsureTable(context.Background()))
+	_, err := store.ApplyCRM(context.Background(), "pv-1", 7, map[string]any{"email": "pv@example.com", "first_name": "<b>Zoé</b>"}, nil)
+	require.NoError(t, err)
+	content := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"items":[{"name":"Preview pick","url":"https://shop.example/p/1"}]}`)
+	}))
+	defer content.Close()
+	t.Setenv("TAILOR_CONTENT_URL", content.URL)
+	htmlOut := filepath.Join(t.TempDir(), "preview.html")
+	out = e.ok("template", "preview", "--customer", "pv-1", "--out", htmlOut, "../../templates/examples/welcome")
+	require.Contains(t, out, "<b>Zoé</b>, picked for you", "the subject is not HTML-escaped")
+	require.Contains(t, out, "fetched")
+	require.Contains(t, out, "Preview pick")
+	html, err := os.ReadFile(htmlOut)
+	require.NoError(t, err)
+	require.Contains(t, string(html), "&lt;b&gt;Zoé&lt;/b&gt;", "the html part escapes profile values")
+	require.NotContains(t, string(html), "<b>Zoé</b>")
+
+	code, out = e.run(context.Background(), "template", "preview", "--customer", "nobody", "../../templates/examples/welcome")
+	require.Equal(t, exitFailure, code, out)
+	require.Contains(t, out, "nobody")
 }
