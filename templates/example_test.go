@@ -57,7 +57,7 @@ func ExampleRenderer_Render() {
 
 func ExampleValidate() {
 	errs := templates.Validate("examples/welcome", map[string]any{
-		"customer_id": "c-1", "first_name": "Ada", "favorite_categories": []any{"shoes"},
+		"customer_id": "c-1", "first_name": "Ada", "recently_viewed": []any{map[string]any{"product_id": "p-1", "category": "shoes"}},
 	})
 	fmt.Println(len(errs), "problems")
 	// Output:

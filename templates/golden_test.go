@@ -32,7 +32,7 @@ func TestExampleWelcome_Golden(t *testing.T) {
 		profile map[string]any
 		client  *http.Client
 	}{
-		{"ada", map[string]any{"customer_id": "c-42", "first_name": "ada", "favorite_categories": []any{"shoes", "home"}}, demoClient()},
+		{"ada", map[string]any{"customer_id": "c-42", "first_name": "ada", "recently_viewed": []any{map[string]any{"product_id": "p-1", "category": "shoes"}, map[string]any{"product_id": "p-2", "category": "home"}, map[string]any{"product_id": "p-3", "category": "shoes"}}}, demoClient()},
 		{"anonymous", map[string]any{"customer_id": "c-7"}, demoClient()},
 		{"hostile-name-content-down", map[string]any{"customer_id": "c-9", "first_name": `bob"><script>alert(1)</script>{{ 7 | times: 6 }}`},
 			&http.Client{Transport: handlerTransport{failing}}},

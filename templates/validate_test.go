@@ -20,9 +20,9 @@ func writeFolder(t *testing.T, files map[string]string) string {
 }
 
 var sampleProfile = map[string]any{
-	"customer_id":         "c-1",
-	"first_name":          "Ada",
-	"favorite_categories": []any{"shoes"},
+	"customer_id":     "c-1",
+	"first_name":      "Ada",
+	"recently_viewed": []any{map[string]any{"product_id": "p-1", "category": "shoes"}},
 }
 
 func TestValidate_ExampleIsClean(t *testing.T) {
