@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tailor-email/tailor/internal/ctxtime"
 )
 
 // procSpec describes one child process of the stack.
@@ -118,7 +120,7 @@ func stopPID(ctx context.Context, pid int, want string, group bool, sig syscall.
 			_ = syscall.Kill(target, syscall.SIGKILL)
 			deadline = time.Now().Add(5 * time.Second)
 		}
-		if err := sleepCtx(context.WithoutCancel(ctx), 50*time.Millisecond); err != nil {
+		if err := ctxtime.Sleep(context.WithoutCancel(ctx), 50*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -152,17 +154,6 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // waitReady polls check with backoff until it succeeds, the process dies or ctx ends.
 func waitReady(ctx context.Context, p *proc, what string, check func(context.Context) error) error {
 	delay := 50 * time.Millisecond
@@ -179,7 +170,7 @@ func waitReady(ctx context.Context, p *proc, what string, check func(context.Con
 		if last == nil {
 			return nil
 		}
-		if err := sleepCtx(ctx, delay); err != nil {
+		if err := ctxtime.Sleep(ctx, delay); err != nil {
 			return fmt.Errorf("localstack: %s not ready: %w (last error: %v)", what, err, last)
 		}
 		delay = min(delay*2, 500*time.Millisecond)

@@ -18,6 +18,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/tailor-email/tailor/internal/ctxtime"
 )
 
 // Consumer defaults.
@@ -521,7 +523,7 @@ func (w *shardWorker) run(ctx context.Context) error {
 				continue
 			case errors.As(err, &thr) || attempt < 8:
 				attempt++
-				if err := sleep(ctx, backoff(attempt)); err != nil {
+				if err := ctxtime.Sleep(ctx, backoff(attempt)); err != nil {
 					return err
 				}
 				continue
@@ -554,7 +556,7 @@ func (w *shardWorker) run(ctx context.Context) error {
 				return nil
 			default:
 			}
-			if err := sleep(ctx, w.c.cfg.PollInterval); err != nil {
+			if err := ctxtime.Sleep(ctx, w.c.cfg.PollInterval); err != nil {
 				return err
 			}
 		}

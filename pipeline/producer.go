@@ -11,6 +11,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/tailor-email/tailor/internal/ctxtime"
 )
 
 // Kinesis PutRecords limits.
@@ -50,7 +52,7 @@ func WaitStreamActive(ctx context.Context, client *kinesis.Client, name string) 
 		case err != nil && !errors.As(err, &nf):
 			return fmt.Errorf("describe stream %s: %w", name, err)
 		}
-		if err := sleep(ctx, min(time.Duration(attempt+1)*20*time.Millisecond, 500*time.Millisecond)); err != nil {
+		if err := ctxtime.Sleep(ctx, min(time.Duration(attempt+1)*20*time.Millisecond, 500*time.Millisecond)); err != nil {
 			return fmt.Errorf("wait for stream %s to be active: %w", name, err)
 		}
 	}
@@ -141,7 +143,7 @@ func (p *Producer) put(ctx context.Context, entries []ktypes.PutRecordsRequestEn
 	for attempt := 1; len(idx) > 0; attempt++ {
 		if attempt > 1 {
 			d := min(p.cfg.BaseDelay<<min(attempt-2, 16), p.cfg.MaxDelay)
-			if err := sleep(ctx, time.Duration(rand.Int64N(int64(d))+1)); err != nil {
+			if err := ctxtime.Sleep(ctx, time.Duration(rand.Int64N(int64(d))+1)); err != nil {
 				return fmt.Errorf("put records: %w", err)
 			}
 		}

@@ -16,6 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/tailor-email/tailor/internal/ctxtime"
 )
 
 // ProfileKey is the profiles table's partition key attribute.
@@ -134,7 +136,7 @@ func (s *ProfileStore) BatchGet(ctx context.Context, ids []string) (map[string]P
 		req := map[string]types.KeysAndAttributes{s.table: {Keys: keys, ConsistentRead: aws.Bool(true)}}
 		for attempt := 0; len(req) > 0; attempt++ {
 			if attempt > 0 {
-				if err := sleep(ctx, backoff(attempt)); err != nil {
+				if err := ctxtime.Sleep(ctx, backoff(attempt)); err != nil {
 					return nil, err
 				}
 			}
@@ -281,17 +283,6 @@ func (s *ProfileStore) CountEvent(ctx context.Context, id, eventType, eventID st
 
 func backoff(attempt int) time.Duration {
 	return min(time.Duration(1<<min(attempt, 6))*25*time.Millisecond, 2*time.Second)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // ApplyCRMEntry writes one entry of a map attribute that mirrors a child table of the CRM (CDC

@@ -20,6 +20,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/tailor-email/tailor/internal/ctxtime"
 )
 
 // ProfileWriter defaults.
@@ -140,7 +142,7 @@ func (w *ProfileWriter) Apply(ctx context.Context, events []Event) error {
 func (w *ProfileWriter) applyOne(ctx context.Context, id string, events []Event) error {
 	for attempt := 0; attempt < writerMaxAttempts; attempt++ {
 		if attempt > 1 {
-			if err := sleep(ctx, backoff(attempt)); err != nil {
+			if err := ctxtime.Sleep(ctx, backoff(attempt)); err != nil {
 				return err
 			}
 		}
@@ -220,7 +222,7 @@ func (w *ProfileWriter) prefetch(ctx context.Context, ids []string) error {
 				return fmt.Errorf("read profiles: keys still unprocessed after %d attempts", attempt)
 			}
 			if attempt > 0 {
-				if err := sleep(ctx, backoff(attempt)); err != nil {
+				if err := ctxtime.Sleep(ctx, backoff(attempt)); err != nil {
 					return err
 				}
 			}

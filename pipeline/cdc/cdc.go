@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tailor-email/tailor/internal/ctxtime"
 	"github.com/tailor-email/tailor/pipeline"
 )
 
@@ -167,7 +168,7 @@ func (c *CDC) Run(ctx context.Context) error {
 			delay = c.cfg.RetryDelay
 		}
 		c.log.Warn("cdc: stopped, retrying", "err", err, "in", delay)
-		if err := sleep(ctx, delay); err != nil {
+		if err := ctxtime.Sleep(ctx, delay); err != nil {
 			return nil
 		}
 		delay = min(delay*2, RetryDelayMax)
@@ -218,20 +219,9 @@ func (c *CDC) acquire(ctx context.Context) (*pgx.Conn, error) {
 			c.log.Info("cdc: another process holds the slot; waiting as standby")
 			waiting = true
 		}
-		if err := sleep(ctx, c.cfg.LockPoll); err != nil {
+		if err := ctxtime.Sleep(ctx, c.cfg.LockPoll); err != nil {
 			closeConn(conn)
 			return nil, err
 		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
