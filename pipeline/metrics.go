@@ -1,10 +1,11 @@
 package pipeline
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tailor-email/tailor/internal/metrics"
 )
 
 // The event path's metrics. They are created unregistered; RegisterMetrics adds them to a
@@ -44,14 +45,8 @@ func MetricsCollectors() []prometheus.Collector {
 
 // RegisterMetrics registers the event-path metrics with reg. Registering twice is not an error.
 func RegisterMetrics(reg prometheus.Registerer) error {
-	for _, c := range MetricsCollectors() {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				continue
-			}
-			return fmt.Errorf("register pipeline metrics: %w", err)
-		}
+	if err := metrics.Register(reg, MetricsCollectors()...); err != nil {
+		return fmt.Errorf("register pipeline metrics: %w", err)
 	}
 	return nil
 }

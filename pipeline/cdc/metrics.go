@@ -1,10 +1,11 @@
 package cdc
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tailor-email/tailor/internal/metrics"
 )
 
 // The streaming process's own metrics (the slot's lag comes from Collector). They are created
@@ -32,14 +33,8 @@ func MetricsCollectors() []prometheus.Collector {
 
 // RegisterMetrics registers the streaming metrics with reg. Registering twice is not an error.
 func RegisterMetrics(reg prometheus.Registerer) error {
-	for _, c := range MetricsCollectors() {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				continue
-			}
-			return fmt.Errorf("register cdc metrics: %w", err)
-		}
+	if err := metrics.Register(reg, MetricsCollectors()...); err != nil {
+		return fmt.Errorf("register cdc metrics: %w", err)
 	}
 	return nil
 }
