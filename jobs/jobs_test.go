@@ -20,7 +20,8 @@ import (
 
 	"github.com/tailor-email/tailor/internal/testenv"
 	"github.com/tailor-email/tailor/jobs"
-	"github.com/tailor-email/tailor/pipeline"
+	"github.com/tailor-email/tailor/pipeline/events"
+	"github.com/tailor-email/tailor/pipeline/profile"
 	"github.com/tailor-email/tailor/templates"
 )
 
@@ -28,13 +29,13 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 type bundle struct {
 	env      *testenv.Env
-	profiles *pipeline.ProfileStore
+	profiles *profile.Store
 }
 
 func setup(t *testing.T) bundle {
 	t.Helper()
 	env := testenv.New(t)
-	store := pipeline.NewProfileStore(env.DynamoDB, env.Names.Profiles)
+	store := profile.NewStore(env.DynamoDB, env.Names.Profiles)
 	require.NoError(t, store.EnsureTable(context.Background()))
 	return bundle{env: env, profiles: store}
 }
@@ -68,7 +69,7 @@ content:
 	return tpl
 }
 
-func seedProfiles(t *testing.T, store *pipeline.ProfileStore, n int, withEmail func(i int) bool) {
+func seedProfiles(t *testing.T, store *profile.Store, n int, withEmail func(i int) bool) {
 	t.Helper()
 	for i := range n {
 		fields := map[string]any{"first_name": fmt.Sprintf("Name%02d", i), "country": "FR"}
@@ -258,7 +259,7 @@ func TestCampaign_SegmentOnWindowedBehaviour(t *testing.T) {
 	ctx := context.Background()
 	seedProfiles(t, b.profiles, 6, func(int) bool { return true })
 	now := time.Now().UTC()
-	var events []pipeline.Event
+	var evs []events.Event
 	for i := range 6 {
 		// c00-c02 viewed twice in the last hour; c03-c05 twice, but three days ago.
 		at := now.Add(-10 * time.Minute)
@@ -266,12 +267,12 @@ func TestCampaign_SegmentOnWindowedBehaviour(t *testing.T) {
 			at = now.Add(-72 * time.Hour)
 		}
 		for v := range 2 {
-			events = append(events, pipeline.Event{EventID: fmt.Sprintf("w-%d-%d", i, v), CustomerID: fmt.Sprintf("c%02d", i),
-				Type: pipeline.TypeProductView, Timestamp: at.Add(time.Duration(v) * time.Second),
-				Properties: pipeline.Properties{ProductID: "p1", Category: "shoes"}})
+			evs = append(evs, events.Event{EventID: fmt.Sprintf("w-%d-%d", i, v), CustomerID: fmt.Sprintf("c%02d", i),
+				Type: events.TypeProductView, Timestamp: at.Add(time.Duration(v) * time.Second),
+				Properties: events.Properties{ProductID: "p1", Category: "shoes"}})
 		}
 	}
-	require.NoError(t, pipeline.NewProfileWriter(b.profiles, pipeline.ProfileWriterConfig{}).Apply(ctx, events))
+	require.NoError(t, profile.NewWriter(b.profiles, profile.WriterConfig{}).Apply(ctx, evs))
 	content := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprint(w, `{"items":[]}`)

@@ -15,7 +15,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
-	"github.com/tailor-email/tailor/pipeline"
+	"github.com/tailor-email/tailor/pipeline/profile"
 	"github.com/tailor-email/tailor/templates"
 )
 
@@ -61,8 +61,8 @@ func (RenderBatchArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{Q
 
 // ProfileReader is what the jobs need of the profile store.
 type ProfileReader interface {
-	Scan(ctx context.Context, segments int, fn func(pipeline.Profile) error) error
-	BatchGet(ctx context.Context, ids []string) (map[string]pipeline.Profile, error)
+	Scan(ctx context.Context, segments int, fn func(profile.Profile) error) error
+	BatchGet(ctx context.Context, ids []string) (map[string]profile.Profile, error)
 }
 
 // Config wires the workers. Zero values mean defaults.
@@ -203,7 +203,7 @@ func (s *startWorker) Work(ctx context.Context, job *river.Job[CampaignStartArgs
 		return err
 	}
 	now := cfg.Now()
-	err = cfg.Profiles.Scan(ctx, cfg.ScanSegments, func(p pipeline.Profile) error {
+	err = cfg.Profiles.Scan(ctx, cfg.ScanSegments, func(p profile.Profile) error {
 		if email, _ := p["email"].(string); email == "" {
 			return nil // no address (events only, or erased): not part of any audience
 		}
@@ -326,8 +326,8 @@ func (m *messageRows) add(customer, email, status string, msg *templates.Message
 // withTimeFields adds the behavioural features that depend on the clock (windowed counts,
 // 30-day email engagement, decayed category affinity) to a profile, as of now, so segments and
 // templates can use them. A profile without behaviour is returned as it is.
-func withTimeFields(p pipeline.Profile, now time.Time) pipeline.Profile {
-	f, err := pipeline.FeaturesOf(p)
+func withTimeFields(p profile.Profile, now time.Time) profile.Profile {
+	f, err := profile.FeaturesOf(p)
 	if err != nil || f == nil {
 		return p
 	}

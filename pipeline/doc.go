@@ -1,7 +1,11 @@
-// Package pipeline moves customer data into profiles: the behavioural event schema and its
-// validation, the Kinesis producer and consumer (shard leases, checkpoints), profile aggregation,
-// Postgres change data capture (pglogrepl, pgoutput) and the DynamoDB profile store.
+// Package pipeline is the home of the stages that move customer data into profiles, one
+// package each:
 //
-// It must not render templates or schedule campaigns (templates, jobs), and it never writes
-// Postgres tables other than dead_letters: Postgres is the system of record it reads from.
+//   - pipeline/events: the behavioural event contract, ingestion and the stream processor
+//   - pipeline/stream: the Kinesis producer and the lease-based consumer
+//   - pipeline/profile: the typed customer profile, its DynamoDB codec and store, aggregation
+//   - pipeline/cdc: Postgres change data capture into profiles
+//   - pipeline/deadletter: refused inputs, kept with their reason
+//
+// This package itself holds no code.
 package pipeline

@@ -11,9 +11,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/tailor-email/tailor/internal/app"
 	"github.com/tailor-email/tailor/internal/backends"
 	"github.com/tailor-email/tailor/internal/httpserver"
-	"github.com/tailor-email/tailor/pipeline"
 	"github.com/tailor-email/tailor/pipeline/cdc"
 )
 
@@ -127,14 +127,7 @@ func openCDC(c *cli.Context, cfg cdc.Config) (*backends.Backends, *cdc.CDC, erro
 	if err != nil {
 		return nil, nil, err
 	}
-	store := pipeline.NewProfileStore(b.DynamoDB, b.Names.Profiles)
-	if err := store.EnsureTable(c.Context); err != nil {
-		b.Close()
-		return nil, nil, err
-	}
-	cfg.DatabaseURL, cfg.Slot, cfg.Publication, cfg.Logger = b.DatabaseURL, b.Names.Slot, b.Names.Publication, slog.Default()
-	cfg.DeadLetters = pipeline.NewDeadLetters(b.Pool)
-	p, err := cdc.New(cfg, store)
+	p, err := app.CDC(c.Context, b, cfg)
 	if err != nil {
 		b.Close()
 		return nil, nil, err

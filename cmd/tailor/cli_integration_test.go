@@ -21,7 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tailor-email/tailor/internal/testenv"
-	"github.com/tailor-email/tailor/pipeline"
+	"github.com/tailor-email/tailor/pipeline/profile"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -74,7 +74,7 @@ func TestCLI_PublishCampaignWorkList(t *testing.T) {
 	e := newCLIEnv(t)
 	require.Contains(t, e.ok("migrate"), "schema is current", "testenv migrated already; a second run applies nothing")
 
-	store := pipeline.NewProfileStore(e.env.DynamoDB, e.env.Names.Profiles)
+	store := profile.NewStore(e.env.DynamoDB, e.env.Names.Profiles)
 	for i := range 5 {
 		_, err := store.ApplyCRM(context.Background(), fmt.Sprintf("cli-%d", i), uint64(10+i),
 			map[string]any{"email": fmt.Sprintf("cli%d@example.com", i), "first_name": fmt.Sprintf("Cli%d", i)}, nil)
@@ -225,7 +225,7 @@ func TestCLI_TemplateValidateAndPreview(t *testing.T) {
 	require.Equal(t, exitFailure, code, out)
 	require.Regexp(t, `html:\d+: `, out, "errors name file and line")
 
-	store := pipeline.NewProfileStore(e.env.DynamoDB, e.env.Names.Profiles)
+	store := profile.NewStore(e.env.DynamoDB, e.env.Names.Profiles)
 	require.NoError(t, store.EnsureTable(context.Background()))
 	_, err := store.ApplyCRM(context.Background(), "pv-1", 7, map[string]any{"email": "pv@example.com", "first_name": "<b>Zoé</b>"}, nil)
 	require.NoError(t, err)

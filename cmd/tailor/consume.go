@@ -9,8 +9,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/tailor-email/tailor/internal/app"
 	"github.com/tailor-email/tailor/internal/httpserver"
-	"github.com/tailor-email/tailor/pipeline"
+	"github.com/tailor-email/tailor/pipeline/stream"
 )
 
 func consumeCommand() *cli.Command {
@@ -25,7 +26,7 @@ released for the other consumers (graceful handoff) within --stop-timeout.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "start", EnvVars: []string{"TAILOR_CONSUME_START"}, Value: "trim-horizon", Usage: "where a shard without a checkpoint starts: trim-horizon or latest"},
 			&cli.StringFlag{Name: "owner", EnvVars: []string{"TAILOR_CONSUME_OWNER"}, Usage: "lease owner name (default hostname-pid-random)"},
-			&cli.DurationFlag{Name: "lease-duration", EnvVars: []string{"TAILOR_LEASE_DURATION"}, Value: pipeline.LeaseDurationDefault, Usage: "a dead consumer's shards move to live ones after this"},
+			&cli.DurationFlag{Name: "lease-duration", EnvVars: []string{"TAILOR_LEASE_DURATION"}, Value: stream.LeaseDurationDefault, Usage: "a dead consumer's shards move to live ones after this"},
 			&cli.IntFlag{Name: "shards", Value: shardsDefault, Usage: "shard count when the stream must be created"},
 			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"TAILOR_METRICS_ADDR"}, Usage: "serve /metrics (MillisBehindLatest, ...) on this address, e.g. 127.0.0.1:9101 (default: off)"},
 			&cli.DurationFlag{Name: "stop-timeout", EnvVars: []string{"TAILOR_STOP_TIMEOUT"}, Value: 30 * time.Second, Usage: "how long the graceful handoff may take after a stop signal"},
@@ -34,9 +35,9 @@ released for the other consumers (graceful handoff) within --stop-timeout.`,
 			var start string
 			switch strings.ToLower(c.String("start")) {
 			case "trim-horizon", "trim_horizon":
-				start = pipeline.StartTrimHorizon
+				start = stream.StartTrimHorizon
 			case "latest":
-				start = pipeline.StartLatest
+				start = stream.StartLatest
 			default:
 				return usagef("--start %q: want trim-horizon or latest", c.String("start"))
 			}
@@ -46,16 +47,9 @@ released for the other consumers (graceful handoff) within --stop-timeout.`,
 			}
 			defer b.Close()
 			ctx := c.Context
-			if err := pipeline.EnsureStream(ctx, b.Kinesis, b.Names.Stream, c.Int("shards")); err != nil {
-				return err
-			}
-			store := pipeline.NewProfileStore(b.DynamoDB, b.Names.Profiles)
-			if err := store.EnsureTable(ctx); err != nil {
-				return err
-			}
 			if addr := c.String("metrics-addr"); addr != "" {
-				reg := httpserver.NewRegistry()
-				if err := pipeline.RegisterMetrics(reg); err != nil {
+				reg, err := app.Registry()
+				if err != nil {
 					return err
 				}
 				srv, err := httpserver.Start(httpserver.Config{Addr: addr, Registry: reg})
@@ -68,12 +62,9 @@ released for the other consumers (graceful handoff) within --stop-timeout.`,
 					_ = srv.Stop(stopCtx)
 				}()
 			}
-			consumer, err := pipeline.NewConsumer(b.Kinesis, b.DynamoDB, pipeline.ConsumerConfig{
-				Stream: b.Names.Stream, LeaseTable: b.Names.Leases, Owner: c.String("owner"),
-				StartPosition: start, LeaseDuration: c.Duration("lease-duration"),
-				Sink:        newProfileSink(store),
-				DeadLetters: pipeline.NewDeadLetters(b.Pool),
-				Logger:      slog.Default(),
+			consumer, err := app.Consumer(ctx, b, app.ConsumerOptions{
+				Owner: c.String("owner"), StartPosition: start, LeaseDuration: c.Duration("lease-duration"),
+				Shards: c.Int("shards"), Logger: slog.Default(),
 			})
 			if err != nil {
 				return err
@@ -103,9 +94,4 @@ released for the other consumers (graceful handoff) within --stop-timeout.`,
 			return nil
 		},
 	})
-}
-
-// newProfileSink is the sink the consumer aggregates into.
-func newProfileSink(store *pipeline.ProfileStore) pipeline.EventSink {
-	return pipeline.NewProfileWriter(store, pipeline.ProfileWriterConfig{})
 }

@@ -12,8 +12,10 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/tailor-email/tailor/internal/app"
 	"github.com/tailor-email/tailor/internal/backends"
-	"github.com/tailor-email/tailor/pipeline"
+	"github.com/tailor-email/tailor/pipeline/deadletter"
+	"github.com/tailor-email/tailor/pipeline/events"
 )
 
 const (
@@ -42,7 +44,7 @@ rejected. Creates the stream with --shards shards when it does not exist.`,
 			Name:  "schema",
 			Usage: "print the event JSON Schema",
 			Action: func(c *cli.Context) error {
-				_, err := c.App.Writer.Write(pipeline.EventSchema)
+				_, err := c.App.Writer.Write(events.Schema)
 				return err
 			},
 		}},
@@ -85,12 +87,12 @@ func eventsSend(c *cli.Context) error {
 		if len(batch) == 0 {
 			return nil
 		}
-		results, err := ing.Ingest(c.Context, pipeline.SourceCLI, batch)
+		results, err := ing.Ingest(c.Context, events.SourceCLI, batch)
 		if err != nil {
 			return err
 		}
 		for i, res := range results {
-			if res.Status == pipeline.StatusAccepted {
+			if res.Status == events.StatusAccepted {
 				accepted++
 				continue
 			}
@@ -113,7 +115,7 @@ func eventsSend(c *cli.Context) error {
 				batch, lines = append(batch, t), append(lines, line)
 			}
 		}
-		if len(batch) == pipeline.MaxBatchEvents || (errors.Is(err, io.EOF) && len(batch) > 0) {
+		if len(batch) == events.MaxBatchEvents || (errors.Is(err, io.EOF) && len(batch) > 0) {
 			if err := flush(); err != nil {
 				return err
 			}
@@ -128,7 +130,7 @@ func eventsSend(c *cli.Context) error {
 	progress.clear()
 	fmt.Fprintf(c.App.Writer, "%d accepted, %d rejected\n", accepted, rejected)
 	if rejected > 0 {
-		return cli.Exit("some events were rejected: see 'tailor deadletters list --source "+pipeline.SourceCLI+"'", exitFailure)
+		return cli.Exit("some events were rejected: see 'tailor deadletters list --source "+events.SourceCLI+"'", exitFailure)
 	}
 	return nil
 }
@@ -156,15 +158,8 @@ func trimLine(b []byte) []byte {
 	return append([]byte(nil), b...)
 }
 
-func newIngestor(c *cli.Context, b *backends.Backends) (*pipeline.Ingestor, error) {
-	if err := pipeline.EnsureStream(c.Context, b.Kinesis, b.Names.Stream, c.Int("shards")); err != nil {
-		return nil, err
-	}
-	producer, err := pipeline.NewProducer(b.Kinesis, pipeline.ProducerConfig{Stream: b.Names.Stream})
-	if err != nil {
-		return nil, err
-	}
-	return &pipeline.Ingestor{Producer: producer, DeadLetters: pipeline.NewDeadLetters(b.Pool)}, nil
+func newIngestor(c *cli.Context, b *backends.Backends) (*events.Ingestor, error) {
+	return app.Ingestor(c.Context, b, c.Int("shards"))
 }
 
 // progress draws a one-line progress bar on a terminal; elsewhere it stays silent.
@@ -236,7 +231,7 @@ func deadLettersCommand() *cli.Command {
 					return err
 				}
 				defer b.Close()
-				dls, err := pipeline.NewDeadLetters(b.Pool).List(c.Context, pipeline.DeadLetterFilter{
+				dls, err := deadletter.NewStore(b.Pool).List(c.Context, deadletter.Filter{
 					Source: c.String("source"), BeforeID: c.Int64("before"), IncludeReplayed: c.Bool("all"), Limit: c.Int("limit"),
 				})
 				if err != nil {
@@ -265,7 +260,7 @@ func deadLettersCommand() *cli.Command {
 					return err
 				}
 				defer b.Close()
-				dl, err := pipeline.NewDeadLetters(b.Pool).Get(c.Context, id)
+				dl, err := deadletter.NewStore(b.Pool).Get(c.Context, id)
 				if err != nil {
 					return err
 				}
@@ -312,16 +307,16 @@ func deadLettersReplay(c *cli.Context) error {
 		return err
 	}
 	defer b.Close()
-	dls := pipeline.NewDeadLetters(b.Pool)
+	dls := deadletter.NewStore(b.Pool)
 	if c.Bool("all") {
 		before := int64(0)
 		for {
-			page, err := dls.List(c.Context, pipeline.DeadLetterFilter{Source: c.String("source"), BeforeID: before, Limit: 500})
+			page, err := dls.List(c.Context, deadletter.Filter{Source: c.String("source"), BeforeID: before, Limit: 500})
 			if err != nil {
 				return err
 			}
 			for _, dl := range page {
-				if dl.Source == pipeline.SourceAPI || dl.Source == pipeline.SourceCLI || dl.Source == pipeline.SourceStream {
+				if dl.Source == events.SourceAPI || dl.Source == events.SourceCLI || dl.Source == events.SourceStream {
 					ids = append(ids, dl.ID)
 				}
 			}
@@ -335,7 +330,7 @@ func deadLettersReplay(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	results, err := dls.Replay(c.Context, ids, ing.Producer, pipeline.DecodeOptions{})
+	results, err := events.Replay(c.Context, dls, ing.Stream, ids, events.DecodeOptions{})
 	if err != nil {
 		return err
 	}

@@ -10,9 +10,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"github.com/tailor-email/tailor/pipeline/events"
 	"github.com/urfave/cli/v2"
-
-	"github.com/tailor-email/tailor/pipeline"
 )
 
 var update = flag.Bool("update", false, "rewrite the README's CLI reference and event schema")
@@ -99,7 +98,7 @@ func TestREADME_CLIReferenceIsCurrent(t *testing.T) {
 	readme, err := os.ReadFile("../../README.md")
 	require.NoError(t, err)
 	want := replaceBetween(t, string(readme), "cli-reference", ref.String())
-	want = replaceBetween(t, want, "event-schema", "```json\n"+strings.TrimSpace(string(pipeline.EventSchema))+"\n```\n")
+	want = replaceBetween(t, want, "event-schema", "```json\n"+strings.TrimSpace(string(events.Schema))+"\n```\n")
 	if *update {
 		require.NoError(t, os.WriteFile("../../README.md", []byte(want), 0o644))
 		return

@@ -6,7 +6,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tailor-email/tailor/migrations"
-	"github.com/tailor-email/tailor/pipeline"
+	"github.com/tailor-email/tailor/pipeline/profile"
 )
 
 func migrateCommand() *cli.Command {
@@ -36,7 +36,7 @@ creates the DynamoDB profiles table when missing (skip with --skip-dynamodb).`,
 				fmt.Fprintf(c.App.Writer, "schema is current (version %d)\n", migrations.Latest())
 			}
 			if !c.Bool("skip-dynamodb") {
-				store := pipeline.NewProfileStore(b.DynamoDB, b.Names.Profiles)
+				store := profile.NewStore(b.DynamoDB, b.Names.Profiles)
 				if err := store.EnsureTable(c.Context); err != nil {
 					return err
 				}

@@ -14,9 +14,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/urfave/cli/v2"
 
+	"github.com/tailor-email/tailor/internal/app"
 	"github.com/tailor-email/tailor/internal/backends"
+	"github.com/tailor-email/tailor/internal/httpapi"
 	"github.com/tailor-email/tailor/internal/httpserver"
-	"github.com/tailor-email/tailor/pipeline"
 )
 
 // readinessChecks probes Postgres and the profiles table.
@@ -59,21 +60,25 @@ Prometheus metrics.`,
 				return err
 			}
 			defer b.Close()
-			reg := httpserver.NewRegistry()
-			if err := pipeline.RegisterMetrics(reg); err != nil {
+			reg, err := app.Registry()
+			if err != nil {
 				return err
 			}
 			mux := http.NewServeMux()
 			if len(hashes) > 0 {
-				ing, err := newIngestor(c, b)
+				keys, err := httpapi.NewStaticKeys(hashes)
+				if err != nil {
+					return usagef("--api-key-hash: %v", err)
+				}
+				ing, err := app.Ingestor(c.Context, b, c.Int("shards"))
 				if err != nil {
 					return err
 				}
-				h, err := pipeline.NewIngestHandler(pipeline.IngestConfig{Ingestor: ing, APIKeyHashes: hashes, Logger: slog.Default()})
+				h, err := httpapi.NewEventsHandler(httpapi.EventsConfig{Ingestor: ing, Logger: slog.Default()})
 				if err != nil {
 					return err
 				}
-				mux.Handle("POST /v1/events", h)
+				mux.Handle("POST /v1/events", httpapi.RequireScope(keys, httpapi.ScopeEvents, h))
 			} else {
 				slog.Warn("no --api-key-hash: POST /v1/events is off (create a key with 'tailor apikey new')")
 			}
@@ -104,7 +109,7 @@ goes to the server's configuration, so a leaked server config leaks no key.`,
 					return err
 				}
 				key := "tlr_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(raw))
-				fmt.Fprintf(c.App.Writer, "key:  %s\nhash: %s\n", key, pipeline.HashAPIKey(key))
+				fmt.Fprintf(c.App.Writer, "key:  %s\nhash: %s\n", key, httpapi.HashKey(key))
 				return nil
 			},
 		}},

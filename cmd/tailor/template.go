@@ -12,7 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/tailor-email/tailor/pipeline"
+	"github.com/tailor-email/tailor/pipeline/profile"
 	"github.com/tailor-email/tailor/templates"
 )
 
@@ -134,8 +134,8 @@ func templatePreview(c *cli.Context) error {
 		return err
 	}
 	defer b.Close()
-	profile, err := pipeline.NewProfileStore(b.DynamoDB, b.Names.Profiles).Get(c.Context, c.String("customer"))
-	if errors.Is(err, pipeline.ErrProfileNotFound) {
+	prof, err := profile.NewStore(b.DynamoDB, b.Names.Profiles).Get(c.Context, c.String("customer"))
+	if errors.Is(err, profile.ErrNotFound) {
 		return fmt.Errorf("no profile for customer %q in %s (send events or run CDC first)", c.String("customer"), b.Names.Profiles)
 	}
 	if err != nil {
@@ -143,7 +143,7 @@ func templatePreview(c *cli.Context) error {
 	}
 	r := templates.NewRenderer(templates.RendererConfig{})
 	m, err := r.Render(c.Context, tpl, templates.RenderData{
-		Customer:       profile,
+		Customer:       prof,
 		Campaign:       map[string]any{"id": c.String("campaign")},
 		UnsubscribeURL: "https://preview.invalid/unsubscribe",
 		PreferencesURL: "https://preview.invalid/preferences",

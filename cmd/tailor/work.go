@@ -8,8 +8,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/tailor-email/tailor/internal/app"
+	"github.com/tailor-email/tailor/internal/ddb"
 	"github.com/tailor-email/tailor/jobs"
-	"github.com/tailor-email/tailor/pipeline"
 	"github.com/tailor-email/tailor/templates"
 )
 
@@ -25,17 +26,15 @@ fetching, lets running jobs finish for --stop-timeout, then cancels them (they r
 			&cli.DurationFlag{Name: "stop-timeout", EnvVars: []string{"TAILOR_STOP_TIMEOUT"}, Value: 30 * time.Second, Usage: "how long running jobs may finish after a stop signal"},
 		},
 		Action: func(c *cli.Context) error {
-			if bs := c.Int("batch-size"); bs < 1 || bs > pipeline.BatchGetMax {
-				return usagef("--batch-size %d: want 1 to %d", bs, pipeline.BatchGetMax)
+			if bs := c.Int("batch-size"); bs < 1 || bs > ddb.BatchGetMax {
+				return usagef("--batch-size %d: want 1 to %d", bs, ddb.BatchGetMax)
 			}
 			b, err := openBackends(c)
 			if err != nil {
 				return err
 			}
 			defer b.Close()
-			client, err := jobs.NewClient(jobs.Config{
-				Pool:          b.Pool,
-				Profiles:      pipeline.NewProfileStore(b.DynamoDB, b.Names.Profiles),
+			client, err := app.Workers(c.Context, b, jobs.Config{
 				Renderer:      templates.NewRenderer(templates.RendererConfig{}),
 				RenderWorkers: c.Int("render-workers"),
 				BatchSize:     c.Int("batch-size"),

@@ -21,10 +21,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tailor-email/tailor/internal/app"
 	"github.com/tailor-email/tailor/internal/backends"
 	"github.com/tailor-email/tailor/jobs"
-	"github.com/tailor-email/tailor/pipeline"
 	"github.com/tailor-email/tailor/pipeline/cdc"
+	"github.com/tailor-email/tailor/pipeline/events"
+	"github.com/tailor-email/tailor/pipeline/profile"
 	"github.com/tailor-email/tailor/templates"
 	"github.com/tailor-email/tailor/templates/contentdemo"
 )
@@ -99,11 +101,8 @@ func Run(ctx context.Context, b *backends.Backends, cfg Config) (*Result, error)
 	if err != nil {
 		return nil, fmt.Errorf("demo: template: %w", err)
 	}
-	profiles := pipeline.NewProfileStore(b.DynamoDB, b.Names.Profiles)
-	if err := profiles.EnsureTable(ctx); err != nil {
-		return nil, err
-	}
-	if err := pipeline.EnsureStream(ctx, b.Kinesis, b.Names.Stream, 2); err != nil {
+	profiles, err := app.Profiles(ctx, b)
+	if err != nil {
 		return nil, err
 	}
 
@@ -137,15 +136,12 @@ func Run(ctx context.Context, b *backends.Backends, cfg Config) (*Result, error)
 	}
 	defer func() { stopStages(); wg.Wait() }()
 
-	capture, err := cdc.New(cdc.Config{DatabaseURL: b.DatabaseURL, Slot: b.Names.Slot, Publication: b.Names.Publication, Logger: cfg.Logger}, profiles)
+	capture, err := app.CDC(ctx, b, cdc.Config{Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
 	goStage("cdc", capture.Run)
-	consumer, err := pipeline.NewConsumer(b.Kinesis, b.DynamoDB, pipeline.ConsumerConfig{
-		Stream: b.Names.Stream, LeaseTable: b.Names.Leases, Sink: pipeline.NewProfileWriter(profiles, pipeline.ProfileWriterConfig{}),
-		PollInterval: 100 * time.Millisecond, Logger: cfg.Logger,
-	})
+	consumer, err := app.Consumer(ctx, b, app.ConsumerOptions{Shards: 2, PollInterval: 100 * time.Millisecond, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +152,7 @@ func Run(ctx context.Context, b *backends.Backends, cfg Config) (*Result, error)
 		}
 		return os.Getenv(k)
 	}})
-	workers, err := jobs.NewClient(jobs.Config{Pool: b.Pool, Profiles: profiles, Renderer: renderer, Logger: cfg.Logger,
+	workers, err := app.Workers(ctx, b, jobs.Config{Renderer: renderer, Logger: cfg.Logger,
 		Links: func(campaignID int64, customerID string) (string, string) {
 			return fmt.Sprintf("https://prefs.example.com/u/%d/%s", campaignID, customerID), "https://prefs.example.com/p/" + customerID
 		}})
@@ -178,27 +174,27 @@ func Run(ctx context.Context, b *backends.Backends, cfg Config) (*Result, error)
 		return nil, err
 	}
 	say("seeded %d customers in Postgres", len(ids))
-	events := make([]pipeline.Event, 0, len(ids)*cfg.Views)
+	evs := make([]events.Event, 0, len(ids)*cfg.Views)
 	now := time.Now().UTC()
 	for i, id := range ids {
 		for v := range cfg.Views {
-			events = append(events, pipeline.Event{
-				EventID: fmt.Sprintf("demo-%s-%d-%d", id, v, now.UnixNano()), CustomerID: id, Type: pipeline.TypeProductView,
+			evs = append(evs, events.Event{
+				EventID: fmt.Sprintf("demo-%s-%d-%d", id, v, now.UnixNano()), CustomerID: id, Type: events.TypeProductView,
 				Timestamp:  now.Add(-time.Duration(v) * time.Minute),
-				Properties: pipeline.Properties{ProductID: fmt.Sprintf("p-%d", (i+v)%12), Category: categories[(i+v)%len(categories)]},
+				Properties: events.Properties{ProductID: fmt.Sprintf("p-%d", (i+v)%12), Category: categories[(i+v)%len(categories)]},
 			})
 		}
 	}
-	producer, err := pipeline.NewProducer(b.Kinesis, pipeline.ProducerConfig{Stream: b.Names.Stream})
+	producer, err := app.Producer(ctx, b, 2)
 	if err != nil {
 		return nil, err
 	}
-	if perEvent, err := producer.Send(ctx, events); err != nil {
+	if perEvent, err := events.Publish(ctx, producer, evs); err != nil {
 		return nil, fmt.Errorf("demo: send events: %w", err)
 	} else if err := errors.Join(perEvent...); err != nil {
 		return nil, fmt.Errorf("demo: send events: %w", err)
 	}
-	say("sent %d product_view events to Kinesis stream %s", len(events), b.Names.Stream)
+	say("sent %d product_view events to Kinesis stream %s", len(evs), b.Names.Stream)
 
 	// Wait until CDC and the consumer have built every profile.
 	if err := waitProfiles(ctx, profiles, ids, cfg.Views, errs); err != nil {
@@ -226,7 +222,7 @@ func Run(ctx context.Context, b *backends.Backends, cfg Config) (*Result, error)
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{CampaignID: camp.ID, Customers: len(ids), Events: len(events), Messages: msgs, Outcomes: map[string]int{}, Elapsed: time.Since(start)}
+	res := &Result{CampaignID: camp.ID, Customers: len(ids), Events: len(evs), Messages: msgs, Outcomes: map[string]int{}, Elapsed: time.Since(start)}
 	for _, m := range msgs {
 		for _, o := range sourceOutcomes(m) {
 			res.Outcomes[o]++
@@ -260,7 +256,7 @@ func asciiName(s string) string {
 	return strings.NewReplacer("é", "e", "á", "a", "ó", "o").Replace(s)
 }
 
-func waitProfiles(ctx context.Context, store *pipeline.ProfileStore, ids []string, views int, errs <-chan error) error {
+func waitProfiles(ctx context.Context, store *profile.Store, ids []string, views int, errs <-chan error) error {
 	delay := 50 * time.Millisecond
 	for {
 		got, err := store.BatchGet(ctx, ids)

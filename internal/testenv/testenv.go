@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"os"
 	"sync"
@@ -30,8 +31,27 @@ var (
 // Main runs a test binary's tests with a local stack: the shared one in $TAILOR_TEST_DIR when
 // set, else a private attached stack that is stopped when the tests end (and dies with the
 // binary if it is killed). Call it from TestMain: func TestMain(m *testing.M) { testenv.Main(m) }.
+// Under -short (make unit) and while fuzzing (the coordinator and every fuzz worker) no stack is
+// started: those tests need no backends, and Integration skips the ones that do.
 func Main(m *testing.M) {
+	flag.Parse()
+	if testing.Short() || flagSet("test.fuzz") || flagSet("test.fuzzworker") {
+		os.Exit(m.Run())
+	}
 	os.Exit(run(m))
+}
+
+func flagSet(name string) bool {
+	f := flag.Lookup(name)
+	return f != nil && f.Value.String() != "" && f.Value.String() != "false"
+}
+
+// Integration skips a test that needs the local stack under -short.
+func Integration(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: needs the local stack")
+	}
 }
 
 func run(m *testing.M) int {
@@ -66,9 +86,11 @@ func run(m *testing.M) int {
 	return code
 }
 
-// Stack returns the test binary's local stack. It fails the test when Main did not start one.
+// Stack returns the test binary's local stack. It skips the test under -short and fails it
+// when Main did not start one.
 func Stack(t testing.TB) *localstack.State {
 	t.Helper()
+	Integration(t)
 	mu.Lock()
 	defer mu.Unlock()
 	require.NotNil(t, stack, "testenv: call testenv.Main from TestMain")
@@ -82,7 +104,7 @@ type Env struct {
 }
 
 // New returns backends over a fresh migrated database and a fresh resource prefix. Everything
-// is dropped when the test ends.
+// is dropped when the test ends. Like Stack, it skips the test under -short.
 func New(t testing.TB) *Env {
 	t.Helper()
 	st := Stack(t)

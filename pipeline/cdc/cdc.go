@@ -13,7 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tailor-email/tailor/internal/ctxtime"
-	"github.com/tailor-email/tailor/pipeline"
+	"github.com/tailor-email/tailor/pipeline/profile"
 )
 
 // Defaults for Config.
@@ -52,7 +52,7 @@ type Config struct {
 	BatchDelay time.Duration
 	// Logger receives progress and errors. Default slog.Default().
 	Logger *slog.Logger
-	// DeadLetters, when set, receives row changes DynamoDB refuses for good (pipeline.ErrWriteRefused:
+	// DeadLetters, when set, receives row changes DynamoDB refuses for good (profile.ErrWriteRefused:
 	// an item over 400 KB, an invalid value) with source "cdc", and the stream goes on. When nil,
 	// such a change is retried, holding the stream, until someone fixes the row.
 	DeadLetters DeadLetterer
@@ -95,7 +95,7 @@ func (c Config) validate() error {
 
 // Store is where CDC writes profiles. Every method is a conditional write guarded by lsn and
 // reports whether it happened (false: the profile already reflects this version or a newer one).
-// *pipeline.ProfileStore implements it. Methods are called from several goroutines at once, but
+// *profile.Store implements it. Methods are called from several goroutines at once, but
 // never concurrently for the same customer id.
 type Store interface {
 	// ApplyCRM sets fields and removes the attributes in remove, guarded by crm_lsn.
@@ -106,12 +106,12 @@ type Store interface {
 	// ClearCRMMap empties attr on an existing profile and raises its floor to lsn.
 	ClearCRMMap(ctx context.Context, id, attr string, lsn uint64) (bool, error)
 	// Scan calls fn for every profile, from several goroutines at once.
-	Scan(ctx context.Context, segments int, fn func(pipeline.Profile) error) error
+	Scan(ctx context.Context, segments int, fn func(profile.Profile) error) error
 }
 
-var _ Store = (*pipeline.ProfileStore)(nil)
+var _ Store = (*profile.Store)(nil)
 
-// DeadLetterer keeps refused changes; *pipeline.DeadLetters implements it.
+// DeadLetterer keeps refused changes; *deadletter.Store implements it.
 type DeadLetterer interface {
 	Put(ctx context.Context, source, reason string, payload []byte) error
 }

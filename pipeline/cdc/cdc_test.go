@@ -15,15 +15,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tailor-email/tailor/internal/testenv"
-	"github.com/tailor-email/tailor/pipeline"
 	"github.com/tailor-email/tailor/pipeline/cdc"
+	"github.com/tailor-email/tailor/pipeline/profile"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 type fixture struct {
 	env   *testenv.Env
-	store *pipeline.ProfileStore
+	store *profile.Store
 	cfg   cdc.Config
 }
 
@@ -33,7 +33,7 @@ func setup(t testing.TB) *fixture {
 		t.Skip("integration test: needs the local stack")
 	}
 	env := testenv.New(t)
-	store := pipeline.NewProfileStore(env.DynamoDB, env.Names.Profiles)
+	store := profile.NewStore(env.DynamoDB, env.Names.Profiles)
 	require.NoError(t, store.EnsureTable(context.Background()))
 	return &fixture{env: env, store: store, cfg: cdc.Config{
 		DatabaseURL: env.DatabaseURL, Slot: env.Names.Slot, Publication: env.Names.Publication,
@@ -99,14 +99,14 @@ func eventually(t testing.TB, timeout time.Duration, cond func() error) {
 	}
 }
 
-func (f *fixture) profile(id string) (pipeline.Profile, error) {
+func (f *fixture) profile(id string) (profile.Profile, error) {
 	return f.store.Get(context.Background(), id)
 }
 
 // waitField waits until the profile of id has field == want.
-func (f *fixture) waitField(t *testing.T, id, field string, want any) pipeline.Profile {
+func (f *fixture) waitField(t *testing.T, id, field string, want any) profile.Profile {
 	t.Helper()
-	var p pipeline.Profile
+	var p profile.Profile
 	eventually(t, 30*time.Second, func() error {
 		var err error
 		p, err = f.profile(id)
@@ -121,9 +121,9 @@ func (f *fixture) waitField(t *testing.T, id, field string, want any) pipeline.P
 	return p
 }
 
-func crmLSN(t *testing.T, p pipeline.Profile) uint64 {
+func crmLSN(t *testing.T, p profile.Profile) uint64 {
 	t.Helper()
-	v, ok := p[pipeline.AttrCRMLSN].(float64)
+	v, ok := p[profile.AttrCRMLSN].(float64)
 	require.True(t, ok, "profile has no crm_lsn: %v", p)
 	return uint64(v)
 }

@@ -7,8 +7,9 @@ import (
 	"syscall"
 
 	"github.com/tailor-email/tailor/internal/backends"
-	"github.com/tailor-email/tailor/pipeline"
 	"github.com/tailor-email/tailor/pipeline/cdc"
+	"github.com/tailor-email/tailor/pipeline/deadletter"
+	"github.com/tailor-email/tailor/pipeline/profile"
 )
 
 // Example runs CDC as `tailor cdc` does: one active process per slot, until a signal.
@@ -20,10 +21,10 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer b.Close()
-	store := pipeline.NewProfileStore(b.DynamoDB, b.Names.Profiles)
+	store := profile.NewStore(b.DynamoDB, b.Names.Profiles)
 	c, err := cdc.New(cdc.Config{
 		DatabaseURL: b.DatabaseURL, Slot: b.Names.Slot, Publication: b.Names.Publication,
-		DeadLetters: pipeline.NewDeadLetters(b.Pool),
+		DeadLetters: deadletter.NewStore(b.Pool),
 	}, store)
 	if err != nil {
 		log.Fatal(err)

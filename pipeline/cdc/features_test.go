@@ -13,8 +13,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tailor-email/tailor/pipeline"
 	"github.com/tailor-email/tailor/pipeline/cdc"
+	"github.com/tailor-email/tailor/pipeline/deadletter"
+	"github.com/tailor-email/tailor/pipeline/events"
+	"github.com/tailor-email/tailor/pipeline/profile"
 )
 
 func TestCDC_PublicationCoversExactlyTheCRMTables(t *testing.T) {
@@ -161,11 +163,13 @@ func TestCDC_DeleteErasesTheCRMPartOfTheProfile(t *testing.T) {
 	f.exec(t, `INSERT INTO consents (customer_id, purpose, granted) VALUES ('g1', 'marketing', true)`)
 	f.waitPath(t, "g1", "consents.marketing.granted", true)
 	// A behavioural feature written by the event consumer is not CDC's to erase.
-	_, err := f.store.CountEvent(ctx, "g1", "click", "ev-1", time.Now())
+	err := profile.NewWriter(f.store, profile.WriterConfig{}).Apply(ctx, []events.Event{{
+		EventID: "ev-1", CustomerID: "g1", Type: events.TypeEmailClick, Timestamp: time.Now().UTC(), Properties: events.Properties{CampaignID: "k"},
+	}})
 	require.NoError(t, err)
 
 	f.exec(t, `DELETE FROM customers WHERE id = 'g1'`) // cascades to subscriptions and consents
-	var p pipeline.Profile
+	var p profile.Profile
 	eventually(t, 30*time.Second, func() error {
 		var err error
 		if p, err = f.profile("g1"); err != nil {
@@ -181,7 +185,7 @@ func TestCDC_DeleteErasesTheCRMPartOfTheProfile(t *testing.T) {
 	}
 	require.Empty(t, p[cdc.AttrSubscriptions])
 	require.Empty(t, p[cdc.AttrConsents])
-	require.EqualValues(t, 1, p["count_click"], "behavioural features stay")
+	require.EqualValues(t, 1, p["count_email_click"], "behavioural features stay")
 
 	// A replay of the consent from before the erasure cannot bring it back.
 	lsn := uint64(p[cdc.AttrConsents+"_lsn"].(float64))
@@ -376,7 +380,7 @@ func forceCRM(ctx context.Context, f *fixture, id string, lsn uint64, fields map
 }
 
 // path reads a dotted path of nested maps from a profile.
-func path(p pipeline.Profile, dotted string) any {
+func path(p profile.Profile, dotted string) any {
 	var cur any = map[string]any(p)
 	for _, k := range strings.Split(dotted, ".") {
 		m, ok := cur.(map[string]any)
@@ -388,9 +392,9 @@ func path(p pipeline.Profile, dotted string) any {
 	return cur
 }
 
-func (f *fixture) waitPath(t *testing.T, id, dotted string, want any) pipeline.Profile {
+func (f *fixture) waitPath(t *testing.T, id, dotted string, want any) profile.Profile {
 	t.Helper()
-	var p pipeline.Profile
+	var p profile.Profile
 	eventually(t, 30*time.Second, func() error {
 		var err error
 		if p, err = f.profile(id); err != nil {
@@ -407,7 +411,7 @@ func (f *fixture) waitPath(t *testing.T, id, dotted string, want any) pipeline.P
 func TestCDC_DeadLettersChangesDynamoDBRefusesAndGoesOn(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	f.cfg.DeadLetters = pipeline.NewDeadLetters(f.env.Pool)
+	f.cfg.DeadLetters = deadletter.NewStore(f.env.Pool)
 	f.start(t, f.cfg)
 	ctx := context.Background()
 	// 500 KB of attributes: more than a DynamoDB item may hold.
@@ -422,5 +426,5 @@ func TestCDC_DeadLettersChangesDynamoDBRefusesAndGoesOn(t *testing.T) {
 	require.Contains(t, reason, "refused")
 	require.Contains(t, string(payload), `"customer_id":"big"`)
 	_, err := f.profile("big")
-	require.ErrorIs(t, err, pipeline.ErrProfileNotFound)
+	require.ErrorIs(t, err, profile.ErrNotFound)
 }

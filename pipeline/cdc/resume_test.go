@@ -26,8 +26,8 @@ import (
 	"github.com/tailor-email/tailor/internal/testenv"
 	"github.com/tailor-email/tailor/localstack"
 	"github.com/tailor-email/tailor/migrations"
-	"github.com/tailor-email/tailor/pipeline"
 	"github.com/tailor-email/tailor/pipeline/cdc"
+	"github.com/tailor-email/tailor/pipeline/profile"
 )
 
 // workload writes n mixed changes (upserts, partial updates and deletes of customers,
@@ -143,10 +143,10 @@ func canonical(v any) string {
 }
 
 // profileViews reads what the profiles hold; profiles without CRM data are left out.
-func profileViews(ctx context.Context, store *pipeline.ProfileStore) (map[string]crmView, error) {
+func profileViews(ctx context.Context, store *profile.Store) (map[string]crmView, error) {
 	var mu sync.Mutex
 	out := map[string]crmView{}
-	err := store.Scan(ctx, 4, func(p pipeline.Profile) error {
+	err := store.Scan(ctx, 4, func(p profile.Profile) error {
 		v := crmView{Subscriptions: map[string]string{}, Consents: map[string]string{}}
 		v.Email, _ = p["email"].(string)
 		v.FirstName, _ = p["first_name"].(string)
@@ -177,7 +177,7 @@ func profileViews(ctx context.Context, store *pipeline.ProfileStore) (map[string
 }
 
 // requireProfilesMatch waits until every profile equals its Postgres rows exactly.
-func requireProfilesMatch(t *testing.T, pool *pgxpool.Pool, store *pipeline.ProfileStore, timeout time.Duration) {
+func requireProfilesMatch(t *testing.T, pool *pgxpool.Pool, store *profile.Store, timeout time.Duration) {
 	t.Helper()
 	ctx := context.Background()
 	want, err := expectedViews(ctx, pool)
@@ -295,7 +295,7 @@ func TestCDC_HelperProcess(t *testing.T) {
 	c, err := cdc.New(cdc.Config{DatabaseURL: hc.DatabaseURL, Slot: hc.Slot, Publication: hc.Publication,
 		StandbyTimeout: time.Second, LockPoll: 100 * time.Millisecond, RetryDelay: 100 * time.Millisecond,
 		Logger: testLogger(t),
-	}, pipeline.NewProfileStore(b.DynamoDB, hc.Table))
+	}, profile.NewStore(b.DynamoDB, hc.Table))
 	require.NoError(t, err)
 	require.NoError(t, c.Run(ctx)) // until killed
 }
@@ -375,7 +375,7 @@ func TestCDC_ResumesWithoutLossAfterPostgresRestart(t *testing.T) {
 	t.Cleanup(b.Close)
 	_, err = migrations.Up(ctx, b.Pool)
 	require.NoError(t, err)
-	store := pipeline.NewProfileStore(b.DynamoDB, b.Names.Profiles)
+	store := profile.NewStore(b.DynamoDB, b.Names.Profiles)
 	require.NoError(t, store.EnsureTable(ctx))
 	f := &fixture{store: store, cfg: cdc.Config{DatabaseURL: b.DatabaseURL, Slot: b.Names.Slot, Publication: b.Names.Publication,
 		StandbyTimeout: time.Second, LockPoll: 100 * time.Millisecond, RetryDelay: 100 * time.Millisecond, Logger: testLogger(t)}}

@@ -8,8 +8,7 @@ import (
 	"sync"
 
 	"github.com/jackc/pglogrepl"
-
-	"github.com/tailor-email/tailor/pipeline"
+	"github.com/tailor-email/tailor/pipeline/profile"
 )
 
 // ResyncResult says what a resync did.
@@ -66,10 +65,10 @@ func (c *CDC) syncSnapshot(ctx context.Context, snapshot string, lsn pglogrepl.L
 	// Profiles still carrying rows the snapshot does not have: erase them at the snapshot's
 	// version (a newer streamed change wins over this, as it should).
 	var erased sync.Mutex
-	err = c.store.Scan(ctx, c.cfg.Workers, func(p pipeline.Profile) error {
+	err = c.store.Scan(ctx, c.cfg.Workers, func(p profile.Profile) error {
 		id := p.ID()
 		var ops []*op
-		if _, live := p["email"]; live && older(p[pipeline.AttrCRMLSN], lsn) {
+		if _, live := p["email"]; live && older(p[profile.AttrCRMLSN], lsn) {
 			cust := rels[TableCustomers]
 			if !seen[(&op{table: cust, id: id}).key()] {
 				ops = append(ops, &op{table: cust, id: id, del: true, remove: cust.crmFields(), lsn: uint64(lsn)})

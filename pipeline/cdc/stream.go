@@ -13,8 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
-
-	"github.com/tailor-email/tailor/pipeline"
+	"github.com/tailor-email/tailor/pipeline/profile"
 )
 
 // txBuffer merges the changes of the transaction being received, row by row, in first-change
@@ -442,7 +441,7 @@ func (c *CDC) applyOne(ctx context.Context, o *op) error {
 	default:
 		_, err = c.store.ApplyCRM(ctx, o.id, o.lsn, o.fields, o.remove)
 	}
-	if errors.Is(err, pipeline.ErrWriteRefused) && c.cfg.DeadLetters != nil {
+	if errors.Is(err, profile.ErrWriteRefused) && c.cfg.DeadLetters != nil {
 		return c.deadLetter(ctx, o, err)
 	}
 	if err != nil {
@@ -471,7 +470,7 @@ func (c *CDC) deadLetter(ctx context.Context, o *op, reason error) error {
 // applyTruncate clears what the truncated tables put on every profile.
 func (c *CDC) applyTruncate(ctx context.Context, o *op) error {
 	c.log.Info("cdc: truncate: clearing profiles", "tables", len(o.trunc), "lsn", pglogrepl.LSN(o.lsn))
-	err := c.store.Scan(ctx, c.cfg.Workers, func(p pipeline.Profile) error {
+	err := c.store.Scan(ctx, c.cfg.Workers, func(p profile.Profile) error {
 		for _, rel := range o.trunc {
 			var err error
 			if rel.entryCol != "" {

@@ -1,0 +1,129 @@
+// Package app assembles Tailor's components from open backends: the event ingestor, the
+// stream consumer that aggregates events into profiles, CDC, the River workers and the metrics
+// registry. The commands (cmd/tailor) and the demo (internal/demo) both build the system here,
+// so the demo runs exactly the wiring production runs.
+//
+// It holds wiring only: no business rules, no flags (cmd/tailor maps flags onto the option
+// structs), no SQL.
+package app
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/riverqueue/river"
+
+	"github.com/tailor-email/tailor/internal/backends"
+	"github.com/tailor-email/tailor/internal/httpserver"
+	"github.com/tailor-email/tailor/jobs"
+	"github.com/tailor-email/tailor/pipeline/cdc"
+	"github.com/tailor-email/tailor/pipeline/deadletter"
+	"github.com/tailor-email/tailor/pipeline/events"
+	"github.com/tailor-email/tailor/pipeline/profile"
+	"github.com/tailor-email/tailor/pipeline/stream"
+)
+
+// Profiles returns the profile store, creating its table when missing.
+func Profiles(ctx context.Context, b *backends.Backends) (*profile.Store, error) {
+	store := profile.NewStore(b.DynamoDB, b.Names.Profiles)
+	if err := store.EnsureTable(ctx); err != nil {
+		return nil, err
+	}
+	return store, nil
+}
+
+// Producer returns a producer for the event stream, creating the stream with shards shards
+// when it does not exist.
+func Producer(ctx context.Context, b *backends.Backends, shards int) (*stream.Producer, error) {
+	if err := stream.EnsureStream(ctx, b.Kinesis, b.Names.Stream, shards); err != nil {
+		return nil, err
+	}
+	return stream.NewProducer(b.Kinesis, stream.ProducerConfig{Stream: b.Names.Stream})
+}
+
+// Ingestor returns the ingestion path: validated events go to the stream (created with shards
+// shards when missing), refused ones to dead_letters.
+func Ingestor(ctx context.Context, b *backends.Backends, shards int) (*events.Ingestor, error) {
+	p, err := Producer(ctx, b, shards)
+	if err != nil {
+		return nil, err
+	}
+	return &events.Ingestor{Stream: p, DeadLetters: deadletter.NewStore(b.Pool)}, nil
+}
+
+// ConsumerOptions are the consumer's settings; zero values mean the stream package's defaults.
+type ConsumerOptions struct {
+	Owner         string
+	StartPosition string
+	LeaseDuration time.Duration
+	PollInterval  time.Duration
+	Shards        int // when the stream must be created; default 4
+	Writer        profile.WriterConfig
+	AfterApply    func(events.AppliedBatch)
+	Logger        *slog.Logger
+}
+
+// Consumer returns a consumer that reads the event stream with shard leases, dead-letters
+// records that are not valid events and aggregates the rest into profiles.
+func Consumer(ctx context.Context, b *backends.Backends, o ConsumerOptions) (*stream.Consumer, error) {
+	if err := stream.EnsureStream(ctx, b.Kinesis, b.Names.Stream, max(o.Shards, 1)); err != nil {
+		return nil, err
+	}
+	store, err := Profiles(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	proc, err := events.NewProcessor(events.ProcessorConfig{
+		Sink: profile.NewWriter(store, o.Writer), DeadLetters: deadletter.NewStore(b.Pool), AfterApply: o.AfterApply,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return stream.NewConsumer(b.Kinesis, b.DynamoDB, stream.ConsumerConfig{
+		Stream: b.Names.Stream, LeaseTable: b.Names.Leases, Owner: o.Owner, StartPosition: o.StartPosition,
+		LeaseDuration: o.LeaseDuration, PollInterval: o.PollInterval, Processor: proc, Logger: o.Logger,
+	})
+}
+
+// CDC returns the change-data-capture process over the backends' slot and publication, with
+// refused changes dead-lettered. cfg's connection and naming fields are filled in.
+func CDC(ctx context.Context, b *backends.Backends, cfg cdc.Config) (*cdc.CDC, error) {
+	store, err := Profiles(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	cfg.DatabaseURL, cfg.Slot, cfg.Publication = b.DatabaseURL, b.Names.Slot, b.Names.Publication
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.DeadLetters = deadletter.NewStore(b.Pool)
+	return cdc.New(cfg, store)
+}
+
+// Workers returns the River client that works Tailor's queues over the backends' Postgres and
+// profiles. cfg's Pool and Profiles are filled in.
+func Workers(ctx context.Context, b *backends.Backends, cfg jobs.Config) (*river.Client[pgx.Tx], error) {
+	store, err := Profiles(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Pool, cfg.Profiles = b.Pool, store
+	return jobs.NewClient(cfg)
+}
+
+// Registry returns a Prometheus registry with the Go and process collectors and every
+// component's metrics, so each command exposes the same names.
+func Registry() (*prometheus.Registry, error) {
+	reg := httpserver.NewRegistry()
+	for _, register := range []func(prometheus.Registerer) error{
+		events.RegisterMetrics, stream.RegisterMetrics, profile.RegisterMetrics, deadletter.RegisterMetrics, cdc.RegisterMetrics,
+	} {
+		if err := register(reg); err != nil {
+			return nil, err
+		}
+	}
+	return reg, nil
+}

@@ -1,0 +1,119 @@
+// Package ddb holds the few DynamoDB helpers Tailor's stores share: creating a table, reading
+// many keys with BatchGetItem (retrying UnprocessedKeys), recognising a failed condition, and
+// the retry backoff. It owns no table and no item layout: those belong to the stores
+// (pipeline/profile, pipeline/stream).
+package ddb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/tailor-email/tailor/internal/ctxtime"
+)
+
+// BatchGetMax is DynamoDB's BatchGetItem limit of keys per call.
+const BatchGetMax = 100
+
+// batchGetAttempts bounds the calls for one chunk of keys while DynamoDB keeps returning some
+// of them as UnprocessedKeys (throttling).
+const batchGetAttempts = 10
+
+// EnsureTable creates a pay-per-request table with a string hash key when it does not exist,
+// and waits until it is active. Idempotent.
+func EnsureTable(ctx context.Context, db *dynamodb.Client, table, hashKey string) error {
+	_, err := db.CreateTable(ctx, &dynamodb.CreateTableInput{
+		TableName:            aws.String(table),
+		AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String(hashKey), AttributeType: types.ScalarAttributeTypeS}},
+		KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String(hashKey), KeyType: types.KeyTypeHash}},
+		BillingMode:          types.BillingModePayPerRequest,
+	})
+	var inUse *types.ResourceInUseException
+	if err != nil && !errors.As(err, &inUse) {
+		return fmt.Errorf("create table %s: %w", table, err)
+	}
+	w := dynamodb.NewTableExistsWaiter(db, func(o *dynamodb.TableExistsWaiterOptions) {
+		o.MinDelay, o.MaxDelay = 50*time.Millisecond, time.Second
+	})
+	if err := w.Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(table)}, 2*time.Minute); err != nil {
+		return fmt.Errorf("wait for table %s: %w", table, err)
+	}
+	return nil
+}
+
+// BatchGetter is the part of the DynamoDB client BatchGet uses.
+type BatchGetter interface {
+	BatchGetItem(ctx context.Context, in *dynamodb.BatchGetItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.BatchGetItemOutput, error)
+}
+
+// BatchGet reads the items of keys (string hash key attribute keyAttr) from table with
+// consistent reads, 100 keys per call, retrying UnprocessedKeys with backoff, and calls fn for
+// every item found (absent keys are skipped). proj, when non-nil, is applied to every call
+// (ProjectionExpression and its names). Duplicate keys are read once.
+func BatchGet(ctx context.Context, db BatchGetter, table, keyAttr string, keys []string, proj *Projection, fn func(map[string]types.AttributeValue) error) error {
+	uniq := slices.Compact(slices.Sorted(slices.Values(keys)))
+	for chunk := range slices.Chunk(uniq, BatchGetMax) {
+		avs := make([]map[string]types.AttributeValue, len(chunk))
+		for i, k := range chunk {
+			avs[i] = map[string]types.AttributeValue{keyAttr: &types.AttributeValueMemberS{Value: k}}
+		}
+		ka := types.KeysAndAttributes{Keys: avs, ConsistentRead: aws.Bool(true)}
+		if proj != nil {
+			ka.ProjectionExpression, ka.ExpressionAttributeNames = proj.Expression, proj.Names
+		}
+		req := map[string]types.KeysAndAttributes{table: ka}
+		for attempt := 0; len(req) > 0; attempt++ {
+			if attempt >= batchGetAttempts {
+				return fmt.Errorf("batch get from %s: %d keys still unprocessed after %d attempts", table, len(req[table].Keys), attempt)
+			}
+			if attempt > 0 {
+				if err := ctxtime.Sleep(ctx, Backoff(attempt)); err != nil {
+					return err
+				}
+			}
+			out, err := db.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: req})
+			if err != nil {
+				return fmt.Errorf("batch get from %s: %w", table, err)
+			}
+			for _, item := range out.Responses[table] {
+				if err := fn(item); err != nil {
+					return err
+				}
+			}
+			req = out.UnprocessedKeys
+		}
+	}
+	return nil
+}
+
+// Projection is a ProjectionExpression with its attribute names.
+type Projection struct {
+	Expression *string
+	Names      map[string]string
+}
+
+// Backoff is the wait before retry attempt (1, 2, ...): 50ms doubling, at most 2s.
+func Backoff(attempt int) time.Duration {
+	return min(time.Duration(1<<min(attempt, 6))*25*time.Millisecond, 2*time.Second)
+}
+
+// IsConditionFailed reports whether err is DynamoDB's ConditionalCheckFailedException.
+func IsConditionFailed(err error) bool {
+	var ccf *types.ConditionalCheckFailedException
+	return errors.As(err, &ccf)
+}
+
+// N is a number attribute value.
+func N(n int64) types.AttributeValue {
+	return &types.AttributeValueMemberN{Value: strconv.FormatInt(n, 10)}
+}
+
+// S is a string attribute value.
+func S(s string) types.AttributeValue { return &types.AttributeValueMemberS{Value: s} }

@@ -1,0 +1,43 @@
+package stream
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tailor-email/tailor/internal/metrics"
+)
+
+// The stream's metrics. They are created unregistered; RegisterMetrics adds them to a registry
+// (tailor serve / tailor consume expose it on /metrics).
+var (
+	producerRetries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tailor_events_put_retries_total", Help: "PutRecords retries: kind=call (throttled call) or record (partial failure).",
+	}, []string{"kind"})
+	recordsProcessed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tailor_consumer_records_total", Help: "Stream records processed and checkpointed (redeliveries included).",
+	})
+	millisBehindLatest = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tailor_consumer_millis_behind_latest", Help: "Kinesis MillisBehindLatest of the last GetRecords, per shard this process holds.",
+	}, []string{"shard"})
+	leasesHeld = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tailor_consumer_leases_held", Help: "Shard leases this process holds.",
+	})
+	recordLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "tailor_event_to_profile_seconds", Help: "From a record's arrival in Kinesis to its effect (the profile write) being durable.",
+		Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
+	})
+)
+
+// MetricsCollectors are the stream's metrics.
+func MetricsCollectors() []prometheus.Collector {
+	return []prometheus.Collector{producerRetries, recordsProcessed, millisBehindLatest, leasesHeld, recordLatency}
+}
+
+// RegisterMetrics registers the event-path metrics with reg. Registering twice is not an error.
+func RegisterMetrics(reg prometheus.Registerer) error {
+	if err := metrics.Register(reg, MetricsCollectors()...); err != nil {
+		return fmt.Errorf("register stream metrics: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,338 @@
+package stream_test
+
+import (
+	"context"
+	"fmt"
+	"math/big"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tailor-email/tailor/internal/testenv/eventpath"
+	"github.com/tailor-email/tailor/pipeline/events"
+	"github.com/tailor-email/tailor/pipeline/profile"
+	"github.com/tailor-email/tailor/pipeline/profile/profiletest"
+	"github.com/tailor-email/tailor/pipeline/stream"
+)
+
+// appliedLog records which event ids the consumers made durable, in order per profile.
+type appliedLog struct {
+	mu      sync.Mutex
+	ids     map[string]bool
+	order   map[string][]string // profile id -> event ids in apply order (first time only)
+	byShard map[string]int
+}
+
+func newAppliedLog() *appliedLog {
+	return &appliedLog{ids: map[string]bool{}, order: map[string][]string{}, byShard: map[string]int{}}
+}
+
+func (l *appliedLog) hook(b events.AppliedBatch) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.byShard[b.ShardID] += len(b.Events)
+	for _, e := range b.Events {
+		if !l.ids[e.EventID] {
+			l.ids[e.EventID] = true
+			l.order[e.ProfileID()] = append(l.order[e.ProfileID()], e.EventID)
+		}
+	}
+}
+
+func (l *appliedLog) distinct() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.ids)
+}
+
+func (l *appliedLog) waitFor(t testing.TB, n int, timeout time.Duration) {
+	t.Helper()
+	eventpath.Eventually(t, timeout, func() (bool, string) {
+		d := l.distinct()
+		return d == n, fmt.Sprintf("%d of %d events applied", d, n)
+	})
+}
+
+// withDuplicates returns events plus about 5% of them again (redelivery), shuffled so that
+// timestamps arrive out of order.
+func withDuplicates(r *rand.Rand, evs []events.Event) []events.Event {
+	out := slices.Clone(evs)
+	for i := 0; i < len(evs); i += 20 {
+		out = append(out, evs[r.IntN(len(evs))])
+	}
+	r.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+// requireProfilesMatch reads every customer's profile and compares it with the ground truth.
+func requireProfilesMatch(t *testing.T, e *eventpath.Env, evs []events.Event) {
+	t.Helper()
+	groups := profiletest.ByCustomer(evs)
+	ids := make([]string, 0, len(groups))
+	for id := range groups {
+		ids = append(ids, id)
+	}
+	profiles, err := e.Store.BatchGet(t.Context(), ids)
+	require.NoError(t, err)
+	require.Len(t, profiles, len(groups))
+	now := time.Now()
+	for id, evs := range groups {
+		f, err := profile.FeaturesOf(profiles[id])
+		require.NoError(t, err)
+		profiletest.RequireMatchesTruth(t, f, profiletest.GroundTruth(evs, now), now, id)
+		requireReadableSummaries(t, profiles[id], f, id)
+		require.Equal(t, float64(len(uniqueIDs(evs))), sumCounts(profiles[id]), "%s: count_<type> attributes", id)
+	}
+}
+
+// requireReadableSummaries checks the attributes written for readers against Features.
+func requireReadableSummaries(t *testing.T, p profile.Profile, f *profile.Features, who string) {
+	t.Helper()
+	require.Equal(t, float64(f.Sessions()), p[profile.AttrSessions], "%s: sessions attribute", who)
+	require.Equal(t, float64(f.Orders), p[profile.AttrOrders], "%s: orders attribute", who)
+	views, _ := p[profile.AttrRecentlyViewed].([]any)
+	require.Len(t, views, len(f.RecentlyViewed), "%s: recently_viewed attribute", who)
+	for i, v := range f.RecentlyViewed {
+		require.Equal(t, v.ProductID, views[i].(map[string]any)["product_id"], "%s: recently_viewed[%d]", who, i)
+	}
+	cart, _ := p[profile.AttrCart].([]any)
+	lines := f.Cart()
+	require.Len(t, cart, len(lines), "%s: cart attribute", who)
+	for i, l := range lines {
+		m := cart[i].(map[string]any)
+		require.Equal(t, l.ProductID, m["product_id"], "%s: cart[%d]", who, i)
+		require.Equal(t, float64(l.Quantity), m["quantity"], "%s: cart[%d] quantity", who, i)
+	}
+	if f.LastPurchase != nil {
+		require.Equal(t, f.LastPurchase.OrderID, p[profile.AttrLastPurchase].(map[string]any)["order_id"], "%s: last_purchase attribute", who)
+		for cur, v := range f.LifetimeValue {
+			require.Equal(t, float64(v), p[profile.AttrLifetimeValue].(map[string]any)[cur], "%s: lifetime_value[%s]", who, cur)
+		}
+	}
+}
+
+func uniqueIDs(evs []events.Event) map[string]bool {
+	m := map[string]bool{}
+	for _, e := range evs {
+		m[e.EventID] = true
+	}
+	return m
+}
+
+func sumCounts(p profile.Profile) float64 {
+	var n float64
+	for _, typ := range events.Types {
+		if v, ok := p["count_"+typ].(float64); ok {
+			n += v
+		}
+	}
+	return n
+}
+
+func TestConsumer_ProfilesMatchGroundTruth(t *testing.T) {
+	t.Parallel()
+	e := eventpath.New(t, 4)
+	r := rand.New(rand.NewPCG(10, 20))
+	evs := profiletest.GenEvents(r, 10_000, 500, time.Now().UTC())
+	sent := withDuplicates(r, evs)
+	log := newAppliedLog()
+	e.StartConsumer(t, eventpath.Consumer{ConsumerConfig: stream.ConsumerConfig{}, AfterApply: log.hook})
+	e.Send(t, sent)
+	log.waitFor(t, len(evs), 90*time.Second)
+	requireProfilesMatch(t, e, evs)
+	require.Len(t, log.byShard, 4, "every shard delivered events")
+}
+
+func TestConsumer_TakesLeasesOfAKilledConsumerAndKeepsProfilesExact(t *testing.T) {
+	t.Parallel()
+	e := eventpath.New(t, 4)
+	r := rand.New(rand.NewPCG(30, 40))
+	evs := profiletest.GenEvents(r, 10_000, 500, time.Now().UTC())
+	sent := withDuplicates(r, evs)
+	log := newAppliedLog()
+	const leaseDuration = 3 * time.Second
+	a, killA := e.StartConsumer(t, eventpath.Consumer{ConsumerConfig: stream.ConsumerConfig{Owner: "consumer-a", LeaseDuration: leaseDuration}, AfterApply: log.hook})
+	b, _ := e.StartConsumer(t, eventpath.Consumer{ConsumerConfig: stream.ConsumerConfig{Owner: "consumer-b", LeaseDuration: leaseDuration}, AfterApply: log.hook})
+	eventpath.Eventually(t, 30*time.Second, func() (bool, string) {
+		ha, hb := a.Held(), b.Held()
+		return len(ha) > 0 && len(hb) > 0 && len(ha)+len(hb) == 4, fmt.Sprintf("a holds %v, b holds %v", ha, hb)
+	})
+	half := len(sent) / 2
+	e.Send(t, sent[:half])
+	eventpath.Eventually(t, 60*time.Second, func() (bool, string) {
+		return log.distinct() > len(evs)/4, fmt.Sprintf("%d applied", log.distinct())
+	})
+	// Kill a: no handoff, its leases must expire before b takes them.
+	killA()
+	<-a.Stopped()
+	killed := time.Now()
+	e.Send(t, sent[half:])
+	eventpath.Eventually(t, 4*leaseDuration, func() (bool, string) {
+		return len(b.Held()) == 4, fmt.Sprintf("b holds %v", b.Held())
+	})
+	took := time.Since(killed)
+	// a's leases expire at most leaseDuration after its last renewal (before the kill); b
+	// balances every leaseDuration/3. The rest is slack for a loaded machine.
+	require.Less(t, took, leaseDuration+leaseDuration/3+2*time.Second, "b took a's leases within the lease timeout")
+	log.waitFor(t, len(evs), 90*time.Second)
+	requireProfilesMatch(t, e, evs)
+}
+
+func TestConsumer_GracefulStopHandsLeasesOver(t *testing.T) {
+	t.Parallel()
+	e := eventpath.New(t, 2)
+	a, _ := e.StartConsumer(t, eventpath.Consumer{ConsumerConfig: stream.ConsumerConfig{Owner: "a", LeaseDuration: time.Minute}})
+	eventpath.Eventually(t, 20*time.Second, func() (bool, string) { return len(a.Held()) == 2, fmt.Sprint(a.Held()) })
+	b, _ := e.StartConsumer(t, eventpath.Consumer{ConsumerConfig: stream.ConsumerConfig{Owner: "b", LeaseDuration: time.Minute}})
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, a.Stop(ctx))
+	// With a one-minute lease, only a release lets b take the shards this fast.
+	eventpath.Eventually(t, 15*time.Second, func() (bool, string) { return len(b.Held()) == 2, fmt.Sprint(b.Held()) })
+}
+
+func TestConsumer_SplitShardKeepsPerCustomerOrder(t *testing.T) {
+	t.Parallel()
+	e := eventpath.New(t, 1)
+	log := newAppliedLog()
+	e.StartConsumer(t, eventpath.Consumer{ConsumerConfig: stream.ConsumerConfig{}, AfterApply: log.hook})
+	now := time.Now().UTC()
+	const customers, perPhase = 40, 10
+	phase := func(p int) []events.Event {
+		var evs []events.Event
+		for i := range perPhase {
+			for c := range customers {
+				seq := p*perPhase + i
+				evs = append(evs, profiletest.ProductView(fmt.Sprintf("c%02d-%03d", c, seq), fmt.Sprintf("c%02d", c), now.Add(time.Duration(seq)*time.Second)))
+			}
+		}
+		return evs
+	}
+	first, second := phase(0), phase(1)
+	e.Send(t, first[:len(first)/2])
+	eventpath.Eventually(t, 30*time.Second, func() (bool, string) { return log.distinct() > 0, "nothing applied yet" })
+	// Split mid-stream: the rest of phase one lands on the parent too (sent before the split).
+	e.Send(t, first[len(first)/2:])
+	ctx := t.Context()
+	shards, err := e.Kinesis.ListShards(ctx, &kinesis.ListShardsInput{StreamName: aws.String(e.Names.Stream)})
+	require.NoError(t, err)
+	require.Len(t, shards.Shards, 1)
+	mid := new(big.Int).Lsh(big.NewInt(1), 127)
+	_, err = e.Kinesis.SplitShard(ctx, &kinesis.SplitShardInput{
+		StreamName: aws.String(e.Names.Stream), ShardToSplit: shards.Shards[0].ShardId, NewStartingHashKey: aws.String(mid.String()),
+	})
+	require.NoError(t, err)
+	require.NoError(t, stream.WaitStreamActive(ctx, e.Kinesis, e.Names.Stream))
+	e.Send(t, second)
+	total := len(first) + len(second)
+	log.waitFor(t, total, 60*time.Second)
+
+	// Per customer, events were applied in the order they were produced: all of the parent's
+	// before any of a child's.
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	for c := range customers {
+		id := fmt.Sprintf("c%02d", c)
+		got := log.order[id]
+		require.Len(t, got, 2*perPhase, id)
+		require.True(t, slices.IsSorted(got), "%s applied out of order: %v", id, got)
+	}
+	require.Len(t, log.byShard, 3, "the parent and both children delivered events: %v", log.byShard)
+	leases, err := stream.NewLeaseTable(e.DynamoDB, e.Names.Leases).List(ctx)
+	require.NoError(t, err)
+	require.Len(t, leases, 3)
+	for _, l := range leases {
+		if len(l.Parents) == 0 {
+			require.True(t, l.Finished(), "the parent shard %s is finished", l.ShardID)
+		} else {
+			require.Equal(t, []string{aws.ToString(shards.Shards[0].ShardId)}, l.Parents)
+		}
+	}
+}
+
+func TestConsumer_MergeShardsStartsTheChildAfterBothParents(t *testing.T) {
+	t.Parallel()
+	e := eventpath.New(t, 2)
+	log := newAppliedLog()
+	e.StartConsumer(t, eventpath.Consumer{ConsumerConfig: stream.ConsumerConfig{}, AfterApply: log.hook})
+	now := time.Now().UTC()
+	const customers, perPhase = 40, 8
+	phase := func(p int) []events.Event {
+		var evs []events.Event
+		for i := range perPhase {
+			for c := range customers {
+				seq := p*perPhase + i
+				evs = append(evs, profiletest.ProductView(fmt.Sprintf("m%02d-%03d", c, seq), fmt.Sprintf("m%02d", c), now.Add(time.Duration(seq)*time.Second)))
+			}
+		}
+		return evs
+	}
+	first, second := phase(0), phase(1)
+	e.Send(t, first)
+	ctx := t.Context()
+	shards, err := e.Kinesis.ListShards(ctx, &kinesis.ListShardsInput{StreamName: aws.String(e.Names.Stream)})
+	require.NoError(t, err)
+	require.Len(t, shards.Shards, 2)
+	_, err = e.Kinesis.MergeShards(ctx, &kinesis.MergeShardsInput{
+		StreamName: aws.String(e.Names.Stream), ShardToMerge: shards.Shards[0].ShardId, AdjacentShardToMerge: shards.Shards[1].ShardId,
+	})
+	require.NoError(t, err)
+	require.NoError(t, stream.WaitStreamActive(ctx, e.Kinesis, e.Names.Stream))
+	e.Send(t, second)
+	log.waitFor(t, len(first)+len(second), 60*time.Second)
+
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	for c := range customers {
+		id := fmt.Sprintf("m%02d", c)
+		require.True(t, slices.IsSorted(log.order[id]), "%s applied out of order: %v", id, log.order[id])
+	}
+	leases, err := stream.NewLeaseTable(e.DynamoDB, e.Names.Leases).List(ctx)
+	require.NoError(t, err)
+	require.Len(t, leases, 3)
+	var child stream.Lease
+	for _, l := range leases {
+		if len(l.Parents) > 0 {
+			child = l
+		} else {
+			require.True(t, l.Finished(), "parent %s finished", l.ShardID)
+		}
+	}
+	require.ElementsMatch(t, []string{aws.ToString(shards.Shards[0].ShardId), aws.ToString(shards.Shards[1].ShardId)}, child.Parents)
+	require.Equal(t, len(second), log.byShard[child.ShardID], "the child delivered phase two")
+}
+
+func TestConsumer_LatestStartSkipsEarlierEvents(t *testing.T) {
+	t.Parallel()
+	e := eventpath.New(t, 1)
+	now := time.Now().UTC()
+	var before []events.Event
+	for i := range 20 {
+		before = append(before, profiletest.ProductView(fmt.Sprint("before-", i), "late-joiner", now))
+	}
+	e.Send(t, before)
+	log := newAppliedLog()
+	c, _ := e.StartConsumer(t, eventpath.Consumer{ConsumerConfig: stream.ConsumerConfig{StartPosition: stream.StartLatest}, AfterApply: log.hook})
+	eventpath.Eventually(t, 20*time.Second, func() (bool, string) { return len(c.Held()) == 1, "no lease yet" })
+	// The iterator is taken just after the lease: send markers until one arrives.
+	sent := 0
+	eventpath.Eventually(t, 30*time.Second, func() (bool, string) {
+		if log.distinct() > 0 {
+			return true, ""
+		}
+		e.Send(t, []events.Event{profiletest.ProductView(fmt.Sprint("after-", sent), "late-joiner", now)})
+		sent++
+		return false, "no marker applied yet"
+	})
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	for id := range log.ids {
+		require.Contains(t, id, "after-", "LATEST must not replay events from before the consumer started")
+	}
+}
