@@ -72,7 +72,7 @@ content:
 func seedProfiles(t *testing.T, store *profile.Store, n int, withEmail func(i int) bool) {
 	t.Helper()
 	for i := range n {
-		fields := map[string]any{"first_name": fmt.Sprintf("Name%02d", i), "country": "FR"}
+		fields := map[string]any{"first_name": fmt.Sprintf("Name%02d", i), "country": "FR"} // columns of customers
 		if withEmail(i) {
 			fields["email"] = fmt.Sprintf("c%02d@example.com", i)
 		}
@@ -221,33 +221,70 @@ func TestCampaign_ContentFailureUsesFallback(t *testing.T) {
 	}
 }
 
-func TestParseSegment_ErrorsSayWhatToFix(t *testing.T) {
+func TestParseSegment_ErrorsSayWhatToFixAndWhere(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct{ expr, want string }{
-		{"", "empty expression"},
-		{"contry == 'FR'", `did you mean "country"`},
-		{"zzz > 1", "unknown field"},
-		{"country ==", "unexpected"},
-		{strings.Repeat("a", jobs.SegmentMaxLen+1), "over the 4096 limit"},
-		{`"FR"`, "expected bool"},
+	for _, tc := range []struct {
+		expr, want string
+		column     int
+	}{
+		{"", "empty expression", 0},
+		{"contry == 'FR'", `unknown field "contry" (did you mean "country"?)`, 1},
+		{"count_product_vew > 0", `unknown field "count_product_vew" (did you mean "count_product_view"?)`, 1},
+		{"count_teleport_7d > 0", `unknown field "count_teleport_7d"`, 1},
+		{`country == "FR" && zzz > 1`, "attributes.<name>", 20},
+		{"country == 3", "mismatched types string and int", 9},
+		{`count_purchase > "3"`, "mismatched types int64 and string", 16},
+		{`created_at > 5`, "mismatched types time.Time and int", 12},
+		{`subscriptions.news == true`, "mismatched types string and bool", 20},
+		{"country ==", "unexpected", 0},
+		{strings.Repeat("a", jobs.SegmentMaxLen+1), "over the 4096 limit", 0},
+		{`"FR"`, "expected bool", 0},
 	} {
 		_, err := jobs.ParseSegment(tc.expr)
-		require.Error(t, err, tc.expr)
+		require.ErrorIs(t, err, jobs.ErrInvalidSegment, tc.expr)
 		require.Contains(t, err.Error(), tc.want, tc.expr)
+		var se *jobs.SegmentError
+		require.ErrorAs(t, err, &se)
+		if tc.column > 0 {
+			require.Equal(t, tc.column, se.Column, "%s: the error points at the token", tc.expr)
+			require.Contains(t, se.Snippet, "^", tc.expr)
+		}
 	}
-	seg, err := jobs.ParseSegment(`country == "FR" && count_product_view >= 2`)
+	for _, ok := range []string{
+		`attributes.tier == "gold"`, `subscriptions.news == "subscribed" && consents.email_marketing`,
+		`"shoes" in top_categories && category_affinity.shoes > 1.5`, `len(cart) > 0 && cart_value.EUR >= 5000`,
+		`created_at < now() - duration("720h")`, `count_add_to_cart_24h > 0 && count_purchase_24h == 0`,
+	} {
+		_, err := jobs.ParseSegment(ok)
+		require.NoError(t, err, ok)
+	}
+}
+
+func TestSegment_MatchesTheProfileView(t *testing.T) {
+	t.Parallel()
+	seg, err := jobs.ParseSegment(`country == "FR" && count_product_view >= 2 && attributes.tier == "gold"`)
 	require.NoError(t, err)
+	require.Equal(t, []string{"country", "count_product_view", "attributes"}, seg.Fields())
+	now := time.Now().UTC()
+	views := func(n int) profile.Features {
+		var f profile.Features
+		for i := range n {
+			f.Aggregate([]events.Event{{EventID: fmt.Sprint("v", i), CustomerID: "c", Type: events.TypeProductView, Timestamp: now, Properties: events.Properties{ProductID: "p"}}})
+		}
+		return f
+	}
 	for _, tc := range []struct {
-		p    map[string]any
+		p    profile.Profile
 		want bool
 	}{
-		{map[string]any{"country": "FR", "count_product_view": 2.0}, true},
-		{map[string]any{"country": "FR", "count_product_view": 1.0}, false},
-		{map[string]any{"country": "FR"}, false}, // a missing counter is nil, not an error
-		{map[string]any{"country": "DE", "count_product_view": 9.0}, false},
+		{profile.Profile{CRM: profile.CRM{Country: "FR", Attributes: map[string]any{"tier": "gold"}}, Behaviour: views(2)}, true},
+		{profile.Profile{CRM: profile.CRM{Country: "FR", Attributes: map[string]any{"tier": "gold"}}, Behaviour: views(1)}, false},
+		{profile.Profile{CRM: profile.CRM{Country: "FR"}, Behaviour: views(3)}, false}, // a missing attribute is nil, not an error
+		{profile.Profile{CRM: profile.CRM{Country: "DE", Attributes: map[string]any{"tier": "gold"}}, Behaviour: views(9)}, false},
 	} {
-		got, _ := seg.Match(tc.p)
-		require.Equal(t, tc.want, got, "%v", tc.p)
+		got, err := seg.Match(tc.p.Fields(now))
+		require.NoError(t, err)
+		require.Equal(t, tc.want, got, "%+v", tc.p.CRM)
 	}
 }
 

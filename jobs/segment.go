@@ -1,55 +1,68 @@
 package jobs
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/parser"
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/tailor-email/tailor/internal/suggest"
+	"github.com/tailor-email/tailor/pipeline/profile"
 )
 
 // SegmentMaxLen bounds a segment expression's length.
 const SegmentMaxLen = 4096
 
-// knownFields are the top-level profile attributes a segment may name. Behavioural counters
-// (count_<event type>) are accepted by prefix. A name outside both is refused, with a
-// suggestion when one is close, so a typo never silently selects nobody.
-var knownFields = []string{
-	// CRM (tailor cdc)
-	"customer_id", "email", "first_name", "last_name", "locale", "timezone", "country",
-	"attributes", "subscriptions", "consents", "created_at", "crm_updated_at", "updated_at",
-	// behaviour (tailor consume), stored
-	"first_seen", "last_seen", "last_event_at", "sessions", "orders", "lifetime_value",
-	"last_purchase", "recently_viewed", "cart",
-	// behaviour, computed as of the campaign's start (pipeline.Features.SegmentFields)
-	"email_opens_30d", "email_clicks_30d", "category_affinity",
-}
-
-// count_<type> (lifetime) and count_<type>_<1h|24h|7d|30d> (windowed).
-var knownPrefixes = []string{"count_"}
-
-// Segment is a compiled audience filter over a profile, written in expr-lang
-// (https://expr-lang.org): e.g. `country == "FR" && count_product_view >= 3`. Missing
-// attributes are nil. The zero-cost segment "true" selects every profile with an email.
+// Segment is a compiled audience filter over the profile's read view (profile.Fields), written
+// in expr-lang (https://expr-lang.org): e.g. `country == "FR" && count_product_view >= 3`. It
+// is type-checked against the view when parsed: an unknown field, an unknown event type in
+// count_<type>..., or a comparison of the wrong type is an error that points at the token.
+// Open CRM data is reached through attributes.<name>.
 type Segment struct {
-	src  string
-	prog *vm.Program
+	src   string
+	prog  *vm.Program
+	names []string
 }
 
-// SegmentError explains why a segment does not compile.
+// SegmentError explains why a segment does not compile: the message, the position (1-based
+// line and column, 0 when the whole expression is at fault) and a snippet pointing at it.
 type SegmentError struct {
-	Expr string
-	Msg  string
+	Expr         string
+	Msg          string
+	Line, Column int
+	Snippet      string
 }
 
-func (e *SegmentError) Error() string { return "segment: " + e.Msg }
+func (e *SegmentError) Error() string {
+	if e.Line == 0 {
+		return "segment: " + e.Msg
+	}
+	return fmt.Sprintf("segment: %s (line %d, column %d)%s", e.Msg, e.Line, e.Column, e.Snippet)
+}
 
-// ParseSegment compiles src. Errors say what to fix.
+// ErrInvalidSegment matches every *SegmentError with errors.Is.
+var ErrInvalidSegment = errors.New("invalid segment")
+
+// Is makes errors.Is(err, ErrInvalidSegment) true for segment errors.
+func (e *SegmentError) Is(target error) bool { return target == ErrInvalidSegment }
+
+// segmentErr turns an expr-lang error (with its location) into a SegmentError.
+func segmentErr(src string, err error) *SegmentError {
+	var fe *file.Error
+	if errors.As(err, &fe) {
+		return &SegmentError{Expr: src, Msg: fe.Message, Line: fe.Line, Column: fe.Column + 1, Snippet: fe.Snippet}
+	}
+	return &SegmentError{Expr: src, Msg: err.Error()}
+}
+
+// ParseSegment compiles src against the profile view. Errors are *SegmentError and say what
+// to fix.
 func ParseSegment(src string) (*Segment, error) {
 	src = strings.TrimSpace(src)
 	if src == "" {
@@ -58,36 +71,52 @@ func ParseSegment(src string) (*Segment, error) {
 	if len(src) > SegmentMaxLen {
 		return nil, &SegmentError{Expr: src, Msg: fmt.Sprintf("expression is %d bytes, over the %d limit", len(src), SegmentMaxLen)}
 	}
-	tree, err := expr.Compile(src, expr.AsBool(), expr.AllowUndefinedVariables())
+	tree, err := parser.Parse(src)
 	if err != nil {
-		return nil, &SegmentError{Expr: src, Msg: err.Error()}
+		return nil, segmentErr(src, err)
 	}
-	parsed, err := parser.Parse(src)
-	if err != nil {
-		return nil, &SegmentError{Expr: src, Msg: err.Error()}
-	}
+	env := profile.FieldTypes()
 	v := &identVisitor{}
-	ast.Walk(&parsed.Node, v)
-	for _, name := range v.names {
-		if !isKnownField(name) {
-			msg := fmt.Sprintf("unknown field %q", name)
-			if s := suggest.Closest(name, knownFields); s != "" {
-				msg += fmt.Sprintf(" (did you mean %q?)", s)
-			} else {
-				msg += fmt.Sprintf(" (profile fields: %s, count_<event type>)", strings.Join(knownFields, ", "))
-			}
-			return nil, &SegmentError{Expr: src, Msg: msg}
+	ast.Walk(&tree.Node, v)
+	for _, id := range v.idents {
+		if _, ok := env[id.Value]; ok || isBuiltin(id.Value) {
+			continue
 		}
+		msg := fmt.Sprintf("unknown field %q", id.Value)
+		if s := suggest.Closest(id.Value, profile.FieldNames()); s != "" {
+			msg += fmt.Sprintf(" (did you mean %q?)", s)
+		} else if strings.HasPrefix(id.Value, "count_") {
+			msg += " (count_<event type>[_1h|_24h|_7d|_30d]; see the profile fields in the README)"
+		} else {
+			msg += " (CRM columns and attributes are attributes.<name>; see the profile fields in the README)"
+		}
+		fe := (&file.Error{Location: id.Location(), Message: msg}).Bind(file.NewSource(src))
+		return nil, segmentErr(src, fe)
 	}
-	return &Segment{src: src, prog: tree}, nil
+	prog, err := expr.Compile(src, expr.Env(env), expr.AsBool())
+	if err != nil {
+		return nil, segmentErr(src, err)
+	}
+	return &Segment{src: src, prog: prog, names: v.names()}, nil
+}
+
+// isBuiltin reports whether name is one of expr-lang's built-in functions or constants, which
+// the parser reports as identifiers too.
+func isBuiltin(name string) bool {
+	return name == "nil" || name == "true" || name == "false"
 }
 
 // String returns the source expression.
 func (s *Segment) String() string { return s.src }
 
-// Match reports whether the profile belongs to the segment. It is safe for concurrent use.
-func (s *Segment) Match(profile map[string]any) (bool, error) {
-	out, err := expr.Run(s.prog, profile)
+// Fields lists the profile fields the segment reads, in order of first use.
+func (s *Segment) Fields() []string { return slices.Clone(s.names) }
+
+// Match reports whether a profile's view (profile.Profile.Fields) belongs to the segment. An
+// error means this profile's data could not be evaluated (say, an attributes value of an
+// unexpected type): the caller counts it with its reason. It is safe for concurrent use.
+func (s *Segment) Match(fields map[string]any) (bool, error) {
+	out, err := expr.Run(s.prog, fields)
 	if err != nil {
 		return false, fmt.Errorf("segment %q: %w", s.src, err)
 	}
@@ -95,22 +124,22 @@ func (s *Segment) Match(profile map[string]any) (bool, error) {
 	return b, nil
 }
 
-type identVisitor struct{ names []string }
+type identVisitor struct {
+	idents []*ast.IdentifierNode
+}
 
 func (v *identVisitor) Visit(node *ast.Node) {
-	if id, ok := (*node).(*ast.IdentifierNode); ok && !slices.Contains(v.names, id.Value) {
-		v.names = append(v.names, id.Value)
+	if id, ok := (*node).(*ast.IdentifierNode); ok {
+		v.idents = append(v.idents, id)
 	}
 }
 
-func isKnownField(name string) bool {
-	if slices.Contains(knownFields, name) {
-		return true
-	}
-	for _, p := range knownPrefixes {
-		if strings.HasPrefix(name, p) && len(name) > len(p) {
-			return true
+func (v *identVisitor) names() []string {
+	var out []string
+	for _, id := range v.idents {
+		if !slices.Contains(out, id.Value) {
+			out = append(out, id.Value)
 		}
 	}
-	return false
+	return out
 }

@@ -61,8 +61,8 @@ func (RenderBatchArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{Q
 
 // ProfileReader is what the jobs need of the profile store.
 type ProfileReader interface {
-	Scan(ctx context.Context, segments int, fn func(profile.Profile) error) error
-	BatchGet(ctx context.Context, ids []string) (map[string]profile.Profile, error)
+	Scan(ctx context.Context, segments int, fn func(*profile.Profile) error) error
+	BatchGet(ctx context.Context, ids []string) (map[string]*profile.Profile, error)
 }
 
 // Config wires the workers. Zero values mean defaults.
@@ -203,17 +203,17 @@ func (s *startWorker) Work(ctx context.Context, job *river.Job[CampaignStartArgs
 		return err
 	}
 	now := cfg.Now()
-	err = cfg.Profiles.Scan(ctx, cfg.ScanSegments, func(p profile.Profile) error {
-		if email, _ := p["email"].(string); email == "" {
+	err = cfg.Profiles.Scan(ctx, cfg.ScanSegments, func(p *profile.Profile) error {
+		if !p.Reachable() {
 			return nil // no address (events only, or erased): not part of any audience
 		}
-		ok, err := seg.Match(withTimeFields(p, now))
+		ok, err := seg.Match(p.Fields(now))
 		if err != nil || !ok {
 			return nil //nolint:nilerr // a profile the expression cannot evaluate is not in the segment
 		}
 		mu.Lock()
 		audience++
-		batch = append(batch, p.ID())
+		batch = append(batch, p.ID)
 		var full []string
 		if len(batch) >= cfg.BatchSize {
 			full, batch = batch, nil
@@ -263,13 +263,13 @@ func (r *renderWorker) Work(ctx context.Context, job *river.Job[RenderBatchArgs]
 	var rows messageRows
 	for _, cid := range job.Args.CustomerIDs {
 		p, ok := profiles[cid]
-		email, _ := p["email"].(string)
-		if !ok || email == "" {
+		if !ok || !p.Reachable() {
 			// Erased or emptied since fan-out: recorded, so the campaign's count adds up.
-			rows.add(cid, email, "skipped", &templates.Message{}, "profile has no email address any more")
+			rows.add(cid, "", "skipped", &templates.Message{}, "profile has no email address any more")
 			continue
 		}
-		data := templates.RenderData{Customer: withTimeFields(p, now), Campaign: campaign, Now: now}
+		email := p.CRM.Email
+		data := templates.RenderData{Customer: p.Fields(now), Campaign: campaign, Now: now}
 		if cfg.Links != nil {
 			data.UnsubscribeURL, data.PreferencesURL = cfg.Links(id, cid)
 		}
@@ -321,18 +321,4 @@ func (m *messageRows) add(customer, email, status string, msg *templates.Message
 	} else {
 		m.reason = append(m.reason, &reason)
 	}
-}
-
-// withTimeFields adds the behavioural features that depend on the clock (windowed counts,
-// 30-day email engagement, decayed category affinity) to a profile, as of now, so segments and
-// templates can use them. A profile without behaviour is returned as it is.
-func withTimeFields(p profile.Profile, now time.Time) profile.Profile {
-	f, err := profile.FeaturesOf(p)
-	if err != nil || f == nil {
-		return p
-	}
-	for k, v := range f.SegmentFields(now) {
-		p[k] = v
-	}
-	return p
 }

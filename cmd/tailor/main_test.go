@@ -11,10 +11,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/tailor-email/tailor/pipeline/events"
+	"github.com/tailor-email/tailor/pipeline/profile"
 	"github.com/urfave/cli/v2"
 )
 
-var update = flag.Bool("update", false, "rewrite the README's CLI reference and event schema")
+var update = flag.Bool("update", false, "rewrite the README's CLI reference, event schema and profile fields")
 
 func runCLI(t *testing.T, args ...string) (int, string) {
 	t.Helper()
@@ -39,6 +40,13 @@ func TestRun_ExitCodes(t *testing.T) {
 		{[]string{"campaign", "create", "--template", "/nonexistent", "--segment", "true"}, exitUsage, "--template"},
 		{[]string{"dev", "status"}, exitFailure, "tailor dev up"},
 		{[]string{"messages", "list", "--campaign", "1", "--format", "pdf"}, exitUsage, "want summary, text, html or json"},
+		{[]string{"segment", "check", "count_product_vew > 0"}, exitUsage, `unknown field "count_product_vew" (did you mean "count_product_view"?)`},
+		{[]string{"segment", "check", "country == 3"}, exitUsage, "(mismatched types string and int) (line 1, column 9)"},
+		{[]string{"segment", "check", `country == "FR" && count_purchase_7d > 0`}, exitOK, "fields: country, count_purchase_7d"},
+		{[]string{"segment", "check"}, exitUsage, "want one expression"},
+		{[]string{"segment", "fields"}, exitOK, "count_add_to_cart_24h"},
+		{[]string{"campaign", "create", "--template", "../../templates/examples/welcome", "--segment", "count_product_vew > 0"}, exitUsage, `did you mean "count_product_view"`},
+		{[]string{"campaign", "create", "--template", "../../templates/examples/welcome", "--segment", "country == 3"}, exitUsage, "mismatched types"},
 	} {
 		code, out := runCLI(t, tc.args...)
 		require.Equal(t, tc.code, code, "tailor %s\n%s", strings.Join(tc.args, " "), out)
@@ -99,6 +107,7 @@ func TestREADME_CLIReferenceIsCurrent(t *testing.T) {
 	require.NoError(t, err)
 	want := replaceBetween(t, string(readme), "cli-reference", ref.String())
 	want = replaceBetween(t, want, "event-schema", "```json\n"+strings.TrimSpace(string(events.Schema))+"\n```\n")
+	want = replaceBetween(t, want, "profile-fields", profile.FieldReference())
 	if *update {
 		require.NoError(t, os.WriteFile("../../README.md", []byte(want), 0o644))
 		return

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -143,7 +144,7 @@ func templatePreview(c *cli.Context) error {
 	}
 	r := templates.NewRenderer(templates.RendererConfig{})
 	m, err := r.Render(c.Context, tpl, templates.RenderData{
-		Customer:       prof,
+		Customer:       prof.Fields(time.Now()),
 		Campaign:       map[string]any{"id": c.String("campaign")},
 		UnsubscribeURL: "https://preview.invalid/unsubscribe",
 		PreferencesURL: "https://preview.invalid/preferences",

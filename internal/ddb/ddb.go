@@ -8,11 +8,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/expression"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
@@ -117,3 +119,37 @@ func N(n int64) types.AttributeValue {
 
 // S is a string attribute value.
 func S(s string) types.AttributeValue { return &types.AttributeValueMemberS{Value: s} }
+
+// Expression builds a condition and an update with feature/dynamodb/expression and returns the
+// four request fields, with the condition's redundant parentheses removed (see
+// FlattenCondition). cond may be nil.
+func Expression(upd *expression.UpdateBuilder, cond *expression.ConditionBuilder) (update, condition *string, names map[string]string, values map[string]types.AttributeValue, err error) {
+	b := expression.NewBuilder()
+	if upd != nil {
+		b = b.WithUpdate(*upd)
+	}
+	if cond != nil {
+		b = b.WithCondition(*cond)
+	}
+	e, err := b.Build()
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if c := e.Condition(); c != nil {
+		condition = aws.String(FlattenCondition(*c))
+	}
+	return e.Update(), condition, e.Names(), e.Values(), nil
+}
+
+// leafCondition matches one parenthesised comparison or function call without nested
+// parentheses in its operands: `(#0 < :1)`, `(attribute_exists (#0.#1))`, `(size (#0) < :2)`.
+var leafCondition = regexp.MustCompile(`\(((?:attribute_(?:not_)?exists|size|attribute_type|begins_with|contains) \([^()]*\)(?: (?:<|<=|=|<>|>|>=) :\w+)?|[#\w.\[\]]+ (?:<|<=|=|<>|>|>=) [:#\w.\[\]]+)\)`)
+
+// FlattenCondition removes the parentheses the expression builder puts around every
+// comparison and function call. They are redundant (a comparison binds tighter than AND, OR
+// and NOT), but dynalite's parser backtracks on each level of them: an entry write's condition
+// took 13.7 ms there as the builder writes it and 1.2 ms flattened (real DynamoDB does not
+// care). Parentheses that group AND and OR are kept.
+func FlattenCondition(cond string) string {
+	return leafCondition.ReplaceAllString(cond, "$1")
+}

@@ -266,10 +266,10 @@ func waitProfiles(ctx context.Context, store *profile.Store, ids []string, views
 		ready := 0
 		for _, id := range ids {
 			p := got[id]
-			if p == nil || p["email"] == nil {
+			if p == nil || p.CRM.Email == "" {
 				continue
 			}
-			if n, _ := p["count_product_view"].(float64); int(n) >= views {
+			if p.Behaviour.Counts[events.TypeProductView] >= int64(views) {
 				ready++
 			}
 		}

@@ -117,7 +117,7 @@ func TestEventsHandler_AnswersPerEventAndDeadLettersEveryRejection(t *testing.T)
 	eventpath.Eventually(t, 30*time.Second, func() (bool, string) { return applied.Load() == 2, fmt.Sprint(applied.Load(), " applied") })
 	p, err := e.Store.Get(t.Context(), "c1")
 	require.NoError(t, err)
-	require.Equal(t, float64(2), p["count_product_view"])
+	require.Equal(t, int64(2), p.Behaviour.Counts[events.TypeProductView])
 }
 
 func TestEventsHandler_RejectsWholeBodies(t *testing.T) {

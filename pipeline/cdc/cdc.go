@@ -98,15 +98,18 @@ func (c Config) validate() error {
 // *profile.Store implements it. Methods are called from several goroutines at once, but
 // never concurrently for the same customer id.
 type Store interface {
-	// ApplyCRM sets fields and removes the attributes in remove, guarded by crm_lsn.
-	ApplyCRM(ctx context.Context, id string, lsn uint64, fields map[string]any, remove []string) (bool, error)
-	// ApplyCRMEntry writes attr.entry (nil value: a tombstone), guarded by the entry's lsn and
-	// by the floor <attr>_lsn.
-	ApplyCRMEntry(ctx context.Context, id, attr, entry string, lsn uint64, value map[string]any) (bool, error)
-	// ClearCRMMap empties attr on an existing profile and raises its floor to lsn.
-	ClearCRMMap(ctx context.Context, id, attr string, lsn uint64) (bool, error)
+	// ApplyCRM applies a customers row: set maps columns to decoded values, null lists the
+	// NULL columns; guarded by the row's version.
+	ApplyCRM(ctx context.Context, id string, lsn uint64, set map[string]any, null []string) (bool, error)
+	// DeleteCRM applies a deleted customers row (columns: the relation's), guarded likewise.
+	DeleteCRM(ctx context.Context, id string, lsn uint64, columns []string) (bool, error)
+	// ApplyEntry applies a subscriptions or consents row (nil columns: deleted), guarded by
+	// the entry's version and its map's floor.
+	ApplyEntry(ctx context.Context, id string, kind profile.EntryKind, key string, lsn uint64, columns map[string]any) (bool, error)
+	// ClearEntries empties a preference map on an existing profile and raises its floor.
+	ClearEntries(ctx context.Context, id string, kind profile.EntryKind, lsn uint64) (bool, error)
 	// Scan calls fn for every profile, from several goroutines at once.
-	Scan(ctx context.Context, segments int, fn func(profile.Profile) error) error
+	Scan(ctx context.Context, segments int, fn func(*profile.Profile) error) error
 }
 
 var _ Store = (*profile.Store)(nil)

@@ -54,19 +54,18 @@ func TestCDC_SubscriptionsAndConsentsLandAsGuardedMaps(t *testing.T) {
 	f.exec(t, `UPDATE subscriptions SET status = 'unsubscribed', source = 'one-click' WHERE customer_id = 'c1' AND topic = 'news'`)
 	f.exec(t, `UPDATE consents SET granted = false WHERE customer_id = 'c1'`)
 	f.exec(t, `DELETE FROM subscriptions WHERE customer_id = 'c1' AND topic = 'promo'`)
-	p = f.waitPath(t, "c1", "subscriptions.promo.deleted", true) // a deleted row leaves a tombstone
+	promoLSN := uint64(path(p, "subscriptions.promo.lsn").(float64))
+	p = f.waitPath(t, "c1", "subscriptions.promo", nil) // deleted
 	require.Equal(t, "unsubscribed", path(p, "subscriptions.news.status"))
 	require.Equal(t, false, path(p, "consents.marketing.granted"))
-	require.Nil(t, path(p, "subscriptions.promo.status"))
 
 	// An older version of an entry does not overwrite a newer one.
 	newsLSN := uint64(path(p, "subscriptions.news.lsn").(float64))
-	ok, err := f.store.ApplyCRMEntry(context.Background(), "c1", cdc.AttrSubscriptions, "news", newsLSN-1, map[string]any{"status": "subscribed"})
+	ok, err := f.store.ApplyEntry(context.Background(), "c1", profile.Subscriptions, "news", newsLSN-1, map[string]any{"status": "subscribed"})
 	require.NoError(t, err)
 	require.False(t, ok)
-	// The tombstone guards too.
-	promoLSN := uint64(path(p, "subscriptions.promo.lsn").(float64))
-	ok, err = f.store.ApplyCRMEntry(context.Background(), "c1", cdc.AttrSubscriptions, "promo", promoLSN-1, map[string]any{"status": "pending"})
+	// A deleted row leaves a tombstone that guards too: the insert's version cannot bring it back.
+	ok, err = f.store.ApplyEntry(context.Background(), "c1", profile.Subscriptions, "promo", promoLSN, map[string]any{"status": "pending"})
 	require.NoError(t, err)
 	require.False(t, ok)
 }
@@ -108,7 +107,7 @@ func TestCDC_RecreatesASlotWhoseBackfillNeverFinished(t *testing.T) {
 	// What the dead process's partial backfill wrote for a row deleted since.
 	_, err := f.store.ApplyCRM(ctx, "gone", 1, map[string]any{"email": "gone@example.com"}, nil)
 	require.NoError(t, err)
-	_, err = f.store.ApplyCRMEntry(ctx, "x1", cdc.AttrConsents, "profiling", 1, map[string]any{"granted": true})
+	_, err = f.store.ApplyEntry(ctx, "x1", profile.Consents, "profiling", 1, map[string]any{"granted": true})
 	require.NoError(t, err)
 	c, _ := f.start(t, f.cfg)
 	f.waitField(t, "x1", "email", "x1@example.com")
@@ -169,7 +168,7 @@ func TestCDC_DeleteErasesTheCRMPartOfTheProfile(t *testing.T) {
 	require.NoError(t, err)
 
 	f.exec(t, `DELETE FROM customers WHERE id = 'g1'`) // cascades to subscriptions and consents
-	var p profile.Profile
+	var p view
 	eventually(t, 30*time.Second, func() error {
 		var err error
 		if p, err = f.profile("g1"); err != nil {
@@ -183,13 +182,13 @@ func TestCDC_DeleteErasesTheCRMPartOfTheProfile(t *testing.T) {
 	for _, k := range []string{"first_name", "attributes", "created_at", "crm_updated_at"} {
 		require.NotContains(t, p, k)
 	}
-	require.Empty(t, p[cdc.AttrSubscriptions])
-	require.Empty(t, p[cdc.AttrConsents])
+	require.Empty(t, p["subscriptions"])
+	require.Empty(t, p["consents"])
 	require.EqualValues(t, 1, p["count_email_click"], "behavioural features stay")
 
 	// A replay of the consent from before the erasure cannot bring it back.
-	lsn := uint64(p[cdc.AttrConsents+"_lsn"].(float64))
-	ok, err := f.store.ApplyCRMEntry(ctx, "g1", cdc.AttrConsents, "marketing", lsn-1, map[string]any{"granted": true})
+	lsn := crmLSN(t, p) // the delete's version, now the maps' floor
+	ok, err := f.store.ApplyEntry(ctx, "g1", profile.Consents, "marketing", lsn-1, map[string]any{"granted": true})
 	require.NoError(t, err)
 	require.False(t, ok)
 
@@ -241,12 +240,38 @@ func TestCDC_AddedColumnsReachProfiles(t *testing.T) {
 	f.waitField(t, "s1", "email", "s1@example.com")
 	f.exec(t, `ALTER TABLE customers ADD COLUMN loyalty_tier text, ADD COLUMN vip boolean, ADD COLUMN updated_at_2 int`)
 	f.exec(t, `UPDATE customers SET loyalty_tier = 'gold', vip = true, updated_at_2 = 7 WHERE id = 's1'`)
-	p := f.waitField(t, "s1", "loyalty_tier", "gold")
-	require.Equal(t, true, p["vip"])
-	require.EqualValues(t, 7, p["updated_at_2"])
+	p := f.waitPath(t, "s1", "attributes.loyalty_tier", "gold")
+	require.Equal(t, true, path(p, "attributes.vip"))
+	require.EqualValues(t, 7, path(p, "attributes.updated_at_2"), "a new column lands under attributes")
 	f.exec(t, `ALTER TABLE customers DROP COLUMN vip`)
 	f.exec(t, `INSERT INTO customers (id, email, loyalty_tier) VALUES ('s2', 's2@example.com', 'silver')`)
-	f.waitField(t, "s2", "loyalty_tier", "silver")
+	f.waitPath(t, "s2", "attributes.loyalty_tier", "silver")
+}
+
+func TestCDC_ACRMColumnNamedOrdersCannotOverwriteBehaviour(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.start(t, f.cfg)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	w := profile.NewWriter(f.store, profile.WriterConfig{})
+	require.NoError(t, w.Apply(ctx, []events.Event{
+		{EventID: "o1", CustomerID: "o1", Type: events.TypePurchase, Timestamp: now, Properties: events.Properties{OrderID: "x", TotalMinor: 100, Currency: "EUR"}},
+	}))
+	f.exec(t, `ALTER TABLE customers ADD COLUMN orders int, ADD COLUMN count_purchase int, ADD COLUMN ev_state text, ADD COLUMN crm_lsn int`)
+	f.exec(t, `INSERT INTO customers (id, email, orders, count_purchase, ev_state, crm_lsn) VALUES ('o1', 'o1@example.com', 42, 42, 'junk', 0)`)
+	p := f.waitPath(t, "o1", "attributes.orders", 42)
+	require.EqualValues(t, 1, p["orders"], "orders counts purchases")
+	require.EqualValues(t, 1, p["count_purchase"])
+	require.EqualValues(t, 42, path(p, "attributes.count_purchase"))
+	require.Equal(t, "junk", path(p, "attributes.ev_state"))
+	require.NoError(t, w.Apply(ctx, []events.Event{
+		{EventID: "o2", CustomerID: "o1", Type: events.TypePurchase, Timestamp: now.Add(time.Second), Properties: events.Properties{OrderID: "y", TotalMinor: 100, Currency: "EUR"}},
+	}), "the event path still reads and writes the profile")
+	p, err := f.profile("o1")
+	require.NoError(t, err)
+	require.EqualValues(t, 2, p["orders"])
+	require.Greater(t, p["crm_lsn"].(float64), float64(0), "the column crm_lsn did not replace the version")
 }
 
 func TestCDC_AcknowledgesOnlyAppliedChangesAndAdvancesWhenIdle(t *testing.T) {
@@ -345,7 +370,7 @@ func TestCDC_ResyncRepairsDriftedProfiles(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, forceCRM(ctx, f, "y1", lsn, map[string]any{"first_name": "Wrong"}))
 	require.NoError(t, forceCRM(ctx, f, "ghost", lsn, map[string]any{"email": "ghost@example.com"}))
-	_, err = f.store.ApplyCRMEntry(ctx, "y2", cdc.AttrSubscriptions, "promo", lsn, map[string]any{"status": "subscribed"})
+	_, err = f.store.ApplyEntry(ctx, "y2", profile.Subscriptions, "promo", lsn, map[string]any{"status": "subscribed"})
 	require.NoError(t, err)
 
 	res, err := c.Resync(ctx)
@@ -360,7 +385,10 @@ func TestCDC_ResyncRepairsDriftedProfiles(t *testing.T) {
 	require.NotContains(t, p, "email")
 	p, err = f.profile("y2")
 	require.NoError(t, err)
-	require.Equal(t, true, path(p, "subscriptions.promo.deleted"))
+	require.Nil(t, path(p, "subscriptions.promo"), "the entry whose row is gone is erased")
+	ok, err := f.store.ApplyEntry(ctx, "y2", profile.Subscriptions, "promo", lsn, map[string]any{"status": "subscribed"})
+	require.NoError(t, err)
+	require.False(t, ok, "and guarded by its tombstone")
 	// Streaming goes on after a resync.
 	f.exec(t, `UPDATE customers SET first_name = 'Newer' WHERE id = 'y1'`)
 	f.waitField(t, "y1", "first_name", "Newer")
@@ -380,7 +408,7 @@ func forceCRM(ctx context.Context, f *fixture, id string, lsn uint64, fields map
 }
 
 // path reads a dotted path of nested maps from a profile.
-func path(p profile.Profile, dotted string) any {
+func path(p view, dotted string) any {
 	var cur any = map[string]any(p)
 	for _, k := range strings.Split(dotted, ".") {
 		m, ok := cur.(map[string]any)
@@ -392,9 +420,9 @@ func path(p profile.Profile, dotted string) any {
 	return cur
 }
 
-func (f *fixture) waitPath(t *testing.T, id, dotted string, want any) profile.Profile {
+func (f *fixture) waitPath(t *testing.T, id, dotted string, want any) view {
 	t.Helper()
-	var p profile.Profile
+	var p view
 	eventually(t, 30*time.Second, func() error {
 		var err error
 		if p, err = f.profile(id); err != nil {

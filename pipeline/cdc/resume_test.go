@@ -146,30 +146,23 @@ func canonical(v any) string {
 func profileViews(ctx context.Context, store *profile.Store) (map[string]crmView, error) {
 	var mu sync.Mutex
 	out := map[string]crmView{}
-	err := store.Scan(ctx, 4, func(p profile.Profile) error {
+	err := store.Scan(ctx, 4, func(p *profile.Profile) error {
 		v := crmView{Subscriptions: map[string]string{}, Consents: map[string]string{}}
-		v.Email, _ = p["email"].(string)
-		v.FirstName, _ = p["first_name"].(string)
-		v.LastName, _ = p["last_name"].(string)
-		if a, ok := p["attributes"]; ok {
-			v.Attributes = canonical(a)
+		v.Email, v.FirstName, v.LastName = p.CRM.Email, p.CRM.FirstName, p.CRM.LastName
+		if len(p.CRM.Attributes) > 0 {
+			v.Attributes = canonical(p.CRM.Attributes)
 		}
-		for attr, dst := range map[string]map[string]string{cdc.AttrSubscriptions: v.Subscriptions, cdc.AttrConsents: v.Consents} {
-			entries, _ := p[attr].(map[string]any)
-			for k, e := range entries {
-				e, _ := e.(map[string]any)
-				if s, ok := e["status"]; ok {
-					dst[k] = fmt.Sprint(s)
-				} else if g, ok := e["granted"]; ok {
-					dst[k] = fmt.Sprint(g)
-				}
-			}
+		for k, s := range p.Subscriptions {
+			v.Subscriptions[k] = s.Status
+		}
+		for k, c := range p.Consents {
+			v.Consents[k] = fmt.Sprint(c.Granted)
 		}
 		if v.Email == "" && len(v.Subscriptions) == 0 && len(v.Consents) == 0 && v.FirstName == "" {
 			return nil
 		}
 		mu.Lock()
-		out[p.ID()] = v
+		out[p.ID] = v
 		mu.Unlock()
 		return nil
 	})

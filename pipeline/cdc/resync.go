@@ -65,21 +65,26 @@ func (c *CDC) syncSnapshot(ctx context.Context, snapshot string, lsn pglogrepl.L
 	// Profiles still carrying rows the snapshot does not have: erase them at the snapshot's
 	// version (a newer streamed change wins over this, as it should).
 	var erased sync.Mutex
-	err = c.store.Scan(ctx, c.cfg.Workers, func(p profile.Profile) error {
-		id := p.ID()
+	err = c.store.Scan(ctx, c.cfg.Workers, func(p *profile.Profile) error {
+		id := p.ID
 		var ops []*op
-		if _, live := p["email"]; live && older(p[profile.AttrCRMLSN], lsn) {
+		if p.CRM.Email != "" && p.CRMVersion < uint64(lsn) {
 			cust := rels[TableCustomers]
 			if !seen[(&op{table: cust, id: id}).key()] {
-				ops = append(ops, &op{table: cust, id: id, del: true, remove: cust.crmFields(), lsn: uint64(lsn)})
+				ops = append(ops, &op{table: cust, id: id, del: true, remove: cust.crmColumns(), lsn: uint64(lsn)})
 			}
+		}
+		versions := map[string]map[string]uint64{TableSubscriptions: {}, TableConsents: {}}
+		for k, s := range p.Subscriptions {
+			versions[TableSubscriptions][k] = s.Version
+		}
+		for k, s := range p.Consents {
+			versions[TableConsents][k] = s.Version
 		}
 		for _, name := range []string{TableSubscriptions, TableConsents} {
 			rel := rels[name]
-			entries, _ := p[rel.mapAttr].(map[string]any)
-			for k, v := range entries {
-				e, _ := v.(map[string]any)
-				if e == nil || e["deleted"] == true || !older(e["lsn"], lsn) {
+			for k, v := range versions[name] {
+				if v >= uint64(lsn) {
 					continue
 				}
 				if o := (&op{table: rel, id: id, entry: k, del: true, lsn: uint64(lsn)}); !seen[o.key()] {
@@ -102,10 +107,4 @@ func (c *CDC) syncSnapshot(ctx context.Context, snapshot string, lsn pglogrepl.L
 	}
 	c.log.Info("cdc: profiles match the snapshot", "rows", out.Rows, "erased", out.Erased)
 	return out, nil
-}
-
-// older reports whether a stored version (a DynamoDB number) is below lsn.
-func older(v any, lsn pglogrepl.LSN) bool {
-	f, ok := v.(float64)
-	return ok && uint64(f) < uint64(lsn)
 }

@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/tailor-email/tailor/pipeline/profile"
 )
 
 // Tables the publication covers, in the order they are backfilled.
@@ -22,39 +23,19 @@ const (
 // Tables lists the published tables.
 var Tables = []string{TableCustomers, TableSubscriptions, TableConsents}
 
-// Profile map attributes that mirror the child tables.
-const (
-	AttrSubscriptions = "subscriptions"
-	AttrConsents      = "consents"
-)
-
-// table says how one published table lands on a profile.
+// table says how one published table lands on a profile. Where each column goes is
+// pipeline/profile's business (its codec): CDC hands it column names and decoded values.
 type table struct {
 	name     string
-	idCol    string // the column holding the customer id
-	entryCol string // child tables: the column naming the map entry (topic, purpose)
-	mapAttr  string // child tables: the profile's map attribute
+	idCol    string            // the column holding the customer id
+	entryCol string            // child tables: the column naming the map entry (topic, purpose)
+	kind     profile.EntryKind // child tables: the profile's preference map
 }
 
 var tableSpecs = map[string]table{
 	TableCustomers:     {name: TableCustomers, idCol: "id"},
-	TableSubscriptions: {name: TableSubscriptions, idCol: "customer_id", entryCol: "topic", mapAttr: AttrSubscriptions},
-	TableConsents:      {name: TableConsents, idCol: "customer_id", entryCol: "purpose", mapAttr: AttrConsents},
-}
-
-// reservedAttrs are profile attributes that a customers column must not overwrite.
-var reservedAttrs = map[string]bool{
-	"customer_id": true, "crm_lsn": true, "updated_at": true, "seen_events": true,
-	"last_event_at": true, AttrSubscriptions: true, AttrConsents: true,
-	AttrSubscriptions + "_lsn": true, AttrConsents + "_lsn": true,
-}
-
-// fieldName maps a customers column to its profile attribute.
-func fieldName(col string) string {
-	if reservedAttrs[col] || strings.HasPrefix(col, "count_") || strings.HasPrefix(col, "crm_") {
-		return "crm_" + col
-	}
-	return col
+	TableSubscriptions: {name: TableSubscriptions, idCol: "customer_id", entryCol: "topic", kind: profile.Subscriptions},
+	TableConsents:      {name: TableConsents, idCol: "customer_id", entryCol: "purpose", kind: profile.Consents},
 }
 
 type column struct {
@@ -94,12 +75,12 @@ func relationFromMessage(m *pglogrepl.RelationMessage) (*relation, bool, error) 
 	return r, true, err
 }
 
-// crmFields lists the profile attributes a customers relation writes (for erasure).
-func (r *relation) crmFields() []string {
+// crmColumns lists the columns of a customers relation other than the id (for erasure).
+func (r *relation) crmColumns() []string {
 	var out []string
 	for _, c := range r.cols {
 		if c.name != r.idCol {
-			out = append(out, fieldName(c.name))
+			out = append(out, c.name)
 		}
 	}
 	return out
@@ -153,7 +134,7 @@ type op struct {
 	id      string
 	entry   string
 	del     bool
-	fields  map[string]any // set (customers: profile attributes; child tables: entry fields)
+	fields  map[string]any // set: column -> decoded value
 	remove  []string       // NULL columns (customers only)
 	lsn     uint64
 	trunc   []*relation // a TRUNCATE barrier when non-empty
@@ -176,9 +157,6 @@ func (r *relation) upsertOp(cells []cell) (*op, error) {
 			continue
 		}
 		name := c.name
-		if r.entryCol == "" {
-			name = fieldName(c.name)
-		}
 		switch cells[i].kind {
 		case cellUnchanged:
 		case cellNull:
@@ -205,7 +183,7 @@ func (r *relation) deleteOp(cells []cell) (*op, error) {
 	}
 	o := &op{table: r, id: id, entry: entry, del: true}
 	if r.entryCol == "" {
-		o.remove = r.crmFields()
+		o.remove = r.crmColumns()
 	}
 	return o, nil
 }

@@ -73,15 +73,6 @@ func TestDecodeText_MapsPostgresTextToProfileValues(t *testing.T) {
 	require.Error(t, err)
 }
 
-func TestFieldName_PrefixesProfileBookkeeping(t *testing.T) {
-	require.Equal(t, "email", fieldName("email"))
-	require.Equal(t, "crm_updated_at", fieldName("updated_at"))
-	require.Equal(t, "created_at", fieldName("created_at"))
-	require.Equal(t, "crm_crm_lsn", fieldName("crm_lsn"))
-	require.Equal(t, "crm_count_click", fieldName("count_click"))
-	require.Equal(t, "crm_subscriptions", fieldName("subscriptions"))
-}
-
 // FuzzDecodeText checks that no column text, of any type, makes decoding panic, and that what it
 // returns is either an error or a value of a type the profile store can marshal.
 func FuzzDecodeText(f *testing.F) {

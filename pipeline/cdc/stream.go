@@ -430,14 +430,11 @@ func (c *CDC) applyOne(ctx context.Context, o *op) error {
 		if !o.del {
 			v = o.fields
 		}
-		_, err = c.store.ApplyCRMEntry(ctx, o.id, o.table.mapAttr, o.entry, o.lsn, v)
+		_, err = c.store.ApplyEntry(ctx, o.id, o.table.kind, o.entry, o.lsn, v)
 	case o.del:
-		// GDPR erasure: every CRM attribute goes, both maps are emptied and their floors raised.
-		fields := map[string]any{
-			AttrSubscriptions: map[string]any{}, AttrSubscriptions + "_lsn": o.lsn,
-			AttrConsents: map[string]any{}, AttrConsents + "_lsn": o.lsn,
-		}
-		_, err = c.store.ApplyCRM(ctx, o.id, o.lsn, fields, o.remove)
+		// The customer is gone: every CRM attribute goes, both maps are emptied and their
+		// floors raised.
+		_, err = c.store.DeleteCRM(ctx, o.id, o.lsn, o.remove)
 	default:
 		_, err = c.store.ApplyCRM(ctx, o.id, o.lsn, o.fields, o.remove)
 	}
@@ -470,13 +467,13 @@ func (c *CDC) deadLetter(ctx context.Context, o *op, reason error) error {
 // applyTruncate clears what the truncated tables put on every profile.
 func (c *CDC) applyTruncate(ctx context.Context, o *op) error {
 	c.log.Info("cdc: truncate: clearing profiles", "tables", len(o.trunc), "lsn", pglogrepl.LSN(o.lsn))
-	err := c.store.Scan(ctx, c.cfg.Workers, func(p profile.Profile) error {
+	err := c.store.Scan(ctx, c.cfg.Workers, func(p *profile.Profile) error {
 		for _, rel := range o.trunc {
 			var err error
 			if rel.entryCol != "" {
-				_, err = c.store.ClearCRMMap(ctx, p.ID(), rel.mapAttr, o.lsn)
+				_, err = c.store.ClearEntries(ctx, p.ID, rel.kind, o.lsn)
 			} else {
-				_, err = c.store.ApplyCRM(ctx, p.ID(), o.lsn, nil, rel.crmFields())
+				_, err = c.store.ApplyCRM(ctx, p.ID, o.lsn, nil, rel.crmColumns())
 			}
 			if err != nil {
 				return err

@@ -43,5 +43,5 @@ func TestReplay_ResendsOnlyValidOnes(t *testing.T) {
 	eventpath.Eventually(t, 30*time.Second, func() (bool, string) { return applied.Load() == 1, fmt.Sprint(applied.Load(), " applied") })
 	p, err := e.Store.Get(ctx, "c9")
 	require.NoError(t, err)
-	require.Equal(t, float64(1), p["count_search"])
+	require.Equal(t, int64(1), p.Behaviour.Counts[events.TypeSearch])
 }

@@ -48,8 +48,8 @@ const (
 // aggregate is either commutative (counts, sums, min/max, time buckets, decayed scores against
 // a reference time) or kept as the bounded, time-ordered set it derives from (sessions, cart,
 // recently viewed), so out-of-order delivery gives the same result as in-order delivery.
-// Features is stored on the profile item next to the CRM attributes as one JSON attribute
-// (ev_state) plus readable summary attributes (see Writer).
+// Features is stored on the profile item next to the CRM attributes as one compressed JSON
+// attribute (ev_state, see Writer); Profile.Fields reads it for segments and templates.
 type Features struct {
 	// Version increases with every write; writes are conditional on it.
 	Version int64 `json:"-"`
@@ -57,7 +57,7 @@ type Features struct {
 	// first (dedupe). Hashes keep the profile small whatever the ids look like; a collision
 	// (about 1 in 10^14 per event) would skip one event.
 	RecentIDs IDHashes `json:"ev_recent_ids,omitempty"`
-	// Counts are lifetime counts per event type (also written as count_<type>).
+	// Counts are lifetime counts per event type.
 	Counts map[string]int64 `json:"ev_counts,omitempty"`
 	// Buckets hold per-type counts in time buckets, keyed "<type>/<res>" (res m5, h1, d1), then
 	// by the bucket's start in Unix seconds; windowed counts are summed from them at read time.
@@ -83,15 +83,7 @@ type Features struct {
 	// are rebuilt on demand after decoding.
 	seen     map[uint64]struct{}
 	prunedAt int64
-	dirty    uint8          // which readable summaries changed since the last write
-	written  map[string]any // the scalar summaries as last written by this process
 }
-
-const (
-	dirtyViewed uint8 = 1 << iota
-	dirtyCart
-	dirtyPurchase
-)
 
 // Span is one session: first and last event time.
 type Span struct {
@@ -353,13 +345,11 @@ func (f *Features) viewed(product, category string, t time.Time) {
 		if v.ProductID == product {
 			if t.After(v.At) {
 				v.At, v.Category = t, cmp.Or(category, v.Category)
-				f.dirty |= dirtyViewed
 			}
 			sortViewed(f.RecentlyViewed)
 			return
 		}
 	}
-	f.dirty |= dirtyViewed
 	f.RecentlyViewed = append(f.RecentlyViewed, ViewedProduct{ProductID: product, Category: category, At: t})
 	sortViewed(f.RecentlyViewed)
 	if len(f.RecentlyViewed) > RecentlyViewedMax {
@@ -433,7 +423,6 @@ func (f *Features) cartEvent(ev *events.Event, t time.Time) {
 	default:
 		ce.RemoveAll = true
 	}
-	f.dirty |= dirtyCart
 	i, _ := slices.BinarySearchFunc(f.CartEvents, ce, compareCartEvents)
 	f.CartEvents = slices.Insert(f.CartEvents, i, ce)
 	if n := len(f.CartEvents) - CartEventsMax; n > 0 {
@@ -483,7 +472,6 @@ func (f *Features) Cart() []CartLine {
 
 func (f *Features) purchase(ev *events.Event, t time.Time) {
 	p := &ev.Properties
-	f.dirty |= dirtyPurchase | dirtyCart
 	f.Orders++
 	if f.LifetimeValue == nil {
 		f.LifetimeValue = make(map[string]int64, 1)
@@ -536,29 +524,3 @@ func (f *Features) pruneBuckets() {
 		}
 	}
 }
-
-// windowSuffixes name the windows in SegmentFields.
-var windowSuffixes = []struct {
-	suffix string
-	window time.Duration
-}{{"1h", Window1h}, {"24h", Window24h}, {"7d", Window7d}, {"30d", Window30d}}
-
-// SegmentFields are the time-dependent features as of now, for segment and template
-// evaluation (they cannot be stored: they change as time passes): count_<type>_<window> for
-// every type seen and window 1h, 24h, 7d, 30d; email_opens_30d and email_clicks_30d; and
-// category_affinity (category -> decayed score). Merge them into the profile's attributes.
-func (f *Features) SegmentFields(now time.Time) map[string]any {
-	out := make(map[string]any, len(f.Counts)*len(windowSuffixes)+3)
-	for typ := range f.Counts {
-		for _, w := range windowSuffixes {
-			out[AttrCountPrefixWindowed(typ, w.suffix)] = f.WindowCount(typ, w.window, now)
-		}
-	}
-	out["email_opens_30d"] = f.WindowCount(events.TypeEmailOpen, Window30d, now)
-	out["email_clicks_30d"] = f.WindowCount(events.TypeEmailClick, Window30d, now)
-	out["category_affinity"] = f.Affinity(now)
-	return out
-}
-
-// AttrCountPrefixWindowed names a windowed count in SegmentFields: count_<type>_<suffix>.
-func AttrCountPrefixWindowed(typ, suffix string) string { return "count_" + typ + "_" + suffix }

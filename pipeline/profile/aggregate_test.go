@@ -62,12 +62,13 @@ func TestFeatures_WindowsFollowTheClock(t *testing.T) {
 	require.Equal(t, int64(0), f.WindowCount(events.TypeProductView, profile.Window7d, muchLater))
 	require.Equal(t, int64(3), f.WindowCount(events.TypeProductView, profile.Window30d, muchLater), "the view 35 days old left the 30 d window")
 	require.Equal(t, int64(4), f.Counts[events.TypeProductView], "lifetime counts never decay")
-	fields := f.SegmentFields(later)
+	fields := (&profile.Profile{Behaviour: f}).Fields(later)
 	require.Equal(t, int64(0), fields["count_product_view_1h"])
 	require.Equal(t, int64(2), fields["count_product_view_24h"])
 	require.Equal(t, int64(3), fields["count_product_view_7d"])
 	require.Equal(t, int64(4), fields["count_product_view_30d"])
 	require.Equal(t, int64(0), fields["email_opens_30d"])
+	require.Equal(t, int64(4), fields["count_product_view"])
 }
 
 func TestFeatures_SessionsSplitOnInactivityAndMergeLateEvents(t *testing.T) {

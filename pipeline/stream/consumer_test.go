@@ -36,7 +36,7 @@ func TestConsumer_CountsEventsOnceDespiteRedelivery(t *testing.T) {
 	for c := range 3 {
 		p, err := e.Store.Get(ctx, fmt.Sprintf("c-%d", c))
 		require.NoError(t, err)
-		require.Equal(t, float64(10), p["count_product_view"], "c-%d", c)
+		require.Equal(t, int64(10), p.Behaviour.Counts[events.TypeProductView], "c-%d", c)
 	}
 	// Every shard is checkpointed once its effects are durable.
 	leases, err := stream.NewLeaseTable(e.DynamoDB, e.Names.Leases).List(ctx)

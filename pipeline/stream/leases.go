@@ -115,17 +115,17 @@ func (t *LeaseTable) update(ctx context.Context, seen Lease, upd expression.Upda
 	if mustOwn {
 		cond = cond.And(expression.Name(attrOwner).Equal(expression.Value(seen.Owner)))
 	}
-	expr, err := expression.NewBuilder().WithUpdate(upd).WithCondition(cond).Build()
+	u, c, names, values, err := ddb.Expression(&upd, &cond)
 	if err != nil {
 		return fmt.Errorf("update lease %s: %w", seen.ShardID, err)
 	}
 	_, err = t.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(t.table),
 		Key:                       map[string]types.AttributeValue{LeaseKey: ddb.S(seen.ShardID)},
-		UpdateExpression:          expr.Update(),
-		ConditionExpression:       expr.Condition(),
-		ExpressionAttributeNames:  expr.Names(),
-		ExpressionAttributeValues: expr.Values(),
+		UpdateExpression:          u,
+		ConditionExpression:       c,
+		ExpressionAttributeNames:  names,
+		ExpressionAttributeValues: values,
 	})
 	if ddb.IsConditionFailed(err) {
 		return fmt.Errorf("%w: %s", ErrLeaseLost, seen.ShardID)

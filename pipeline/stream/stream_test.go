@@ -16,7 +16,6 @@ import (
 
 	"github.com/tailor-email/tailor/internal/testenv/eventpath"
 	"github.com/tailor-email/tailor/pipeline/events"
-	"github.com/tailor-email/tailor/pipeline/profile"
 	"github.com/tailor-email/tailor/pipeline/profile/profiletest"
 	"github.com/tailor-email/tailor/pipeline/stream"
 )
@@ -83,37 +82,13 @@ func requireProfilesMatch(t *testing.T, e *eventpath.Env, evs []events.Event) {
 	require.Len(t, profiles, len(groups))
 	now := time.Now()
 	for id, evs := range groups {
-		f, err := profile.FeaturesOf(profiles[id])
-		require.NoError(t, err)
+		f := &profiles[id].Behaviour
 		profiletest.RequireMatchesTruth(t, f, profiletest.GroundTruth(evs, now), now, id)
-		requireReadableSummaries(t, profiles[id], f, id)
-		require.Equal(t, float64(len(uniqueIDs(evs))), sumCounts(profiles[id]), "%s: count_<type> attributes", id)
-	}
-}
-
-// requireReadableSummaries checks the attributes written for readers against Features.
-func requireReadableSummaries(t *testing.T, p profile.Profile, f *profile.Features, who string) {
-	t.Helper()
-	require.Equal(t, float64(f.Sessions()), p[profile.AttrSessions], "%s: sessions attribute", who)
-	require.Equal(t, float64(f.Orders), p[profile.AttrOrders], "%s: orders attribute", who)
-	views, _ := p[profile.AttrRecentlyViewed].([]any)
-	require.Len(t, views, len(f.RecentlyViewed), "%s: recently_viewed attribute", who)
-	for i, v := range f.RecentlyViewed {
-		require.Equal(t, v.ProductID, views[i].(map[string]any)["product_id"], "%s: recently_viewed[%d]", who, i)
-	}
-	cart, _ := p[profile.AttrCart].([]any)
-	lines := f.Cart()
-	require.Len(t, cart, len(lines), "%s: cart attribute", who)
-	for i, l := range lines {
-		m := cart[i].(map[string]any)
-		require.Equal(t, l.ProductID, m["product_id"], "%s: cart[%d]", who, i)
-		require.Equal(t, float64(l.Quantity), m["quantity"], "%s: cart[%d] quantity", who, i)
-	}
-	if f.LastPurchase != nil {
-		require.Equal(t, f.LastPurchase.OrderID, p[profile.AttrLastPurchase].(map[string]any)["order_id"], "%s: last_purchase attribute", who)
-		for cur, v := range f.LifetimeValue {
-			require.Equal(t, float64(v), p[profile.AttrLifetimeValue].(map[string]any)[cur], "%s: lifetime_value[%s]", who, cur)
+		var sum int64
+		for _, n := range f.Counts {
+			sum += n
 		}
+		require.Equal(t, int64(len(uniqueIDs(evs))), sum, "%s: every unique event counted once", id)
 	}
 }
 
@@ -123,16 +98,6 @@ func uniqueIDs(evs []events.Event) map[string]bool {
 		m[e.EventID] = true
 	}
 	return m
-}
-
-func sumCounts(p profile.Profile) float64 {
-	var n float64
-	for _, typ := range events.Types {
-		if v, ok := p["count_"+typ].(float64); ok {
-			n += v
-		}
-	}
-	return n
 }
 
 func TestConsumer_ProfilesMatchGroundTruth(t *testing.T) {

@@ -5,6 +5,7 @@ package profiletest
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -243,4 +244,17 @@ func ByCustomer(evs []events.Event) map[string][]events.Event {
 // ProductView is a product_view event of customer at the given time.
 func ProductView(id, customer string, at time.Time) events.Event {
 	return events.Event{EventID: id, CustomerID: customer, Type: events.TypeProductView, Timestamp: at.UTC(), Properties: events.Properties{ProductID: "p-" + id}}
+}
+
+// RequireSameFeatures fails unless got holds exactly what want holds: the same version and
+// the same stored state (compared as their JSON encoding), and the same view as of now.
+func RequireSameFeatures(t testing.TB, want, got *profile.Features, now time.Time, who string) {
+	t.Helper()
+	require.Equal(t, want.Version, got.Version, "%s: version", who)
+	w, err := json.Marshal(want)
+	require.NoError(t, err)
+	g, err := json.Marshal(got)
+	require.NoError(t, err)
+	require.JSONEq(t, string(w), string(g), "%s: features", who)
+	require.Equal(t, (&profile.Profile{Behaviour: *want}).Fields(now), (&profile.Profile{Behaviour: *got}).Fields(now), "%s: view", who)
 }

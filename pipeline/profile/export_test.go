@@ -1,0 +1,8 @@
+package profile
+
+import "github.com/aws/smithy-go"
+
+// RefusedForTest classifies a DynamoDB API error as refused's callers see it.
+func RefusedForTest(code, msg string) error {
+	return refused(&smithy.GenericAPIError{Code: code, Message: msg})
+}
