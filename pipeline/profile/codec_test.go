@@ -259,3 +259,18 @@ func TestErrWriteRefused_IsForGoodOnly(t *testing.T) {
 		"an expression bug must fail loudly, not be dead-lettered")
 	require.False(t, errors.Is(profile.RefusedForTest("ProvisionedThroughputExceededException", "slow down"), profile.ErrWriteRefused))
 }
+
+func TestCodec_AttributeNamesAreUniqueAndOutsideTheColumnNamespace(t *testing.T) {
+	t.Parallel()
+	names := profile.StoredAttributesForTest()
+	require.Len(t, slices.Compact(slices.Clone(names)), len(names), "unique")
+	for _, n := range names {
+		if n != "crm_col_" {
+			require.False(t, strings.HasPrefix(n, "crm_col_"), n)
+		}
+		require.Equal(t, n, strings.TrimSpace(n))
+	}
+	for col := range map[string]bool{"email": true, "first_name": true, "updated_at": true, "attributes": true} {
+		require.Contains(t, names, profile.ColumnAttribute(col))
+	}
+}

@@ -6,3 +6,6 @@ import "github.com/aws/smithy-go"
 func RefusedForTest(code, msg string) error {
 	return refused(&smithy.GenericAPIError{Code: code, Message: msg})
 }
+
+// StoredAttributesForTest lists the item's top-level attribute names.
+var StoredAttributesForTest = storedAttributes
