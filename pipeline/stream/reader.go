@@ -87,8 +87,9 @@ type shardReader struct {
 	after string // sequence number to continue after; empty: start at fromStart or LATEST
 	// fromStart: without after, start at TRIM_HORIZON rather than LATEST.
 	fromStart bool
-	// atCheckpoint: the iterator came from the checkpoint and has read no record yet, so an
-	// empty batch far behind means the checkpoint is past the trim horizon.
+	// atCheckpoint: the iterator was positioned after a sequence number (the checkpoint, or
+	// the last record read before the iterator expired) and has read no record since, so an
+	// empty batch a retention period behind means that position is past the trim horizon.
 	atCheckpoint bool
 	attempt      int // consecutive failed GetRecords
 }
