@@ -18,18 +18,20 @@ import (
 	"github.com/tailor-email/tailor/internal/testenv/eventpath"
 	"github.com/tailor-email/tailor/pipeline/deadletter"
 	"github.com/tailor-email/tailor/pipeline/events"
+	"github.com/tailor-email/tailor/pipeline/events/eventstest"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 const testAPIKey = "test-key-123"
 
-func setupIngest(t *testing.T) (*eventpath.Env, *httptest.Server, *deadletter.Store) {
+// setupIngest serves POST /v1/events with bodyLimit (0: the default).
+func setupIngest(t *testing.T, bodyLimit int64) (*eventpath.Env, *httptest.Server, *deadletter.Store) {
 	t.Helper()
 	e := eventpath.New(t, 1)
 	h, err := httpapi.NewEventsHandler(httpapi.EventsConfig{
 		Ingestor:  &events.Ingestor{Stream: e.Producer, DeadLetters: e.DeadLetters},
-		BodyLimit: 4 << 20,
+		BodyLimit: bodyLimit,
 	})
 	require.NoError(t, err)
 	keys, err := httpapi.NewStaticKeys([]string{httpapi.HashKey(testAPIKey)})
@@ -58,7 +60,7 @@ func post(t *testing.T, srv *httptest.Server, key string, body []byte) (int, htt
 
 func TestEventsHandler_AnswersPerEventAndDeadLettersEveryRejection(t *testing.T) {
 	t.Parallel()
-	e, srv, dls := setupIngest(t)
+	e, srv, dls := setupIngest(t, 4<<20)
 	now := time.Now().UTC()
 	ts := now.Add(-time.Minute).Format(time.RFC3339)
 	valid := func(id string) string {
@@ -122,7 +124,7 @@ func TestEventsHandler_AnswersPerEventAndDeadLettersEveryRejection(t *testing.T)
 
 func TestEventsHandler_RejectsWholeBodies(t *testing.T) {
 	t.Parallel()
-	_, srv, dls := setupIngest(t)
+	_, srv, dls := setupIngest(t, 4<<20)
 	code, res := post(t, srv, "", []byte(`{}`))
 	require.Equal(t, http.StatusUnauthorized, code)
 	require.Contains(t, res.Error, "API key")
@@ -154,7 +156,7 @@ func TestEventsHandler_RejectsWholeBodies(t *testing.T) {
 
 func TestEventsHandler_NDJSONBatchRejectsBadLinesOneByOne(t *testing.T) {
 	t.Parallel()
-	_, srv, dls := setupIngest(t)
+	_, srv, dls := setupIngest(t, 4<<20)
 	ts := time.Now().UTC().Add(-time.Minute).Format(time.RFC3339)
 	body := `{"event_id":"n1","customer_id":"c","type":"search","timestamp":"` + ts + `","properties":{"query":"q"}}` + "\n" +
 		`{"event_id":"n2","customer_id":"c","type":` + "\n" +
@@ -168,4 +170,64 @@ func TestEventsHandler_NDJSONBatchRejectsBadLinesOneByOne(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, rows, 1)
 	require.Equal(t, `{"event_id":"n2","customer_id":"c","type":`, string(rows[0].Payload))
+}
+
+// maximalBatch is a JSON array of events.MaxBatchEvents events of exactly events.MaxEventBytes
+// each, padded with white space to size bytes, and the events' customers.
+func maximalBatch(t *testing.T, size int) ([]byte, []string) {
+	t.Helper()
+	ts := time.Now().UTC().Add(-time.Minute)
+	customers := make([]string, 10)
+	for i := range customers {
+		customers[i] = fmt.Sprintf("max-c%d", i)
+	}
+	parts := make([][]byte, events.MaxBatchEvents)
+	for i := range parts {
+		parts[i] = eventstest.Sized(fmt.Sprintf("max-%03d", i), customers[i%len(customers)], ts, events.MaxEventBytes)
+		require.Len(t, parts[i], events.MaxEventBytes)
+	}
+	body := append(append([]byte("["), bytes.Join(parts, []byte(","))...), ']')
+	require.LessOrEqual(t, len(body), size, "the batch itself fits")
+	return append(body, bytes.Repeat([]byte(" "), size-len(body))...), customers
+}
+
+func TestEventsHandler_AcceptsAFullBatchOfMaximalEventsEndToEnd(t *testing.T) {
+	t.Parallel()
+	e, srv, dls := setupIngest(t, 0)
+	body, customers := maximalBatch(t, httpapi.EventsBodyLimitDefault)
+	require.Len(t, body, events.MaxBatchBytes, "a body of exactly the default limit")
+	code, res := post(t, srv, testAPIKey, body)
+	require.Equal(t, http.StatusOK, code, "error %q", res.Error)
+	require.Equal(t, events.MaxBatchEvents, res.Accepted)
+	require.Zero(t, res.Rejected)
+
+	// Every event reaches its profile; the consumer dead-letters none (their normalised form
+	// is longer than the 32 KiB they were sent as).
+	var applied atomic.Int64
+	e.StartConsumer(t, eventpath.Consumer{AfterApply: func(b events.AppliedBatch) { applied.Add(int64(len(b.Events))) }})
+	eventpath.Eventually(t, 60*time.Second, func() (bool, string) {
+		return applied.Load() == events.MaxBatchEvents, fmt.Sprint(applied.Load(), " applied")
+	})
+	rows, err := dls.List(t.Context(), deadletter.Filter{Limit: 10})
+	require.NoError(t, err)
+	require.Empty(t, rows, "no dead letters, on either side of the stream")
+	profiles, err := e.Store.BatchGet(t.Context(), customers)
+	require.NoError(t, err)
+	require.Len(t, profiles, len(customers))
+	for _, c := range customers {
+		require.Equal(t, float64(events.MaxBatchEvents/len(customers)), profiles[c]["count_custom"], c)
+	}
+}
+
+func TestEventsHandler_RefusesABodyJustOverTheLimit(t *testing.T) {
+	t.Parallel()
+	_, srv, dls := setupIngest(t, 0)
+	body, _ := maximalBatch(t, httpapi.EventsBodyLimitDefault+1)
+	code, res := post(t, srv, testAPIKey, body)
+	require.Equal(t, http.StatusRequestEntityTooLarge, code)
+	require.Equal(t, fmt.Sprintf("body larger than %d bytes: split the batch", httpapi.EventsBodyLimitDefault), res.Error)
+	rows, err := dls.List(t.Context(), deadletter.Filter{Source: events.SourceAPI})
+	require.NoError(t, err)
+	require.Len(t, rows, 1, "the refused body is a dead letter")
+	require.Len(t, rows[0].Payload, httpapi.EventsBodyLimitDefault, "what was read, up to the limit")
 }

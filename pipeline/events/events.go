@@ -140,6 +140,11 @@ type DecodeOptions struct {
 	MaxFuture time.Duration
 	// MaxAge is how far behind Now a timestamp may be. Default 90 days.
 	MaxAge time.Duration
+	// MaxBytes bounds the encoded event. Default MaxEventBytes, the contract's limit on what a
+	// client sends. The normalised form of an accepted event may be somewhat longer (RFC 3339
+	// timestamps for epoch milliseconds, decimal strings for integer money, escaped U+2028),
+	// so the stream processor allows a whole Kinesis record.
+	MaxBytes int
 }
 
 func (o DecodeOptions) withDefaults() DecodeOptions {
@@ -151,6 +156,9 @@ func (o DecodeOptions) withDefaults() DecodeOptions {
 	}
 	if o.MaxAge == 0 {
 		o.MaxAge = MaxAgeDefault
+	}
+	if o.MaxBytes == 0 {
+		o.MaxBytes = MaxEventBytes
 	}
 	return o
 }
@@ -175,8 +183,8 @@ var topLevel = []string{"event_id", "customer_id", "anonymous_id", "type", "time
 func Decode(raw []byte, opts DecodeOptions) (Event, error) {
 	opts = opts.withDefaults()
 	var ev Event
-	if len(raw) > MaxEventBytes {
-		return ev, invalid("", "event is %d bytes, the limit is %d", len(raw), MaxEventBytes)
+	if len(raw) > opts.MaxBytes {
+		return ev, invalid("", "event is %d bytes, the limit is %d", len(raw), opts.MaxBytes)
 	}
 	if !utf8.Valid(raw) {
 		return ev, invalid("", "payload is not valid UTF-8")
@@ -580,6 +588,8 @@ func FormatMinor(minor int64, currency string) string {
 }
 
 // MarshalJSON writes the normalised event: RFC 3339 UTC timestamp, money as decimal strings.
+// It does not escape <, > and & (as json.Marshal would, six bytes for one), so the normalised
+// form stays about the size of what the client sent.
 func (e Event) MarshalJSON() ([]byte, error) {
 	type item struct {
 		ProductID string `json:"product_id"`
@@ -616,8 +626,14 @@ func (e Event) MarshalJSON() ([]byte, error) {
 		Timestamp   string `json:"timestamp"`
 		Properties  props  `json:"properties"`
 	}
-	return json.Marshal(plain{
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(plain{
 		EventID: e.EventID, CustomerID: e.CustomerID, AnonymousID: e.AnonymousID, Type: e.Type,
 		Timestamp: e.Timestamp.UTC().Format(time.RFC3339Nano), Properties: p,
-	})
+	}); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }

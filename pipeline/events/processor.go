@@ -52,8 +52,10 @@ func NewProcessor(cfg ProcessorConfig) (*Processor, error) {
 }
 
 // streamDecode bounds events read back from the stream: no age bound (they sat in the stream
-// for a while), the usual future bound.
-var streamDecode = DecodeOptions{MaxAge: 100 * 365 * 24 * time.Hour}
+// for a while), the usual future bound, and the size of a Kinesis record rather than the
+// contract's event limit (the normalised form of an accepted event may be a little longer
+// than what the client sent, and an accepted event must not become a dead letter).
+var streamDecode = DecodeOptions{MaxAge: 100 * 365 * 24 * time.Hour, MaxBytes: stream.PutRecordMaxBytes}
 
 // Process implements stream.Processor. It returns when the batch's effects are durable: every
 // invalid record is in the dead-letter store and every valid event applied.

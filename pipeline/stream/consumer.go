@@ -20,7 +20,6 @@ import (
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/tailor-email/tailor/internal/ctxtime"
-	"github.com/tailor-email/tailor/internal/ddb"
 )
 
 // Consumer defaults.
@@ -114,11 +113,17 @@ func (c ConsumerConfig) validate() error {
 // from the busiest owner. It reads a child shard only after all its parents are finished, so a
 // customer's events (one partition key) are applied in stream order across a split or merge.
 // It checkpoints a shard only after its batch is durable in the sink (at-least-once).
+//
+// When the retention period overtakes it, it does not stop: a checkpoint Kinesis no longer
+// holds restarts the shard at TRIM_HORIZON, and a shard Kinesis has deleted (a closed parent
+// whose records all expired) is marked finished so its children start. Both are logged as
+// errors and counted in tailor_consumer_retention_gaps_total{reason}.
 type Consumer struct {
 	cfg     ConsumerConfig
-	kinesis *kinesis.Client
+	kinesis KinesisReader
 	leases  *LeaseTable
 	log     *slog.Logger
+	ret     retentionCache
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed by Stop: graceful handoff
@@ -130,8 +135,9 @@ type Consumer struct {
 	held map[string]*shardWorker
 }
 
-// NewConsumer returns a consumer; Run starts it.
-func NewConsumer(kc *kinesis.Client, db *dynamodb.Client, cfg ConsumerConfig) (*Consumer, error) {
+// NewConsumer returns a consumer reading through kc (a *kinesis.Client) with its leases in
+// db; Run starts it.
+func NewConsumer(kc KinesisReader, db *dynamodb.Client, cfg ConsumerConfig) (*Consumer, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -224,8 +230,9 @@ func (c *Consumer) notifyFinished() {
 	}
 }
 
-// discover lists the stream's shards and creates a lease for each new one.
-func (c *Consumer) discover(ctx context.Context) ([]ktypes.Shard, error) {
+// listShards lists every shard of the stream, open and closed (Kinesis lists a closed shard
+// until its records are past the retention period).
+func (c *Consumer) listShards(ctx context.Context) ([]ktypes.Shard, error) {
 	var shards []ktypes.Shard
 	in := &kinesis.ListShardsInput{StreamName: aws.String(c.cfg.Stream)}
 	for {
@@ -235,9 +242,17 @@ func (c *Consumer) discover(ctx context.Context) ([]ktypes.Shard, error) {
 		}
 		shards = append(shards, out.Shards...)
 		if out.NextToken == nil {
-			break
+			return shards, nil
 		}
 		in = &kinesis.ListShardsInput{NextToken: out.NextToken}
+	}
+}
+
+// discover lists the stream's shards and creates a lease for each new one.
+func (c *Consumer) discover(ctx context.Context) ([]ktypes.Shard, error) {
+	shards, err := c.listShards(ctx)
+	if err != nil {
+		return nil, err
 	}
 	for _, s := range shards {
 		var parents []string
@@ -465,31 +480,10 @@ func (w *shardWorker) checkpoint(ctx context.Context, seq string) error {
 	return nil
 }
 
-func (w *shardWorker) iterator(ctx context.Context) (*string, error) {
-	l := w.current()
-	in := &kinesis.GetShardIteratorInput{StreamName: aws.String(w.c.cfg.Stream), ShardId: aws.String(w.shardID)}
-	switch {
-	case l.Checkpoint != "":
-		in.ShardIteratorType, in.StartingSequenceNumber = ktypes.ShardIteratorTypeAfterSequenceNumber, aws.String(l.Checkpoint)
-	case len(l.Parents) > 0 || w.c.cfg.StartPosition == StartTrimHorizon:
-		in.ShardIteratorType = ktypes.ShardIteratorTypeTrimHorizon
-	default:
-		in.ShardIteratorType = ktypes.ShardIteratorTypeLatest
-	}
-	out, err := w.c.kinesis.GetShardIterator(ctx, in)
-	if err != nil {
-		return nil, fmt.Errorf("shard iterator for %s: %w", w.shardID, err)
-	}
-	return out.ShardIterator, nil
-}
-
 // run reads the shard until it ends, the lease is lost, ctx ends or the consumer stops.
 func (w *shardWorker) run(ctx context.Context) error {
-	iter, err := w.iterator(ctx)
-	if err != nil {
-		return err
-	}
-	for attempt := 0; ; {
+	r := newShardReader(w.c, w.current())
+	for {
 		select {
 		case <-w.c.stopping:
 			return nil
@@ -497,39 +491,18 @@ func (w *shardWorker) run(ctx context.Context) error {
 			return ctx.Err()
 		default:
 		}
-		out, err := w.c.kinesis.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: iter, Limit: aws.Int32(int32(w.c.cfg.BatchLimit))})
+		records, end, err := r.next(ctx)
 		if err != nil {
-			var expired *ktypes.ExpiredIteratorException
-			var thr *ktypes.ProvisionedThroughputExceededException
-			switch {
-			case ctx.Err() != nil:
-				return ctx.Err()
-			case errors.As(err, &expired):
-				if iter, err = w.iterator(ctx); err != nil {
-					return err
-				}
-				continue
-			case errors.As(err, &thr) || attempt < 8:
-				attempt++
-				if err := ctxtime.Sleep(ctx, ddb.Backoff(attempt)); err != nil {
-					return err
-				}
-				continue
-			default:
-				return fmt.Errorf("get records from %s: %w", w.shardID, err)
-			}
+			return err
 		}
-		attempt = 0
-		if out.MillisBehindLatest != nil {
-			millisBehindLatest.WithLabelValues(w.shardID).Set(float64(*out.MillisBehindLatest))
-		}
-		if len(out.Records) > 0 {
-			if err := w.process(ctx, out.Records); err != nil {
+		if len(records) > 0 {
+			if err := w.process(ctx, records); err != nil {
 				return err
 			}
 		}
-		if out.NextShardIterator == nil {
-			// The shard is closed and read to its end: its children may start.
+		if end {
+			// The shard is closed and read to its end, or gone from the stream: its
+			// children may start.
 			if err := w.checkpoint(ctx, CheckpointShardEnd); err != nil {
 				return err
 			}
@@ -537,8 +510,7 @@ func (w *shardWorker) run(ctx context.Context) error {
 			w.c.notifyFinished()
 			return nil
 		}
-		iter = out.NextShardIterator
-		if len(out.Records) == 0 {
+		if len(records) == 0 {
 			select {
 			case <-w.c.stopping:
 				return nil

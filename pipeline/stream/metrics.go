@@ -23,15 +23,32 @@ var (
 	leasesHeld = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "tailor_consumer_leases_held", Help: "Shard leases this process holds.",
 	})
+	retentionGaps = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tailor_consumer_retention_gaps_total",
+		Help: "Times a shard's reading jumped over data Kinesis no longer holds (past the stream's retention period): " +
+			"reason=checkpoint_refused or checkpoint_trimmed restarted the shard at TRIM_HORIZON, shard_gone marked a deleted shard finished. " +
+			"Records in the gap, if any, are lost.",
+	}, []string{"reason"})
 	recordLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "tailor_event_to_profile_seconds", Help: "From a record's arrival in Kinesis to its effect (the profile write) being durable.",
 		Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
 	})
 )
 
+// Reasons of tailor_consumer_retention_gaps_total.
+const (
+	gapCheckpointRefused = "checkpoint_refused" // GetShardIterator refused the checkpoint
+	gapCheckpointTrimmed = "checkpoint_trimmed" // the checkpoint's iterator read empty batches a retention period behind
+	gapShardGone         = "shard_gone"         // ResourceNotFoundException, and the shard is no longer listed
+)
+
 // MetricsCollectors are the stream's metrics.
 func MetricsCollectors() []prometheus.Collector {
-	return []prometheus.Collector{producerRetries, recordsProcessed, millisBehindLatest, leasesHeld, recordLatency}
+	// Every reason exists from the start at 0, so an alert on its increase sees the first gap.
+	for _, r := range []string{gapCheckpointRefused, gapCheckpointTrimmed, gapShardGone} {
+		retentionGaps.WithLabelValues(r)
+	}
+	return []prometheus.Collector{producerRetries, recordsProcessed, millisBehindLatest, leasesHeld, retentionGaps, recordLatency}
 }
 
 // RegisterMetrics registers the event-path metrics with reg. Registering twice is not an error.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
@@ -15,11 +16,15 @@ import (
 	"github.com/tailor-email/tailor/internal/ctxtime"
 )
 
-// Kinesis PutRecords limits.
+// Kinesis PutRecords limits the producer keeps to. Sizes count data and partition key
+// together, as Kinesis does. AWS has since raised its ceilings (10 MiB per call, records up to
+// 10 MiB on a stream whose maximum record size was raised); these are the limits every stream
+// and the emulators accept (kinesalite refuses requests over 7 MiB, base64 included).
 const (
-	PutRecordsMaxRecords = 500
-	PutRecordsMaxBytes   = 5 << 20
-	PutRecordMaxBytes    = 1 << 20
+	PutRecordsMaxRecords = 500     // records per call
+	PutRecordsMaxBytes   = 5 << 20 // per call
+	PutRecordMaxBytes    = 1 << 20 // per record: a stream's default maximum record size
+	PartitionKeyMaxLen   = 256     // Unicode characters
 )
 
 // Producer defaults.
@@ -119,8 +124,10 @@ func (p *Producer) Send(ctx context.Context, records []Record) ([]error, error) 
 		switch {
 		case r.PartitionKey == "":
 			results[i] = errors.New("put record: empty partition key")
-		case len(r.Data) > PutRecordMaxBytes:
-			results[i] = fmt.Errorf("put record: %d bytes, the Kinesis limit is %d", len(r.Data), PutRecordMaxBytes)
+		case utf8.RuneCountInString(r.PartitionKey) > PartitionKeyMaxLen:
+			results[i] = fmt.Errorf("put record: partition key of %d characters, the Kinesis limit is %d", utf8.RuneCountInString(r.PartitionKey), PartitionKeyMaxLen)
+		case len(r.Data)+len(r.PartitionKey) > PutRecordMaxBytes:
+			results[i] = fmt.Errorf("put record: %d bytes with the partition key, the Kinesis limit is %d", len(r.Data)+len(r.PartitionKey), PutRecordMaxBytes)
 		}
 		entries[i] = ktypes.PutRecordsRequestEntry{Data: r.Data, PartitionKey: aws.String(r.PartitionKey)}
 	}

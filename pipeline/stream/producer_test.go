@@ -3,6 +3,7 @@ package stream_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -113,13 +114,22 @@ func TestProducer_RefusesRecordsKinesisWouldReject(t *testing.T) {
 	fk := &flakyKinesis{failed: map[string]bool{}, accepted: map[string]int{}}
 	p, err := stream.NewProducer(fk, stream.ProducerConfig{Stream: "s"})
 	require.NoError(t, err)
-	records := testRecords(3)
+	records := testRecords(6)
 	records[1].PartitionKey = ""
 	records[2].Data = make([]byte, stream.PutRecordMaxBytes+1)
+	// The record limit counts the partition key too.
+	records[3].Data = make([]byte, stream.PutRecordMaxBytes-len(records[3].PartitionKey)+1)
+	records[4].PartitionKey = strings.Repeat("é", stream.PartitionKeyMaxLen+1)
+	// Exactly at both limits: accepted.
+	records[5].PartitionKey = strings.Repeat("é", stream.PartitionKeyMaxLen)
+	records[5].Data = make([]byte, stream.PutRecordMaxBytes-len(records[5].PartitionKey))
 	results, err := p.Send(t.Context(), records)
 	require.NoError(t, err)
 	require.NoError(t, results[0])
 	require.ErrorContains(t, results[1], "empty partition key")
 	require.ErrorContains(t, results[2], "the Kinesis limit is 1048576")
-	require.Len(t, fk.accepted, 1, "only the valid record is sent")
+	require.ErrorContains(t, results[3], "with the partition key, the Kinesis limit is 1048576")
+	require.ErrorContains(t, results[4], "partition key of 257 characters, the Kinesis limit is 256")
+	require.NoError(t, results[5])
+	require.Len(t, fk.accepted, 2, "only the valid records are sent")
 }

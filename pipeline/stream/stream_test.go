@@ -301,3 +301,71 @@ func TestConsumer_LatestStartSkipsEarlierEvents(t *testing.T) {
 		require.Contains(t, id, "after-", "LATEST must not replay events from before the consumer started")
 	}
 }
+
+func TestConsumer_StartsChildrenOfParentsTheStreamNoLongerHas(t *testing.T) {
+	t.Parallel()
+	e := eventpath.New(t, 1)
+	ctx := t.Context()
+	shards, err := e.Kinesis.ListShards(ctx, &kinesis.ListShardsInput{StreamName: aws.String(e.Names.Stream)})
+	require.NoError(t, err)
+	require.Len(t, shards.Shards, 1)
+	child := aws.ToString(shards.Shards[0].ShardId)
+	// The lease table remembers two generations of closed parents that Kinesis has deleted
+	// since (a closed shard goes once its records are past the retention period): the
+	// grandparent was read up to a checkpoint, the parent not at all.
+	const grandparent, parent = "shardId-000000000098", "shardId-000000000099"
+	lt := stream.NewLeaseTable(e.DynamoDB, e.Names.Leases)
+	require.NoError(t, lt.EnsureTable(ctx))
+	for _, l := range []struct {
+		shard   string
+		parents []string
+	}{{grandparent, nil}, {parent, []string{grandparent}}, {child, []string{parent}}} {
+		created, err := lt.Create(ctx, l.shard, l.parents)
+		require.NoError(t, err)
+		require.True(t, created)
+	}
+	leases, err := lt.List(ctx)
+	require.NoError(t, err)
+	for _, l := range leases {
+		if l.ShardID == grandparent {
+			held, err := lt.Take(ctx, l, "earlier-consumer", time.Minute, time.Now())
+			require.NoError(t, err)
+			held, err = lt.Checkpoint(ctx, held, "49590338271490256608559692538361571095921575989136588898")
+			require.NoError(t, err)
+			require.NoError(t, lt.Release(ctx, held))
+		}
+	}
+
+	now := time.Now().UTC()
+	const customers, perCustomer = 20, 10
+	var evs []events.Event
+	for i := range perCustomer {
+		for c := range customers {
+			evs = append(evs, profiletest.ProductView(fmt.Sprintf("g%02d-%03d", c, i), fmt.Sprintf("g%02d", c), now.Add(time.Duration(i)*time.Second)))
+		}
+	}
+	e.Send(t, evs)
+	log := newAppliedLog()
+	e.StartConsumer(t, eventpath.Consumer{AfterApply: log.hook})
+	log.waitFor(t, len(evs), 60*time.Second)
+
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	for c := range customers {
+		id := fmt.Sprintf("g%02d", c)
+		require.Len(t, log.order[id], perCustomer, id)
+		require.True(t, slices.IsSorted(log.order[id]), "%s applied out of order: %v", id, log.order[id])
+	}
+	require.Equal(t, map[string]int{child: len(evs)}, log.byShard)
+	leases, err = lt.List(ctx)
+	require.NoError(t, err)
+	require.Len(t, leases, 3)
+	for _, l := range leases {
+		if l.ShardID == child {
+			require.NotEmpty(t, l.Checkpoint, "the child is checkpointed")
+			require.False(t, l.Finished(), "the child is open")
+		} else {
+			require.True(t, l.Finished(), "the vanished shard %s is marked finished", l.ShardID)
+		}
+	}
+}
