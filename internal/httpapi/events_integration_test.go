@@ -215,7 +215,7 @@ func TestEventsHandler_AcceptsAFullBatchOfMaximalEventsEndToEnd(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, profiles, len(customers))
 	for _, c := range customers {
-		require.Equal(t, float64(events.MaxBatchEvents/len(customers)), profiles[c]["count_custom"], c)
+		require.Equal(t, int64(events.MaxBatchEvents/len(customers)), profiles[c].Behaviour.Counts[events.TypeCustom], c)
 	}
 }
 
