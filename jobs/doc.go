@@ -10,5 +10,7 @@
 // existing rows, so River may run any job twice. Permanent failures (a broken template) cancel
 // the job with river.JobCancel; transient ones retry.
 //
-// The package reads profiles and renders; it does not consume events, run CDC or send mail.
+// The package reads profiles (pipeline/profile: the typed model and its Fields view, which
+// segments are type-checked against) and renders (templates); it does not consume events, run
+// CDC or send mail, and must not import pipeline/stream, pipeline/cdc or pipeline/events.
 package jobs

@@ -1,7 +1,3 @@
-// Package backends connects Tailor's commands to Postgres, Kinesis and DynamoDB: from explicit
-// settings, from the local stack's state file (tailor dev up), or from the AWS SDK's standard
-// configuration chain (real AWS, AWS_ENDPOINT_URL_KINESIS / AWS_ENDPOINT_URL_DYNAMODB honoured).
-// It owns connection wiring and resource names only, no behaviour.
 package backends
 
 import (

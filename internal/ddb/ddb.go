@@ -1,7 +1,3 @@
-// Package ddb holds the few DynamoDB helpers Tailor's stores share: creating a table, reading
-// many keys with BatchGetItem (retrying UnprocessedKeys), recognising a failed condition, and
-// the retry backoff. It owns no table and no item layout: those belong to the stores
-// (pipeline/profile, pipeline/stream).
 package ddb
 
 import (

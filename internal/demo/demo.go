@@ -1,7 +1,3 @@
-// Package demo runs Tailor's walking skeleton end to end against real backends, in one process:
-// it seeds customers in Postgres and product views on Kinesis, runs CDC, the Kinesis consumer, a
-// demo content service and River workers, creates a campaign and waits until every recipient's
-// email is rendered. `tailor demo` (and so `make demo`) and the end-to-end test use it.
 package demo
 
 import (

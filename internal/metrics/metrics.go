@@ -1,4 +1,3 @@
-// Package metrics holds what Tailor's packages share about Prometheus registration.
 package metrics
 
 import (

@@ -1,5 +1,3 @@
-// Package suggest finds the likely intended word for a typo, so error messages can say
-// `unknown field "contry" (did you mean "country"?)`.
 package suggest
 
 // Closest returns the candidate closest to s by edit distance when it is close enough to be a

@@ -1,4 +1,3 @@
-// Package eventstest builds events for tests of the ingestion limits.
 package eventstest
 
 import (
