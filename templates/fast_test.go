@@ -1,6 +1,7 @@
 package templates
 
 import (
+	"context"
 	"fmt"
 
 	"strings"
@@ -96,6 +97,16 @@ type both struct {
 	slowPanic any
 }
 
+// testBudget is a message's budget at the defaults.
+func testBudget() *budget {
+	return newBudget(context.Background(), Budgets{}.withDefaults(), time.Now)
+}
+
+// renderPart renders p under the budget defaults.
+func renderPart(p *part, bindings map[string]any) (string, error) {
+	return p.render(baseEnv(), bindings, testBudget(), BudgetHTML, BudgetHTMLDefault)
+}
+
 // renderBoth renders src with the fast path and with liquid.
 func renderBoth(t testing.TB, src string, html bool) both {
 	t.Helper()
@@ -105,11 +116,12 @@ func renderBoth(t testing.TB, src string, html bool) both {
 		return b
 	}
 	if b.p.prog != nil {
-		b.fast, b.fastOK = renderFast(b.p.prog, fastBindings(), html)
+		out, err := renderFast(b.p.prog, fastBindings(), baseEnv(), html, testBudget(), BudgetHTML, BudgetHTMLDefault)
+		b.fast, b.fastOK = out, err == nil
 	}
 	func() {
 		defer func() { b.slowPanic = recover() }()
-		out, err := b.p.tpl.RenderString(fastBindings())
+		out, err := b.p.renderLiquid(baseEnv(), fastBindings(), testBudget(), BudgetHTML, BudgetHTMLDefault)
 		if err != nil {
 			b.slowErr = err
 			return

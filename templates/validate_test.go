@@ -27,7 +27,9 @@ var sampleProfile = map[string]any{
 
 func TestValidate_ExampleIsClean(t *testing.T) {
 	t.Parallel()
-	require.Empty(t, Validate("examples/welcome", sampleProfile))
+	rep := Validate("examples/welcome", ValidateConfig{Sample: sampleProfile})
+	require.Empty(t, rep.Errors)
+	require.Empty(t, rep.Warnings)
 }
 
 func TestValidate_ErrorsNameFileAndLine(t *testing.T) {
@@ -62,7 +64,7 @@ func TestValidate_ErrorsNameFileAndLine(t *testing.T) {
 			t.Parallel()
 			files := maps(base)
 			files[tt.file] = tt.content
-			errs := Validate(writeFolder(t, files), sampleProfile)
+			errs := Validate(writeFolder(t, files), ValidateConfig{Sample: sampleProfile}).Errors
 			var got []string
 			for _, err := range errs {
 				var se *SyntaxError
@@ -87,14 +89,14 @@ func TestValidate_WithoutSampleSkipsCustomerFields(t *testing.T) {
 		FileHTML:     "{{ content.nothing }}",
 		FileText:     "t",
 	})
-	errs := Validate(dir, nil)
+	errs := Validate(dir, ValidateConfig{}).Errors
 	require.Len(t, errs, 1)
 	require.ErrorContains(t, errs[0], "html:1: unknown variable content.nothing")
 }
 
 func TestValidate_MissingFolder(t *testing.T) {
 	t.Parallel()
-	errs := Validate(filepath.Join(t.TempDir(), "nope"), nil)
+	errs := Validate(filepath.Join(t.TempDir(), "nope"), ValidateConfig{}).Errors
 	require.Len(t, errs, 1)
 	require.ErrorContains(t, errs[0], "read template folder")
 }
@@ -107,7 +109,7 @@ func TestValidate_ReportsPartErrorsAlongsideABrokenManifest(t *testing.T) {
 		FileHTML:     "<p>\n{% if %}</p>",
 		FileText:     "t",
 	})
-	errs := Validate(dir, nil)
+	errs := Validate(dir, ValidateConfig{}).Errors
 	require.Len(t, errs, 2, "%v", errs)
 	require.EqualError(t, errs[0], `template.yaml:4: invalid duration "soon" (write e.g. 2s or 500ms)`)
 	var se *SyntaxError
