@@ -8,6 +8,7 @@ import (
 	"io"
 	"reflect"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/osteele/liquid/expressions"
@@ -55,7 +56,7 @@ const (
 	BudgetTimeDefault       = time.Second
 
 	sourceURLMax = 8 << 10 // bytes of a rendered content source url
-	// checkEvery is how many budget steps (loop iterations, outputs, assigns, captures, writes)
+	// checkEvery (a power of two) is how many budget steps (loop iterations, outputs, assigns, captures, writes)
 	// pass between two reads of the clock and the context.
 	checkEvery = 32
 )
@@ -80,7 +81,8 @@ type Budgets struct {
 	// range a filter expands into an array ((1..n) | join). Default 100 000.
 	Items int
 	// Time is the most time rendering one message's parts may take, content fetching excluded.
-	// It is checked every few dozen steps, so a render stops shortly after it. Default 1s.
+	// The clock is read every few dozen steps (the first read starts it), so a render stops
+	// shortly after it. Default 1s.
 	Time time.Duration
 }
 
@@ -187,19 +189,33 @@ type budget struct {
 	lim        Budgets
 	ctx        context.Context
 	now        func() time.Time
-	deadline   time.Time
+	deadline   time.Time // zero until the first check
 	iterations int
 	steps      int
 	line       int // of the last loop iteration: the location of a breach liquid reports without one
 	file       string
 }
 
+// newBudget returns the budget of one message. Its clock starts at the first check (after
+// checkEvery steps): most renders finish before, and read no clock.
 func newBudget(ctx context.Context, lim Budgets, now func() time.Time) *budget {
-	return &budget{lim: lim, ctx: ctx, now: now, deadline: now().Add(lim.Time)}
+	b := budgetPool.Get().(*budget)
+	*b = budget{lim: lim, ctx: ctx, now: now}
+	return b
+}
+
+// budgetPool recycles budgets: one per message is the renderer's only allocation that does not
+// end up in the message.
+var budgetPool = sync.Pool{New: func() any { return new(budget) }}
+
+// release returns b to the pool; b must not be used after.
+func (b *budget) release() {
+	*b = budget{}
+	budgetPool.Put(b)
 }
 
 // restart starts the clock again (after content is fetched).
-func (b *budget) restart() { b.deadline = b.now().Add(b.lim.Time) }
+func (b *budget) restart() { b.deadline = time.Time{} }
 
 // breach returns the error of exceeding kind. A nil budget (liquid tags outside a Renderer)
 // has no file.
@@ -234,7 +250,11 @@ func (b *budget) iterate(line int) error {
 	if b.iterations > b.lim.Iterations {
 		return b.breach(BudgetIterations, int64(b.lim.Iterations), line)
 	}
-	return b.step(line)
+	b.steps++
+	if b.steps&(checkEvery-1) != 0 {
+		return nil
+	}
+	return b.check(line)
 }
 
 // step counts one step of work and every checkEvery steps checks the context and the clock.
@@ -243,13 +263,22 @@ func (b *budget) step(line int) error {
 		return nil
 	}
 	b.steps++
-	if b.steps%checkEvery != 0 {
+	if b.steps&(checkEvery-1) != 0 {
 		return nil
 	}
+	return b.check(line)
+}
+
+// check checks the context and the clock.
+func (b *budget) check(line int) error {
 	if err := b.ctx.Err(); err != nil {
 		return err
 	}
-	if b.now().After(b.deadline) {
+	now := b.now()
+	if b.deadline.IsZero() {
+		b.deadline = now.Add(b.lim.Time)
+	}
+	if now.After(b.deadline) {
 		return b.breach(BudgetTime, int64(b.lim.Time), line)
 	}
 	return nil

@@ -56,6 +56,7 @@ type config struct {
 type env struct {
 	plain, html *config
 	locale      money.Locale
+	name        string // the locale as the Renderer was asked for it
 }
 
 func (e *env) config(html bool) *config {

@@ -354,8 +354,10 @@ func mentionsForloop(n *parser.ASTBlock) bool {
 
 // fastWriter mirrors liquid's trimWriter on one growing buffer: the bytes from mark on are
 // liquid's unflushed buffer, which a {{- trims; trim is liquid's trim flag, which a -}} sets.
-// buf never grows past limit: a write that would pass it sets over instead (a part's budget, or
-// a capture's).
+// buf may not grow past limit (a part's budget, or a capture's): writeString stays as small as
+// the compiler inlines, so ops check full() after each write, and the buffer passes the limit by
+// at most one write (a text node of the template or one value, both bounded) before the render
+// stops; writeEscaped checks before it writes.
 type fastWriter struct {
 	buf   []byte
 	mark  int
@@ -371,12 +373,11 @@ func (w *fastWriter) writeString(s string) {
 	} else {
 		w.mark = len(w.buf)
 	}
-	if len(s) > w.limit-len(w.buf) {
-		w.over = true
-		return
-	}
 	w.buf = append(w.buf, s...)
 }
+
+// full reports whether the buffer passed its limit.
+func (w *fastWriter) full() bool { return w.over || len(w.buf) > w.limit }
 
 // begin and end bracket a write appended to buf directly.
 func (w *fastWriter) begin() (start int, trim bool) {
@@ -390,12 +391,13 @@ func (w *fastWriter) begin() (start int, trim bool) {
 }
 
 func (w *fastWriter) end(start int, trim bool) {
-	if len(w.buf) > w.limit {
-		w.over = true
+	if trim {
+		w.trimFrom(start)
 	}
-	if !trim {
-		return
-	}
+}
+
+// trimFrom removes the leading white space of what was written from start.
+func (w *fastWriter) trimFrom(start int) {
 	b := w.buf[start:]
 	i := 0
 	for i < len(b) {
@@ -522,14 +524,14 @@ func (r *fastRun) op(o *op) error {
 	switch o.kind {
 	case opText:
 		r.w.writeString(o.text)
-		if r.w.over {
+		if r.w.full() {
 			return r.overflow(o.line)
 		}
 	case opRaw:
 		for _, s := range o.slices {
 			r.w.writeString(s)
 		}
-		if r.w.over {
+		if r.w.full() {
 			return r.overflow(o.line)
 		}
 	case opTrimLeft:
@@ -546,7 +548,7 @@ func (r *fastRun) op(o *op) error {
 		} else {
 			r.writeObject(v)
 		}
-		if r.w.over {
+		if r.w.full() {
 			return r.overflow(o.line)
 		}
 		return r.b.step(o.line)
@@ -607,7 +609,7 @@ func (r *fastRun) op(o *op) error {
 		n := cycles[o.cycle.Group]
 		cycles[o.cycle.Group] = n + 1
 		r.w.writeString(o.cycle.Values[n%len(o.cycle.Values)])
-		if r.w.over {
+		if r.w.full() {
 			return r.overflow(o.line)
 		}
 	case opBreak:
@@ -626,7 +628,7 @@ func (r *fastRun) capture(o *op) error {
 	r.w.mark, r.w.trim = start, false
 	r.w.limit, r.kind, r.max = start+min(r.b.lim.String, math.MaxInt-start), BudgetString, r.b.lim.String
 	err := r.seq(o.body)
-	over := r.w.over
+	over := r.w.full()
 	s := string(r.w.buf[start:])
 	r.w.buf, r.w.mark, r.w.trim = r.w.buf[:start], mark, trim
 	if over && err == nil {

@@ -28,8 +28,9 @@ type nativeExpr struct {
 }
 
 type nativeCall struct {
-	fn   nativeFilter
-	args []operand
+	fn    nativeFilter
+	args  []operand
+	grows bool // the result may be longer than the input by a factor (escape, url_encode)
 }
 
 // operand is a literal or a variable path.
@@ -69,7 +70,7 @@ func (e *fastExpr) value(r *fastRun) (any, error) {
 		if !ok {
 			return nil, errSlowPath
 		}
-		if s, ok := out.(string); ok && len(s) > r.b.lim.String { // a chain of url_encode triples each time
+		if s, ok := out.(string); ok && f.grows && len(s) > r.b.lim.String { // each url_encode of a chain triples
 			return nil, &BudgetError{Budget: BudgetString, Limit: int64(r.b.lim.String)}
 		}
 		v = out
@@ -152,7 +153,7 @@ func parseNative(src string) *nativeExpr {
 		if fn == nil {
 			return nil
 		}
-		call := nativeCall{fn: fn}
+		call := nativeCall{fn: fn, grows: name == "escape" || name == "url_encode"}
 		p.space()
 		if p.eat(':') {
 			for {

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/osteele/liquid/parser"
 	"github.com/sony/gobreaker/v2"
@@ -178,6 +179,7 @@ type Renderer struct {
 
 	envs     sync.Map // locale -> *env
 	envCount atomic.Int64
+	lastEnv  atomic.Pointer[env] // most renders of a campaign share a locale
 }
 
 // envsMax bounds the envs a Renderer keeps: locales come from profiles.
@@ -185,10 +187,16 @@ const envsMax = 256
 
 // env returns the rendering configuration for locale.
 func (r *Renderer) env(locale string) *env {
+	if e := r.lastEnv.Load(); e != nil && e.name == locale {
+		return e
+	}
 	if e, ok := r.envs.Load(locale); ok {
+		r.lastEnv.Store(e.(*env))
 		return e.(*env)
 	}
 	e := newEnv(r.cfg.Budgets, money.ParseLocale(locale))
+	e.name = locale
+	r.lastEnv.Store(e)
 	if r.envCount.Load() < envsMax {
 		if prev, loaded := r.envs.LoadOrStore(locale, e); loaded {
 			return prev.(*env)
@@ -234,6 +242,7 @@ func (r *Renderer) Render(ctx context.Context, t *Template, d RenderData) (*Mess
 	customerLocale, _ := d.Customer["locale"].(string)
 	e := r.env(cmpOr(d.Locale, cmpOr(customerLocale, t.locale)))
 	b := newBudget(ctx, r.cfg.Budgets, r.cfg.Now)
+	defer b.release()
 
 	content, outcomes, err := r.fetchAll(ctx, t, e, bindings, b)
 	if err != nil {
@@ -251,13 +260,16 @@ func (r *Renderer) Render(ctx context.Context, t *Template, d RenderData) (*Mess
 			Sources:  outcomes,
 		},
 	}
-	dst := map[Budget]*string{BudgetSubject: &m.Subject, BudgetPreheader: &m.Preheader, BudgetHTML: &m.HTML, BudgetText: &m.Text}
-	for _, p := range v.parts.list(r.cfg.Budgets) {
+	dst := [...]*string{&m.Subject, &m.Preheader, &m.HTML, &m.Text}
+	for i, p := range v.parts.list(r.cfg.Budgets) {
+		if p.part == nil {
+			continue
+		}
 		out, err := p.render(e, bindings, b, p.kind, p.max)
 		if err != nil {
 			return nil, r.renderError(ctx, t, v, campaign, now, p.part, err)
 		}
-		*dst[p.kind] = out
+		*dst[i] = out
 	}
 	// Subject and preheader are single lines: a line break from a profile value must not reach
 	// a mail header.
@@ -273,6 +285,13 @@ func (r *Renderer) Render(ctx context.Context, t *Template, d RenderData) (*Mess
 // oneLine folds runs of white space into one space, keeping the no-break spaces that hold
 // "19,99 €" together.
 func oneLine(s string) string {
+	ascii := true
+	for i := 0; i < len(s) && ascii; i++ {
+		ascii = s[i] < utf8.RuneSelf
+	}
+	if ascii {
+		return strings.Join(strings.Fields(s), " ")
+	}
 	return strings.Join(strings.FieldsFunc(s, func(r rune) bool {
 		return unicode.IsSpace(r) && r != '\u00a0' && r != '\u202f' && r != '\u2007'
 	}), " ")
@@ -297,19 +316,13 @@ type budgetedPart struct {
 	max  int
 }
 
-// list returns the parts a message renders, in order, with their budgets.
-func (ps parts) list(lim Budgets) []budgetedPart {
-	all := []budgetedPart{
+// list returns the parts of a message (subject, preheader, html, text; nil when absent) with
+// their budgets.
+func (ps parts) list(lim Budgets) [4]budgetedPart {
+	return [...]budgetedPart{
 		{ps.subject, BudgetSubject, lim.Subject}, {ps.preheader, BudgetPreheader, lim.Preheader},
 		{ps.html, BudgetHTML, lim.HTML}, {ps.text, BudgetText, lim.Text},
 	}
-	out := all[:0]
-	for _, p := range all {
-		if p.part != nil {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // renderError turns the error of rendering p into a *RenderError; a budget breach learns whether
@@ -356,8 +369,12 @@ func (r *Renderer) templateFault(ctx context.Context, t *Template, v variant, ca
 	bindings["content"] = t.fallbacks()
 	e := r.env(t.locale)
 	b := newBudget(ctx, r.cfg.Budgets, r.cfg.Now)
+	defer b.release()
 	fault := false
 	for _, p := range v.parts.list(r.cfg.Budgets) {
+		if p.part == nil {
+			continue
+		}
 		if _, err := p.render(e, bindings, b, p.kind, p.max); err != nil {
 			var be *BudgetError
 			if errors.As(stopCause(err), &be) {

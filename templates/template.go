@@ -122,8 +122,8 @@ func (p *part) render(e *env, bindings map[string]any, b *budget, kind Budget, m
 	}
 	iterations := b.iterations
 	out, err := renderFast(p.prog, bindings, e, p.html, b, kind, max)
-	var fb *fallback
-	if !errors.As(err, &fb) {
+	fb, ok := err.(*fallback)
+	if !ok {
 		return out, err
 	}
 	countFallback(fb.reason)
@@ -137,12 +137,22 @@ func (p *part) renderLiquid(e *env, bindings map[string]any, b *budget, kind Bud
 	defer func() {
 		// A write past the limit at the end of a block reaches liquid's trimWriter.Flush, which
 		// panics with it.
+		// liquid also panics on some values (a property of a captured html string) and
+		// re-throws panics of filters: a template must not crash the worker rendering it.
 		if r := recover(); r != nil {
 			e, ok := r.(error)
-			if !ok || stopCause(e) == nil {
-				panic(r)
+			if ok && stopCause(e) != nil {
+				out, err = "", b.locate(stopCause(e), 0)
+				return
 			}
-			out, err = "", b.locate(stopCause(e), 0)
+			if ok {
+				if c, has := e.(interface{ Cause() error }); has && c.Cause() != nil {
+					e = c.Cause() // liquid's rethrownError, whose message carries a stack trace
+				}
+				out, err = "", fmt.Errorf("liquid failed: %w", e)
+				return
+			}
+			out, err = "", fmt.Errorf("liquid failed: %v", r)
 		}
 	}()
 	bindings[budgetKey] = b

@@ -155,7 +155,7 @@ func renderSample(t *Template, cfg ValidateConfig) (errs []error, warns []Warnin
 		bindings["content"] = t.fallbacks()
 		b := newBudget(context.Background(), lim, time.Now)
 		for _, p := range v.parts.list(lim) {
-			if seen[p.part] {
+			if p.part == nil || seen[p.part] {
 				continue
 			}
 			seen[p.part] = true

@@ -13,7 +13,6 @@ import (
 
 	"golang.org/x/text/currency"
 	"golang.org/x/text/language"
-	"golang.org/x/text/message"
 )
 
 // Errors of ParseMajor, wrapped with the input.
@@ -168,9 +167,21 @@ type Locale struct {
 type localeData struct {
 	tag     language.Tag
 	pattern *pattern
-	mu      sync.RWMutex
-	symbols map[currency.Unit]string
+	last    atomic.Pointer[curFormat] // the last code formatted: most renders use one currency
+	formats sync.Map                  // currency code as given -> *curFormat
+	nformat atomic.Int64
 }
+
+// curFormat is how a locale writes one currency: its digits and what comes before and after the
+// number (the symbol and the space between).
+type curFormat struct {
+	code       string
+	digits     int
+	head, tail string
+}
+
+// formatsMax bounds the currency codes a locale remembers (codes come from data).
+const formatsMax = 512
 
 var (
 	locales     sync.Map // canonical tag -> *localeData
@@ -188,7 +199,7 @@ func newLocaleData(tag language.Tag) *localeData {
 	if p == nil {
 		p = patterns["en"]
 	}
-	return &localeData{tag: tag, pattern: p, symbols: map[currency.Unit]string{}}
+	return &localeData{tag: tag, pattern: p}
 }
 
 // ParseLocale parses a BCP 47 tag ("de-DE", "de", "pt_BR"); an empty, malformed or unknown tag
@@ -224,61 +235,107 @@ func (l Locale) data() *localeData {
 	return l.d
 }
 
-// symbol returns the CLDR symbol of u in the locale ("€", "$US" in fr, "￥" in ja).
-func (d *localeData) symbol(u currency.Unit) string {
-	d.mu.RLock()
-	s, ok := d.symbols[u]
-	d.mu.RUnlock()
-	if ok {
-		return s
+// format returns how the locale writes code.
+func (d *localeData) format(code string) *curFormat {
+	if f := d.last.Load(); f != nil && f.code == code {
+		return f
 	}
-	s = message.NewPrinter(d.tag).Sprint(currency.Symbol(u))
-	d.mu.Lock()
-	if len(d.symbols) < 512 {
-		d.symbols[u] = s
+	if f, ok := d.formats.Load(code); ok {
+		d.last.Store(f.(*curFormat))
+		return f.(*curFormat)
 	}
-	d.mu.Unlock()
-	return s
+	f := &curFormat{code: code, digits: DigitsUnknown}
+	sym := strings.ToUpper(code)
+	if u, ok := unit(code); ok {
+		f.digits, _ = currency.Standard.Rounding(u)
+		sym = symbol(u, d.tag) // CLDR's symbol: "€", "$US" in fr
+	}
+	if d.pattern.prefix {
+		f.head = sym + spacing(d.pattern.space, sym)
+	} else {
+		f.tail = d.pattern.space + sym
+	}
+	if d.nformat.Load() < formatsMax {
+		if _, loaded := d.formats.LoadOrStore(code, f); !loaded {
+			d.nformat.Add(1)
+		}
+	}
+	d.last.Store(f)
+	return f
 }
+
+// symbol returns CLDR's symbol of u in tag. x/text gives it only to a formatter whose fmt.State
+// reports a language (as x/text/message's printer does); langState is such a state, so this
+// package does not pull in x/text/message and its catalogs.
+func symbol(u currency.Unit, tag language.Tag) string {
+	st := &langState{tag: tag}
+	currency.Symbol(u).Format(st, 'v')
+	return st.b.String()
+}
+
+// langState is a fmt.State with a language (x/text's internal format.State).
+type langState struct {
+	b   strings.Builder
+	tag language.Tag
+}
+
+func (s *langState) Write(p []byte) (int, error) { return s.b.Write(p) }
+func (s *langState) Width() (int, bool)          { return 0, false }
+func (s *langState) Precision() (int, bool)      { return 0, false }
+func (s *langState) Flag(int) bool               { return false }
+func (s *langState) Language() language.Tag      { return s.tag }
 
 // Format formats minor units of code in the locale: CLDR's symbol for the locale, its decimal and
 // grouping separators and symbol position. A code Valid rejects is written as the upper-cased code
 // with DigitsUnknown digits ("XYZ 12.34" in en).
 func (l Locale) Format(minor int64, code string) string {
 	d := l.data()
-	p := d.pattern
-	digits, sym := DigitsUnknown, strings.ToUpper(code)
-	if u, ok := unit(code); ok {
-		digits, _ = currency.Standard.Rounding(u)
-		sym = d.symbol(u)
+	p, f := d.pattern, d.format(code)
+	neg := minor < 0
+	var buf [64]byte
+	b := buf[:0]
+	if neg && !(p.prefix && p.signAfterSym) {
+		b = append(b, '-')
 	}
-	neg, whole, frac := split(minor, digits)
+	b = append(b, f.head...)
+	b = appendNumber(b, p, minor, f.digits, neg && p.prefix && p.signAfterSym)
+	b = append(b, f.tail...)
+	return string(b)
+}
 
-	var b strings.Builder
-	b.Grow(len(sym) + len(whole) + len(whole)/3*len(p.group) + len(frac) + 8)
-	number := func() {
-		if neg && (!p.prefix || p.signAfterSym) {
-			b.WriteByte('-')
-		}
-		group(&b, whole, p.group, p.minGroup)
-		if frac != "" {
-			b.WriteString(p.decimal)
-			b.WriteString(frac)
+// appendNumber appends |minor| / 10^digits with the pattern's separators, after a minus if sign.
+func appendNumber(b []byte, p *pattern, minor int64, digits int, sign bool) []byte {
+	if sign {
+		b = append(b, '-')
+	}
+	abs := uint64(minor)
+	if minor < 0 {
+		abs = uint64(-(minor + 1)) + 1
+	}
+	// The digits, right to left, at least digits+1 of them (0.05).
+	var nb [24]byte
+	i := len(nb)
+	for abs > 0 || i > len(nb)-digits-1 {
+		i--
+		nb[i] = byte('0' + abs%10)
+		abs /= 10
+	}
+	whole, frac := nb[i:len(nb)-digits], nb[len(nb)-digits:]
+	if len(whole) < 3+p.minGroup {
+		b = append(b, whole...)
+	} else {
+		first := (len(whole)-1)%3 + 1
+		b = append(b, whole[:first]...)
+		for i := first; i < len(whole); i += 3 {
+			b = append(b, p.group...)
+			b = append(b, whole[i:i+3]...)
 		}
 	}
-	if p.prefix {
-		if neg && !p.signAfterSym {
-			b.WriteByte('-')
-		}
-		b.WriteString(sym)
-		b.WriteString(spacing(p.space, sym))
-		number()
-		return b.String()
+	if len(frac) > 0 {
+		b = append(b, p.decimal...)
+		b = append(b, frac...)
 	}
-	number()
-	b.WriteString(p.space)
-	b.WriteString(sym)
-	return b.String()
+	return b
 }
 
 // spacing is CLDR's currency spacing for a symbol before the number: when the pattern puts nothing
@@ -292,22 +349,4 @@ func spacing(space, sym string) string {
 		return nbsp
 	}
 	return ""
-}
-
-// group writes the integer digits with sep between groups of three, when there are at least
-// 3+minGroup digits.
-func group(b *strings.Builder, digits, sep string, minGroup int) {
-	if len(digits) < 3+minGroup {
-		b.WriteString(digits)
-		return
-	}
-	first := len(digits) % 3
-	if first == 0 {
-		first = 3
-	}
-	b.WriteString(digits[:first])
-	for i := first; i < len(digits); i += 3 {
-		b.WriteString(sep)
-		b.WriteString(digits[i : i+3])
-	}
 }
