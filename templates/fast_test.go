@@ -2,6 +2,7 @@ package templates
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"strings"
@@ -92,6 +93,7 @@ type both struct {
 	p         *part // nil when src does not parse
 	fast      string
 	fastOK    bool
+	fastErr   error // a *BudgetError, or a *fallback
 	slow      string
 	slowErr   error
 	slowPanic any
@@ -117,7 +119,7 @@ func renderBoth(t testing.TB, src string, html bool) both {
 	}
 	if b.p.prog != nil {
 		out, err := renderFast(b.p.prog, fastBindings(), baseEnv(), html, testBudget(), BudgetHTML, BudgetHTMLDefault)
-		b.fast, b.fastOK = out, err == nil
+		b.fast, b.fastOK, b.fastErr = out, err == nil, err
 	}
 	func() {
 		defer func() { b.slowPanic = recover() }()
@@ -194,10 +196,20 @@ func TestFast_FallsBackToLiquidForErrors(t *testing.T) {
 	require.NotContains(t, err.Error(), autoescapeFilter)
 }
 
+// FuzzFast_MatchesLiquid renders random templates with the fast path and with liquid: where the
+// fast path renders, liquid renders the same bytes; where it stops on a budget, liquid stops on
+// the same budget.
 func FuzzFast_MatchesLiquid(f *testing.F) {
 	for _, src := range fastCases {
 		f.Add(src, false)
 		f.Add(src, true)
+	}
+	for _, h := range hostiles {
+		for _, src := range h.parts {
+			if !strings.Contains(src, "content.") {
+				f.Add(src, true)
+			}
+		}
 	}
 	f.Fuzz(func(t *testing.T, src string, html bool) {
 		if len(src) > 2000 || strings.Contains(src, "include") {
@@ -210,7 +222,19 @@ func FuzzFast_MatchesLiquid(f *testing.F) {
 			}
 		}()
 		b := renderBoth(t, src, html)
-		if b.p == nil || !b.fastOK {
+		if b.p == nil {
+			return
+		}
+		var be *BudgetError
+		if errors.As(b.fastErr, &be) && be.Budget != BudgetTime {
+			// A budget the fast path hit, liquid hits too.
+			var le *BudgetError
+			if !errors.As(b.slowErr, &le) || le.Budget != be.Budget {
+				t.Fatalf("fast path stopped %q on %v, liquid: %v %v", src, be, b.slowErr, b.slowPanic)
+			}
+			return
+		}
+		if !b.fastOK {
 			return
 		}
 		if b.slowPanic != nil || b.slowErr != nil {
