@@ -297,7 +297,8 @@ type preCheck func(lim Budgets, recv any, args []any) *BudgetError
 func guard(name string, fn any, lim Budgets, pre preCheck) func(any, ...any) (any, error) {
 	fv := reflect.ValueOf(fn)
 	return func(recv any, args ...any) (out any, err error) {
-		for _, a := range append([]any{recv}, args...) {
+		all := append([]any{recv}, args...)
+		for _, a := range all {
 			if _, ok := a.(string); !ok {
 				if be := sizeOf(a, math.MaxInt, lim.Items); be != nil {
 					return nil, be
@@ -317,7 +318,7 @@ func guard(name string, fn any, lim Budgets, pre preCheck) func(any, ...any) (an
 				out, err = nil, fmt.Errorf("%s: %v", name, p)
 			}
 		}()
-		out, err = values.Call(fv, append([]any{recv}, args...))
+		out, err = values.Call(fv, all)
 		if err != nil {
 			return nil, err
 		}

@@ -30,9 +30,8 @@ import (
 // previous write, a nil for-loop collection skips the else branch, loop variables are restored
 // afterwards). Whatever it does not cover (tablerow, include, map iteration, custom tags) makes
 // compileFast return nil and the part renders with liquid. Any run-time error or panic in the
-// fast path also makes the part render again with liquid, so error messages (and the rare
-// panics liquid re-throws) are exactly liquid's; TestFast_MatchesLiquid and FuzzFast_MatchesLiquid
-// compare the two renderers. A budget breach (budget.go) is not retried with liquid: it stops the
+// fast path also makes the part render again with liquid, so error messages are exactly liquid's;
+// TestFast_MatchesLiquid and FuzzFast_MatchesLiquid compare the two renderers. A budget breach (budget.go) is not retried with liquid: it stops the
 // render with the fast path's *BudgetError, whose line is that of the op that hit the budget.
 
 // errSlowPath makes a part render with liquid instead.
