@@ -282,6 +282,23 @@ func TestBudgets_DoNotStopOrdinaryTemplates(t *testing.T) {
 	}
 }
 
+func TestFilters_SplitCountsItemsBeforeSplitting(t *testing.T) {
+	t.Parallel()
+	words := strings.Repeat("word ", 50_000) // 250 KB, 50 000 words, 250 000 runes
+	out, err := callFilter(t, "split", words, " ")
+	require.NoError(t, err)
+	require.Len(t, out, 50_000)
+	_, err = callFilter(t, "split", strings.Repeat("a,", 100_000), ",")
+	var be *BudgetError
+	require.ErrorAs(t, err, &be)
+	require.Equal(t, BudgetItems, be.Budget)
+	_, err = callFilter(t, "split", strings.Repeat("é", 100_001), "")
+	require.ErrorAs(t, err, &be)
+	out, err = callFilter(t, "split", strings.Repeat("é", 100_000), "")
+	require.NoError(t, err)
+	require.Len(t, out, 100_000)
+}
+
 func TestBudgetError_Message(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

@@ -383,8 +383,13 @@ var preChecks = map[string]preCheck{
 		if !ok1 || !ok2 {
 			return nil
 		}
-		n := utf8.RuneCountInString(s) + 1
-		if sep != "" && sep != " " {
+		var n int
+		switch sep {
+		case "":
+			n = utf8.RuneCountInString(s)
+		case " ": // liquid splits on runs of white space
+			n = spaceRuns(s) + 1
+		default:
 			n = strings.Count(s, sep) + 1
 		}
 		if n > lim.Items {
@@ -392,6 +397,19 @@ var preChecks = map[string]preCheck{
 		}
 		return nil
 	},
+}
+
+// spaceRuns counts the runs of [[:space:]] in s.
+func spaceRuns(s string) int {
+	n, in := 0, false
+	for i := 0; i < len(s); i++ {
+		sp := s[i] == ' ' || s[i] >= '\t' && s[i] <= '\r'
+		if sp && !in {
+			n++
+		}
+		in = sp
+	}
+	return n
 }
 
 func arg(args []any, i int) any {
