@@ -68,9 +68,11 @@
 // Rendering runs on a fast path (fast.go) that mirrors liquid's renderer over liquid's own parse
 // tree and falls back to liquid for what it does not cover and for every error but a budget
 // breach, so output and error messages are liquid's; BenchmarkRender measures it,
-// FuzzFast_MatchesLiquid compares the two, tailor_render_fast_fallbacks_total{reason} counts the
-// fallbacks (MetricsCollectors, RegisterMetrics) and TestLiquidVersion_IsTheOneTheFastPathMirrors
-// fails when osteele/liquid moves. A panic inside liquid becomes an error, never a crash.
+// FuzzFast_MatchesLiquid compares the two, ReadCounters counts the fallbacks by reason and the
+// budget breaches (templates/rendermetrics exports them to Prometheus as
+// tailor_render_fast_fallbacks_total{reason} and tailor_render_budget_exceeded_total{budget}) and
+// TestLiquidVersion_IsTheOneTheFastPathMirrors fails when osteele/liquid moves. A panic inside
+// liquid becomes an error, never a crash.
 //
 // Provenance and Message marshal to JSON with snake_case names (template, version, variant,
 // sources, outcome, hash, reason); older rows with Go field names still unmarshal.

@@ -52,7 +52,7 @@ type config struct {
 
 // env is how a Renderer renders for one locale: liquid's configurations of the html and plain
 // parts, whose filters have the renderer's size budgets and the locale bound in. Parsed trees do
-// not depend on it: a part is compiled once (with baseEnv) and rendered with any env.
+// not depend on it: a part is compiled once (with grammar) and rendered with any env.
 type env struct {
 	plain, html *config
 	locale      money.Locale
@@ -66,17 +66,24 @@ func (e *env) config(html bool) *config {
 	return e.plain
 }
 
-// baseEnv compiles every template; it renders for the budget defaults in English.
-var baseEnv = sync.OnceValue(func() *env { return newEnv(Budgets{}.withDefaults(), money.Locale{}) })
+// grammar compiles every part: the tags and blocks of the html (true) and plain parts, without
+// filters, which liquid looks up when an expression is evaluated, in the env it renders with.
+var grammar = sync.OnceValue(func() map[bool]*config {
+	return map[bool]*config{false: newConfig(false, nil, money.Locale{}), true: newConfig(true, nil, money.Locale{})}
+})
 
 func newEnv(lim Budgets, loc money.Locale) *env {
-	return &env{plain: newConfig(false, lim, loc), html: newConfig(true, lim, loc), locale: loc}
+	return &env{plain: newConfig(false, &lim, loc), html: newConfig(true, &lim, loc), locale: loc}
 }
 
-func newConfig(escapeHTML bool, lim Budgets, loc money.Locale) *config {
+// newConfig returns the configuration of html or plain parts; with lim nil it has no filters.
+func newConfig(escapeHTML bool, lim *Budgets, loc money.Locale) *config {
 	cfg := render.NewConfig()
-	filters.AddStandardFilters(&cfg)
-	guardFilters(cfg.AddFilter, lim)
+	if lim != nil {
+		filters.AddStandardFilters(&cfg)
+		guardFilters(cfg.AddFilter, lim)
+		registerFilters(cfg.AddFilter, escapeHTML, loc)
+	}
 	tags.AddStandardTags(cfg)
 	// A template is self-contained (it is stored and shipped as one unit), and rendering must
 	// never read the worker's file system.
@@ -88,7 +95,6 @@ func newConfig(escapeHTML bool, lim Budgets, loc money.Locale) *config {
 	cfg.AddTag("assign", assignTag)
 	cfg.AddTag(loopTick, loopTickTag)
 	cfg.AddBlock(captureBlock).Compiler(captureCompiler(escapeHTML))
-	registerFilters(cfg.AddFilter, escapeHTML, loc)
 	return &config{Config: cfg, expr: cfg.Config.Config}
 }
 
@@ -283,19 +289,38 @@ var unguarded = map[string]bool{
 // range argument over lim.Items is refused before liquid converts it, append, prepend, replace,
 // join, concat and split compute their result's size before building it, every result is
 // checked, and a filter that panics on its input fails instead.
-func guardFilters(add func(name string, fn any), lim Budgets) {
-	for name, fn := range standardFilters() {
-		if unguarded[name] {
-			continue
-		}
-		add(name, guard(name, fn, lim, preChecks[name]))
+func guardFilters(add func(name string, fn any), lim *Budgets) {
+	for _, g := range guards() {
+		add(g.name, g.wrap(lim))
 	}
 }
 
+// guarded is a standard filter to wrap.
+type guarded struct {
+	name string
+	fn   reflect.Value
+	pre  preCheck
+}
+
+// guards are the standard filters guardFilters wraps, shared by every config.
+var guards = sync.OnceValue(func() []*guarded {
+	var gs []*guarded
+	for name, fn := range standardFilters() {
+		if !unguarded[name] {
+			gs = append(gs, &guarded{name: name, fn: reflect.ValueOf(fn), pre: preChecks[name]})
+		}
+	}
+	return gs
+})
+
 type preCheck func(lim Budgets, recv any, args []any) *BudgetError
 
+// guard wraps the standard filter name (fn) with the budgets lim.
 func guard(name string, fn any, lim Budgets, pre preCheck) func(any, ...any) (any, error) {
-	fv := reflect.ValueOf(fn)
+	return (&guarded{name: name, fn: reflect.ValueOf(fn), pre: pre}).wrap(&lim)
+}
+
+func (g *guarded) wrap(lim *Budgets) func(any, ...any) (any, error) {
 	return func(recv any, args ...any) (out any, err error) {
 		all := append([]any{recv}, args...)
 		for _, a := range all {
@@ -305,8 +330,8 @@ func guard(name string, fn any, lim Budgets, pre preCheck) func(any, ...any) (an
 				}
 			}
 		}
-		if pre != nil {
-			if be := pre(lim, recv, args); be != nil {
+		if g.pre != nil {
+			if be := g.pre(*lim, recv, args); be != nil {
 				return nil, be
 			}
 		}
@@ -315,10 +340,10 @@ func guard(name string, fn any, lim Budgets, pre preCheck) func(any, ...any) (an
 				if te, ok := p.(values.TypeError); ok {
 					panic(te) // liquid turns it into its own error message
 				}
-				out, err = nil, fmt.Errorf("%s: %v", name, p)
+				out, err = nil, fmt.Errorf("%s: %v", g.name, p)
 			}
 		}()
-		out, err = values.Call(fv, all)
+		out, err = values.Call(g.fn, all)
 		if err != nil {
 			return nil, err
 		}

@@ -31,8 +31,9 @@ import (
 // afterwards). Whatever it does not cover (tablerow, include, map iteration, custom tags) makes
 // compileFast return nil and the part renders with liquid. Any run-time error or panic in the
 // fast path also makes the part render again with liquid, so error messages are exactly liquid's;
-// TestFast_MatchesLiquid and FuzzFast_MatchesLiquid compare the two renderers. A budget breach (budget.go) is not retried with liquid: it stops the
-// render with the fast path's *BudgetError, whose line is that of the op that hit the budget.
+// TestFast_MatchesLiquid and FuzzFast_MatchesLiquid compare the two renderers. A budget breach
+// (budget.go) is not retried with liquid: it stops the render with the fast path's *BudgetError,
+// whose line is that of the op that hit the budget.
 
 // errSlowPath makes a part render with liquid instead.
 var errSlowPath = errors.New("templates: render with liquid")
@@ -42,14 +43,6 @@ var errSlowPath = errors.New("templates: render with liquid")
 type fallback struct{ reason string }
 
 func (f *fallback) Error() string { return "templates: render with liquid (" + f.reason + ")" }
-
-// Reasons of fallbacks to liquid (tailor_render_fast_fallbacks_total{reason}).
-const (
-	fallbackUnsupported = "unsupported" // the part uses what the fast path does not compile
-	fallbackSlowPath    = "slow_path"   // a value the fast path leaves to liquid (map iteration, odd loop bounds)
-	fallbackError       = "error"       // a run-time error: liquid renders it for its message
-	fallbackPanic       = "panic"
-)
 
 // Control flow of break and continue, which liquid also implements as errors.
 var (
@@ -107,7 +100,7 @@ type loopSpec struct {
 // compileFast compiles src, which liquid has already parsed without error, or returns nil when
 // the fast path does not cover it.
 func compileFast(src, file string, line int, html bool) []op {
-	root, err := baseEnv().config(html).Parse(src, parser.SourceLoc{Pathname: file, LineNo: line})
+	root, err := grammar()[html].Parse(src, parser.SourceLoc{Pathname: file, LineNo: line})
 	if err != nil {
 		return nil
 	}
@@ -461,7 +454,7 @@ func renderFast(prog []op, bindings map[string]any, e *env, html bool, b *budget
 	r.w = fastWriter{buf: r.w.buf[:0], limit: max}
 	defer func() {
 		if p := recover(); p != nil {
-			err = &fallback{reason: fallbackPanic}
+			err = &fallback{reason: FallbackPanic}
 			if e, ok := p.(error); ok {
 				if stop := stopCause(e); stop != nil {
 					err = stop
@@ -480,9 +473,9 @@ func renderFast(prog []op, bindings map[string]any, e *env, html bool, b *budget
 			return "", stop
 		}
 		if errors.Is(err, errSlowPath) {
-			return "", &fallback{reason: fallbackSlowPath}
+			return "", &fallback{reason: FallbackSlowPath}
 		}
-		return "", &fallback{reason: fallbackError}
+		return "", &fallback{reason: FallbackError}
 	}
 	return string(r.w.buf), nil
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/tailor-email/tailor/internal/money"
 )
 
 // fastBindings are the bindings the fast path and liquid are compared on.
@@ -99,6 +101,9 @@ type both struct {
 	slowPanic any
 }
 
+// testEnv renders at the budget defaults in English.
+var testEnv = sync.OnceValue(func() *env { return newEnv(Budgets{}.withDefaults(), money.Locale{}) })
+
 // testBudget is a message's budget at the defaults.
 func testBudget() *budget {
 	return newBudget(context.Background(), Budgets{}.withDefaults(), time.Now)
@@ -106,7 +111,7 @@ func testBudget() *budget {
 
 // renderPart renders p under the budget defaults.
 func renderPart(p *part, bindings map[string]any) (string, error) {
-	return p.render(baseEnv(), bindings, testBudget(), BudgetHTML, BudgetHTMLDefault)
+	return p.render(testEnv(), bindings, testBudget(), BudgetHTML, BudgetHTMLDefault)
 }
 
 // renderBoth renders src with the fast path and with liquid.
@@ -118,12 +123,12 @@ func renderBoth(t testing.TB, src string, html bool) both {
 		return b
 	}
 	if b.p.prog != nil {
-		out, err := renderFast(b.p.prog, fastBindings(), baseEnv(), html, testBudget(), BudgetHTML, BudgetHTMLDefault)
+		out, err := renderFast(b.p.prog, fastBindings(), testEnv(), html, testBudget(), BudgetHTML, BudgetHTMLDefault)
 		b.fast, b.fastOK, b.fastErr = out, err == nil, err
 	}
 	func() {
 		defer func() { b.slowPanic = recover() }()
-		out, err := b.p.renderLiquid(baseEnv(), fastBindings(), testBudget(), BudgetHTML, BudgetHTMLDefault)
+		out, err := b.p.renderLiquid(testEnv(), fastBindings(), testBudget(), BudgetHTML, BudgetHTMLDefault)
 		if err != nil {
 			b.slowErr = err
 			return

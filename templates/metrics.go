@@ -1,46 +1,61 @@
 package templates
 
-import (
-	"fmt"
+import "sync/atomic"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/tailor-email/tailor/internal/metrics"
+// Reasons a part renders with liquid instead of the fast path (Counters.FastFallbacks).
+const (
+	FallbackUnsupported = "unsupported" // the part uses what the fast path does not compile (tablerow, map iteration, ...)
+	FallbackSlowPath    = "slow_path"   // a value the fast path leaves to liquid (odd loop bounds, a filter it does not convert)
+	FallbackError       = "error"       // a run-time error: liquid renders the part for its error message
+	FallbackPanic       = "panic"       // the fast path panicked
 )
 
-// The rendering metrics. They are created unregistered; RegisterMetrics adds them to a registry.
-var (
-	fastFallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tailor_render_fast_fallbacks_total",
-		Help: "Parts rendered by liquid instead of the fast path, by reason: unsupported (the part uses what the fast path does not compile), slow_path (a value the fast path leaves to liquid), error (a run-time error, rendered by liquid for its message), panic.",
-	}, []string{"reason"})
-	budgetBreaches = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tailor_render_budget_exceeded_total",
-		Help: "Renders stopped by a render budget, by budget (html, text, subject, preheader, iterations, string, items, time).",
-	}, []string{"budget"})
-
-	// fallbackCounters are fastFallbacks' children, resolved once: a fallback is counted on the
-	// render path.
-	fallbackCounters = map[string]prometheus.Counter{
-		fallbackUnsupported: fastFallbacks.WithLabelValues(fallbackUnsupported),
-		fallbackSlowPath:    fastFallbacks.WithLabelValues(fallbackSlowPath),
-		fallbackError:       fastFallbacks.WithLabelValues(fallbackError),
-		fallbackPanic:       fastFallbacks.WithLabelValues(fallbackPanic),
-	}
-)
-
-func countFallback(reason string) { fallbackCounters[reason].Inc() }
-
-// MetricsCollectors are the rendering metrics: tailor_render_fast_fallbacks_total{reason} and
-// tailor_render_budget_exceeded_total{budget}.
-func MetricsCollectors() []prometheus.Collector {
-	return []prometheus.Collector{fastFallbacks, budgetBreaches}
+// Counters are the rendering counters of this process since it started. templates keeps them as
+// plain atomics and does not import the Prometheus client: package templates/rendermetrics
+// exports them (tailor_render_fast_fallbacks_total, tailor_render_budget_exceeded_total).
+type Counters struct {
+	// FastFallbacks counts parts rendered by liquid instead of the fast path, by reason
+	// (FallbackUnsupported, ...). Every reason is present.
+	FastFallbacks map[string]uint64
+	// BudgetBreaches counts renders stopped by a budget (Renderer.Render's *BudgetError), by
+	// budget. Every budget is present.
+	BudgetBreaches map[Budget]uint64
 }
 
-// RegisterMetrics registers the rendering metrics with reg. Registering twice is not an error.
-func RegisterMetrics(reg prometheus.Registerer) error {
-	if err := metrics.Register(reg, MetricsCollectors()...); err != nil {
-		return fmt.Errorf("register template metrics: %w", err)
+// The counters, by index of fallbackReasons and budgetNames.
+var (
+	fallbackReasons = [...]string{FallbackUnsupported, FallbackSlowPath, FallbackError, FallbackPanic}
+	budgetNames     = [...]Budget{BudgetHTML, BudgetText, BudgetSubject, BudgetPreheader, BudgetIterations, BudgetString, BudgetItems, BudgetTime}
+	fallbackCounts  [len(fallbackReasons)]atomic.Uint64
+	breachCounts    [len(budgetNames)]atomic.Uint64
+)
+
+func countFallback(reason string) {
+	for i, r := range fallbackReasons {
+		if r == reason {
+			fallbackCounts[i].Add(1)
+			return
+		}
 	}
-	return nil
+}
+
+func countBreach(b Budget) {
+	for i, n := range budgetNames {
+		if n == b {
+			breachCounts[i].Add(1)
+			return
+		}
+	}
+}
+
+// ReadCounters returns the counters. It is safe for concurrent use.
+func ReadCounters() Counters {
+	c := Counters{FastFallbacks: map[string]uint64{}, BudgetBreaches: map[Budget]uint64{}}
+	for i, r := range fallbackReasons {
+		c.FastFallbacks[r] = fallbackCounts[i].Load()
+	}
+	for i, b := range budgetNames {
+		c.BudgetBreaches[b] = breachCounts[i].Load()
+	}
+	return c
 }

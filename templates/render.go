@@ -336,7 +336,7 @@ func (r *Renderer) renderError(ctx context.Context, t *Template, v variant, camp
 		if errors.As(stop, &be) {
 			re.File, re.Line = be.File, be.Line
 			be.Template = r.templateFault(ctx, t, v, campaign, now)
-			budgetBreaches.WithLabelValues(string(be.Budget)).Inc()
+			countBreach(be.Budget)
 		}
 	default:
 		var le parser.Error

@@ -104,7 +104,7 @@ type part struct {
 // compilePart parses src (from file, starting at line) as an html or plain part.
 func compilePart(file, src string, line int, html bool) (*part, parser.Error) {
 	src = rewrite(src, line, html)
-	node, err := baseEnv().config(html).Compile(src, parser.SourceLoc{Pathname: file, LineNo: line})
+	node, err := grammar()[html].Compile(src, parser.SourceLoc{Pathname: file, LineNo: line})
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +117,7 @@ func compilePart(file, src string, line int, html bool) (*part, parser.Error) {
 func (p *part) render(e *env, bindings map[string]any, b *budget, kind Budget, max int) (string, error) {
 	b.file, b.line = p.file, 0
 	if p.prog == nil {
-		countFallback(fallbackUnsupported)
+		countFallback(FallbackUnsupported)
 		return p.renderLiquid(e, bindings, b, kind, max)
 	}
 	iterations := b.iterations

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -200,11 +201,13 @@ func sampleError(p *part, err error) error {
 	return se
 }
 
-var (
-	imgTag    = regexp.MustCompile(`(?is)<img\b[^>]*>`)
-	altAttr   = regexp.MustCompile(`(?i)\salt\s*=`)
-	plainLink = regexp.MustCompile(`(?is)<a\b[^>]*?\shref\s*=\s*["']?\s*http://`)
-)
+// htmlPatterns are htmlWarnings' regexps, compiled when Validate first needs them.
+var htmlPatterns = sync.OnceValue(func() (p struct{ img, alt, link *regexp.Regexp }) {
+	p.img = regexp.MustCompile(`(?is)<img\b[^>]*>`)
+	p.alt = regexp.MustCompile(`(?i)\salt\s*=`)
+	p.link = regexp.MustCompile(`(?is)<a\b[^>]*?\shref\s*=\s*["']?\s*http://`)
+	return p
+})
 
 // htmlWarnings finds, in the html source ls, images without alt text and links with plain http.
 // Liquid is blanked out first, so an alt="{{ name }}" counts and a URL from data is not judged.
@@ -212,13 +215,14 @@ func htmlWarnings(ls liquidSource) []Warning {
 	src := blankLiquid(ls.src)
 	lineAt := func(i int) int { return ls.line + strings.Count(src[:i], "\n") }
 	var warns []Warning
-	for _, m := range imgTag.FindAllStringIndex(src, -1) {
-		if !altAttr.MatchString(src[m[0]:m[1]]) {
+	re := htmlPatterns()
+	for _, m := range re.img.FindAllStringIndex(src, -1) {
+		if !re.alt.MatchString(src[m[0]:m[1]]) {
 			warns = append(warns, Warning{File: ls.file, Line: lineAt(m[0]),
 				Msg: `image without alt text: screen readers and mail clients that block images show nothing (add alt="..."; alt="" for decoration)`})
 		}
 	}
-	for _, m := range plainLink.FindAllStringIndex(src, -1) {
+	for _, m := range re.link.FindAllStringIndex(src, -1) {
 		warns = append(warns, Warning{File: ls.file, Line: lineAt(m[0]),
 			Msg: "link without https: mail clients warn about or rewrite http:// links (use https://)"})
 	}
