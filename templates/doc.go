@@ -21,9 +21,24 @@
 // content.<source> (decoded JSON from the source, or its fallback), campaign.*, variant,
 // unsubscribe_url, preferences_url and now. Liquid is never evaluated inside bound values.
 //
-// Extra filters: money ({{ 1999 | money: "EUR" }} -> €19.99), date with an optional IANA time
-// zone ({{ now | date: "%Y-%m-%d %H:%M", "Europe/Paris" }}) and raw (html part only: output as is).
-// The {% include %} tag is disabled: a template is self-contained.
+// Extra filters: money, date with an optional IANA time zone
+// ({{ now | date: "%Y-%m-%d %H:%M", "Europe/Paris" }}) and raw (html part only: output as is).
+// The {% include %} tag is disabled: a template is self-contained. money formats minor units with
+// internal/money (CLDR digits and symbols): {{ 1999 | money: "EUR" }} is €19.99 in en and
+// 19,99 € in de and fr, {{ 1999 | money: "KWD" }} is KWD 1.999; the locale is the render's
+// (RenderData.Locale, else the profile's locale field, else the manifest's locale:, else en) or
+// an explicit second argument ({{ p | money: "EUR", "de" }}).
+//
+// Render budgets (RendererConfig.Budgets; budget.go): a template runs once per recipient, so each
+// render is bounded in rendered size per part (html 1 MB, text 256 KB, subject and preheader
+// 1 KB), loop iterations per message (100 000), the size of any string or array a filter, assign
+// or capture builds (1 MB, 100 000 items) and time per message (1 s). Both renderers enforce them
+// before the oversized value exists and stop with a *BudgetError naming the budget, file and line
+// (errors.Is ErrBudgetExceeded), wrapped like every run-time error in a *RenderError. A breach
+// is the template's fault (BudgetError.Template, IsTemplateFault) when the same variant, rendered
+// with only the manifest defaults as profile and every source at its fallback, also exceeds a
+// budget: it would happen to every recipient, so a campaign should stop; otherwise one recipient's
+// data caused it (a huge content array), and that recipient should be skipped.
 //
 // Content sources: the URL is Liquid (not escaped). ${VAR} and ${VAR:-default} (default when
 // VAR is unset or empty) are expanded from the environment (RendererConfig.Getenv) in headers at
@@ -44,12 +59,23 @@
 // customer id): stable per customer and campaign, split by weight.
 //
 // Validate checks a folder before it is published: syntax, manifest schema, unknown filters and
-// variables (against a sample profile), and a sample render; every error names file and line.
+// variables (against a sample profile), and a sample render under the budgets; every error names
+// file and line. Its Report also carries warnings, which do not fail validation, where mail
+// clients hurt recipients: html over Gmail's 102 KB clipping, subjects over 150 characters,
+// images without alt, http:// links.
 // Store keeps published versions in Postgres; a published (name, version) is immutable.
 //
 // Rendering runs on a fast path (fast.go) that mirrors liquid's renderer over liquid's own parse
-// tree and falls back to liquid for what it does not cover and for every error, so output and
-// error messages are liquid's; BenchmarkRender measures it.
+// tree and falls back to liquid for what it does not cover and for every error but a budget
+// breach, so output and error messages are liquid's; BenchmarkRender measures it,
+// FuzzFast_MatchesLiquid compares the two, ReadCounters counts the fallbacks by reason and the
+// budget breaches (templates/rendermetrics exports them to Prometheus as
+// tailor_render_fast_fallbacks_total{reason} and tailor_render_budget_exceeded_total{budget}) and
+// TestLiquidVersion_IsTheOneTheFastPathMirrors fails when osteele/liquid moves. A panic inside
+// liquid becomes an error, never a crash.
+//
+// Provenance and Message marshal to JSON with snake_case names (template, version, variant,
+// sources, outcome, hash, reason); older rows with Go field names still unmarshal.
 //
 // This package does not read profiles, store messages or send mail: callers (jobs, cmd/tailor)
 // pass a RenderData in and take the Message out. It must not import pipeline, preferences or jobs.

@@ -56,10 +56,10 @@ func ExampleRenderer_Render() {
 }
 
 func ExampleValidate() {
-	errs := templates.Validate("examples/welcome", map[string]any{
+	rep := templates.Validate("examples/welcome", templates.ValidateConfig{Sample: map[string]any{
 		"customer_id": "c-1", "first_name": "Ada", "recently_viewed": []any{map[string]any{"product_id": "p-1", "category": "shoes"}},
-	})
-	fmt.Println(len(errs), "problems")
+	}})
+	fmt.Println(len(rep.Errors), "errors,", len(rep.Warnings), "warnings")
 	// Output:
-	// 0 problems
+	// 0 errors, 0 warnings
 }

@@ -3,6 +3,7 @@ package templates
 import (
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"strconv"
 	"strings"
@@ -12,11 +13,10 @@ import (
 	"unicode/utf8"
 
 	"github.com/osteele/liquid/expressions"
-	"github.com/osteele/liquid/filters"
 	"github.com/osteele/liquid/parser"
-	"github.com/osteele/liquid/render"
-	"github.com/osteele/liquid/tags"
 	"github.com/osteele/liquid/values"
+
+	"github.com/tailor-email/tailor/internal/money"
 )
 
 // The fast path. osteele/liquid renders through a tree of closures, converts every text node
@@ -30,12 +30,19 @@ import (
 // previous write, a nil for-loop collection skips the else branch, loop variables are restored
 // afterwards). Whatever it does not cover (tablerow, include, map iteration, custom tags) makes
 // compileFast return nil and the part renders with liquid. Any run-time error or panic in the
-// fast path also makes the part render again with liquid, so error messages (and the rare
-// panics liquid re-throws) are exactly liquid's; TestFast_MatchesLiquid and FuzzFast_MatchesLiquid
-// compare the two renderers.
+// fast path also makes the part render again with liquid, so error messages are exactly liquid's;
+// TestFast_MatchesLiquid and FuzzFast_MatchesLiquid compare the two renderers. A budget breach
+// (budget.go) is not retried with liquid: it stops the render with the fast path's *BudgetError,
+// whose line is that of the op that hit the budget.
 
 // errSlowPath makes a part render with liquid instead.
 var errSlowPath = errors.New("templates: render with liquid")
+
+// fallback is the error of renderFast when the part must render with liquid; reason labels the
+// fallbacks counter.
+type fallback struct{ reason string }
+
+func (f *fallback) Error() string { return "templates: render with liquid (" + f.reason + ")" }
 
 // Control flow of break and continue, which liquid also implements as errors.
 var (
@@ -64,6 +71,7 @@ const (
 // op is one instruction of a compiled part.
 type op struct {
 	kind    opKind
+	line    int      // of the node, for budget errors
 	text    string   // opText
 	slices  []string // opRaw
 	expr    *fastExpr
@@ -89,36 +97,10 @@ type loopSpec struct {
 	forloop       bool // the body may read forloop (or cycle), so it must be bound
 }
 
-// fastConfig holds the grammar and filters of the fast path, like the engines'.
-type fastConfig struct {
-	render.Config
-	expr expressions.Config
-}
-
-var (
-	plainFast = sync.OnceValue(func() *fastConfig { return newFastConfig(false) })
-	htmlFast  = sync.OnceValue(func() *fastConfig { return newFastConfig(true) })
-)
-
-func newFastConfig(html bool) *fastConfig {
-	cfg := render.NewConfig()
-	filters.AddStandardFilters(&cfg)
-	tags.AddStandardTags(cfg)
-	registerFilters(cfg.AddFilter, html)
-	if html {
-		cfg.AddBlock(captureBlock)
-	}
-	return &fastConfig{Config: cfg, expr: cfg.Config.Config}
-}
-
 // compileFast compiles src, which liquid has already parsed without error, or returns nil when
 // the fast path does not cover it.
 func compileFast(src, file string, line int, html bool) []op {
-	fc := plainFast()
-	if html {
-		fc = htmlFast()
-	}
-	root, err := fc.Parse(src, parser.SourceLoc{Pathname: file, LineNo: line})
+	root, err := grammar()[html].Parse(src, parser.SourceLoc{Pathname: file, LineNo: line})
 	if err != nil {
 		return nil
 	}
@@ -126,7 +108,7 @@ func compileFast(src, file string, line int, html bool) []op {
 	if !ok {
 		return nil
 	}
-	c := fastCompiler{fc: fc, html: html}
+	c := fastCompiler{html: html}
 	prog := c.nodes(seq.Children)
 	if c.unsupported {
 		return nil
@@ -138,7 +120,6 @@ func compileFast(src, file string, line int, html bool) []op {
 }
 
 type fastCompiler struct {
-	fc          *fastConfig
 	html        bool
 	unsupported bool
 }
@@ -155,7 +136,7 @@ func (c *fastCompiler) nodes(ns []parser.ASTNode) []op {
 		case *parser.ASTSeq:
 			out = append(out, c.nodes(n.Children)...)
 		case *parser.ASTText:
-			out = append(out, op{kind: opText, text: n.Source})
+			out = append(out, op{kind: opText, text: n.Source, line: n.SourceLoc.LineNo})
 		case *parser.ASTRaw:
 			out = append(out, op{kind: opRaw, slices: n.Slices})
 		case *parser.ASTTrim:
@@ -165,11 +146,20 @@ func (c *fastCompiler) nodes(ns []parser.ASTNode) []op {
 				out = append(out, op{kind: opTrimRight})
 			}
 		case *parser.ASTObject:
-			out = append(out, c.output(n))
+			o := c.output(n)
+			o.line = n.SourceLoc.LineNo
+			out = append(out, o)
 		case *parser.ASTTag:
-			out = append(out, c.tag(n))
+			if n.Name == loopTick {
+				continue // the fast path counts iterations in its loop
+			}
+			o := c.tag(n)
+			o.line = n.SourceLoc.LineNo
+			out = append(out, o)
 		case *parser.ASTBlock:
-			out = append(out, c.block(n))
+			o := c.block(n)
+			o.line = n.SourceLoc.LineNo
+			out = append(out, o)
 		default:
 			return c.fail()
 		}
@@ -285,16 +275,11 @@ func (c *fastCompiler) block(n *parser.ASTBlock) op {
 			o.els = &els
 		}
 		return o
-	case "capture":
-		if c.html || len(n.Clauses) > 0 {
-			break // the html part's capture blocks were rewritten to captureBlock
-		}
-		return op{kind: opCapture, name: n.Args, body: c.nodes(n.Body)}
-	case captureBlock:
-		if !c.html || len(n.Clauses) > 0 {
+	case captureBlock: // every capture, rewritten (see rewrite)
+		if len(n.Clauses) > 0 {
 			break
 		}
-		return op{kind: opCapture, name: strings.TrimSpace(n.Args), safe: true, body: c.nodes(n.Body)}
+		return op{kind: opCapture, name: strings.TrimSpace(n.Args), safe: c.html, body: c.nodes(n.Body)}
 	}
 	c.unsupported = true
 	return op{}
@@ -361,10 +346,16 @@ func mentionsForloop(n *parser.ASTBlock) bool {
 
 // fastWriter mirrors liquid's trimWriter on one growing buffer: the bytes from mark on are
 // liquid's unflushed buffer, which a {{- trims; trim is liquid's trim flag, which a -}} sets.
+// buf may not grow past limit (a part's budget, or a capture's): writeString stays as small as
+// the compiler inlines, so ops check full() after each write, and the buffer passes the limit by
+// at most one write (a text node of the template or one value, both bounded) before the render
+// stops; writeEscaped checks before it writes.
 type fastWriter struct {
-	buf  []byte
-	mark int
-	trim bool
+	buf   []byte
+	mark  int
+	trim  bool
+	limit int
+	over  bool
 }
 
 func (w *fastWriter) writeString(s string) {
@@ -376,6 +367,9 @@ func (w *fastWriter) writeString(s string) {
 	}
 	w.buf = append(w.buf, s...)
 }
+
+// full reports whether the buffer passed its limit.
+func (w *fastWriter) full() bool { return w.over || len(w.buf) > w.limit }
 
 // begin and end bracket a write appended to buf directly.
 func (w *fastWriter) begin() (start int, trim bool) {
@@ -389,9 +383,13 @@ func (w *fastWriter) begin() (start int, trim bool) {
 }
 
 func (w *fastWriter) end(start int, trim bool) {
-	if !trim {
-		return
+	if trim {
+		w.trimFrom(start)
 	}
+}
+
+// trimFrom removes the leading white space of what was written from start.
+func (w *fastWriter) trimFrom(start int) {
 	b := w.buf[start:]
 	i := 0
 	for i < len(b) {
@@ -432,40 +430,74 @@ type fastRun struct {
 	args     []any // filter arguments, reused
 	bindings map[string]any
 	ctx      expressions.Context
-	cfg      *fastConfig
+	cfg      *config
+	locale   money.Locale
+	b        *budget
+	kind     Budget // the budget w.limit is: the part's, or BudgetString in a capture
+	max      int    // that budget's value
 }
 
 var writerPool = sync.Pool{New: func() any { return &fastRun{} }}
 
-// renderFast renders prog with a copy of bindings (assign, capture and loops write into it); ok
-// is false when the part must be rendered with liquid instead.
-func renderFast(prog []op, bindings map[string]any, html bool) (out string, ok bool) {
+// renderFast renders prog with a copy of bindings (assign, capture and loops write into it) for
+// one part whose size budget is kind (max bytes). It returns a *fallback when the part must be
+// rendered with liquid instead, and a *BudgetError or ctx's error when the render must stop.
+func renderFast(prog []op, bindings map[string]any, e *env, html bool, b *budget, kind Budget, max int) (out string, err error) {
 	r := writerPool.Get().(*fastRun)
-	r.cfg = plainFast()
-	if html {
-		r.cfg = htmlFast()
-	}
+	r.cfg, r.locale, r.b, r.kind, r.max = e.config(html), e.locale, b, kind, max
 	if r.bindings == nil {
 		r.bindings = make(map[string]any, len(bindings)+4)
 	}
 	for k, v := range bindings {
 		r.bindings[k] = v
 	}
-	r.w = fastWriter{buf: r.w.buf[:0]}
+	r.w = fastWriter{buf: r.w.buf[:0], limit: max}
 	defer func() {
 		if p := recover(); p != nil {
-			out, ok = "", false
+			err = &fallback{reason: FallbackPanic}
+			if e, ok := p.(error); ok {
+				if stop := stopCause(e); stop != nil {
+					err = stop
+				}
+			}
+			out = ""
 		}
 		clear(r.bindings)
-		r.ctx = nil
+		r.ctx, r.b, r.cfg = nil, nil, nil
 		if cap(r.w.buf) <= 1<<20 { // do not keep a huge buffer alive
 			writerPool.Put(r)
 		}
 	}()
 	if err := r.seq(prog); err != nil {
-		return "", false
+		if stop := stopCause(err); stop != nil {
+			return "", stop
+		}
+		if errors.Is(err, errSlowPath) {
+			return "", &fallback{reason: FallbackSlowPath}
+		}
+		return "", &fallback{reason: FallbackError}
 	}
-	return string(r.w.buf), true
+	return string(r.w.buf), nil
+}
+
+// overflow is the error of a write past w.limit.
+func (r *fastRun) overflow(line int) error {
+	return r.b.breach(r.kind, int64(r.max), line)
+}
+
+// at gives a budget error from evaluating an expression the line of its op.
+func (r *fastRun) at(err error, line int) error {
+	var be *BudgetError
+	if stop := stopCause(err); errors.As(stop, &be) {
+		if be.Line == 0 {
+			be.Line = line
+		}
+		if be.File == "" {
+			be.File = r.b.file
+		}
+		return be
+	}
+	return err
 }
 
 // seq renders a sequence and flushes, like liquid's RenderSequence (which does not flush when
@@ -484,9 +516,15 @@ func (r *fastRun) op(o *op) error {
 	switch o.kind {
 	case opText:
 		r.w.writeString(o.text)
+		if r.w.full() {
+			return r.overflow(o.line)
+		}
 	case opRaw:
 		for _, s := range o.slices {
 			r.w.writeString(s)
+		}
+		if r.w.full() {
+			return r.overflow(o.line)
 		}
 	case opTrimLeft:
 		r.w.trimLeft()
@@ -495,25 +533,36 @@ func (r *fastRun) op(o *op) error {
 	case opOutput:
 		v, err := o.expr.eval(r)
 		if err != nil {
-			return err
+			return r.at(err, o.line)
 		}
 		if o.escape {
 			r.writeEscaped(v)
 		} else {
 			r.writeObject(v)
 		}
+		if r.w.full() {
+			return r.overflow(o.line)
+		}
+		return r.b.step(o.line)
 	case opAssign:
 		v, err := o.expr.eval(r)
 		if err != nil {
+			return r.at(err, o.line)
+		}
+		if err := r.b.value(v, o.line); err != nil {
 			return err
 		}
 		r.bindings[o.name] = v
+		return r.b.step(o.line)
 	case opIf:
+		if err := r.b.step(o.line); err != nil {
+			return err
+		}
 		for i := range o.when {
 			b := &o.when[i]
 			v, err := b.tests[0].eval(r)
 			if err != nil {
-				return err
+				return r.at(err, o.line)
 			}
 			if v != nil && v != false {
 				return r.seq(b.body)
@@ -522,7 +571,7 @@ func (r *fastRun) op(o *op) error {
 	case opCase:
 		sel, err := o.caseVal.eval(r)
 		if err != nil {
-			return err
+			return r.at(err, o.line)
 		}
 		for i := range o.when {
 			b := &o.when[i]
@@ -532,7 +581,7 @@ func (r *fastRun) op(o *op) error {
 			for _, t := range b.tests {
 				v, err := t.eval(r)
 				if err != nil {
-					return err
+					return r.at(err, o.line)
 				}
 				if values.Equal(sel, v) {
 					return r.seq(b.body)
@@ -542,20 +591,7 @@ func (r *fastRun) op(o *op) error {
 	case opFor:
 		return r.loop(o)
 	case opCapture:
-		start, mark, trim := len(r.w.buf), r.w.mark, r.w.trim
-		r.w.mark, r.w.trim = start, false
-		err := r.seq(o.body)
-		s := string(r.w.buf[start:])
-		r.w.buf, r.w.mark, r.w.trim = r.w.buf[:start], mark, trim
-		if err != nil {
-			return err
-		}
-		if o.safe {
-			r.bindings[o.name] = safeHTML(s)
-			r.w.writeString("") // the custom block writes its (empty) output, which flushes
-		} else {
-			r.bindings[o.name] = s
-		}
+		return r.capture(o)
 	case opCycle:
 		loopVar := r.bindings["forloop"]
 		if loopVar == nil {
@@ -565,12 +601,42 @@ func (r *fastRun) op(o *op) error {
 		n := cycles[o.cycle.Group]
 		cycles[o.cycle.Group] = n + 1
 		r.w.writeString(o.cycle.Values[n%len(o.cycle.Values)])
+		if r.w.full() {
+			return r.overflow(o.line)
+		}
 	case opBreak:
 		return errBreak
 	case opContinue:
 		return errContinue
 	}
 	return nil
+}
+
+// capture renders a capture block into the buffer past the part's output, under the string
+// budget, and binds what it rendered.
+func (r *fastRun) capture(o *op) error {
+	start, mark, trim := len(r.w.buf), r.w.mark, r.w.trim
+	limit, kind, max := r.w.limit, r.kind, r.max
+	r.w.mark, r.w.trim = start, false
+	r.w.limit, r.kind, r.max = start+min(r.b.lim.String, math.MaxInt-start), BudgetString, r.b.lim.String
+	err := r.seq(o.body)
+	over := r.w.full()
+	s := string(r.w.buf[start:])
+	r.w.buf, r.w.mark, r.w.trim = r.w.buf[:start], mark, trim
+	if over && err == nil {
+		err = r.overflow(o.line)
+	}
+	r.w.limit, r.kind, r.max, r.w.over = limit, kind, max, false
+	if err != nil {
+		return err
+	}
+	if o.safe {
+		r.bindings[o.name] = safeHTML(s)
+		r.w.writeString("") // the custom block writes its (empty) output, which flushes
+	} else {
+		r.bindings[o.name] = s
+	}
+	return r.b.step(o.line)
 }
 
 // iterable is liquid's iteration interface (values.Range implements it).
@@ -614,7 +680,7 @@ func (w windowIter) Index(i int) any {
 func (r *fastRun) loop(o *op) error {
 	val, err := o.expr.eval(r)
 	if err != nil {
-		return err
+		return r.at(err, o.line)
 	}
 	var it iterable
 	switch v := val.(type) {
@@ -636,7 +702,7 @@ func (r *fastRun) loop(o *op) error {
 		if o.loop.offset != nil {
 			v, err := o.loop.offset.eval(r)
 			if err != nil {
-				return err
+				return r.at(err, o.line)
 			}
 			n, ok := v.(int)
 			if !ok {
@@ -647,7 +713,7 @@ func (r *fastRun) loop(o *op) error {
 		if o.loop.limit != nil {
 			v, err := o.loop.limit.eval(r)
 			if err != nil {
-				return err
+				return r.at(err, o.line)
 			}
 			n, ok := v.(int)
 			if !ok {
@@ -673,6 +739,9 @@ func (r *fastRun) loop(o *op) error {
 		cycles = map[string]int{}
 	}
 	for i := range n {
+		if err := r.b.iterate(o.line); err != nil {
+			return err
+		}
 		r.bindings[o.name] = it.Index(i)
 		if o.loop.forloop {
 			r.bindings["forloop"] = map[string]any{
@@ -733,6 +802,10 @@ func (r *fastRun) writeObject(value any) {
 func (r *fastRun) writeEscaped(v any) {
 	switch v := v.(type) {
 	case string:
+		if len(v) > r.w.limit-len(r.w.buf) { // escaping never shrinks
+			r.w.over = true
+			return
+		}
 		start, trim := r.w.begin()
 		r.w.buf = appendEscaped(r.w.buf, v)
 		r.w.end(start, trim)

@@ -28,8 +28,9 @@ type nativeExpr struct {
 }
 
 type nativeCall struct {
-	fn   nativeFilter
-	args []operand
+	fn    nativeFilter
+	args  []operand
+	grows bool // the result may be longer than the input by a factor (escape, url_encode)
 }
 
 // operand is a literal or a variable path.
@@ -40,7 +41,7 @@ type operand struct {
 
 // nativeFilter computes a filter exactly as liquid would call its Go function; ok is false when
 // liquid would fail or convert in a way the fast path does not reproduce.
-type nativeFilter func(recv any, args []any) (out any, ok bool)
+type nativeFilter func(r *fastRun, recv any, args []any) (out any, ok bool)
 
 func (e *fastExpr) eval(r *fastRun) (any, error) {
 	v, err := e.value(r)
@@ -64,10 +65,13 @@ func (e *fastExpr) value(r *fastRun) (any, error) {
 			args = append(args, a.eval(r.bindings))
 		}
 		r.args = args
-		out, ok := f.fn(v, args)
+		out, ok := f.fn(r, v, args)
 		clear(args)
 		if !ok {
 			return nil, errSlowPath
+		}
+		if s, ok := out.(string); ok && f.grows && len(s) > r.b.lim.String { // each url_encode of a chain triples
+			return nil, &BudgetError{Budget: BudgetString, Limit: int64(r.b.lim.String)}
 		}
 		v = out
 	}
@@ -149,7 +153,7 @@ func parseNative(src string) *nativeExpr {
 		if fn == nil {
 			return nil
 		}
-		call := nativeCall{fn: fn}
+		call := nativeCall{fn: fn, grows: name == "escape" || name == "url_encode"}
 		p.space()
 		if p.eat(':') {
 			for {
@@ -308,7 +312,7 @@ func funcParam(args []any, i int, def string) (string, bool) {
 
 // stringFilter adapts a filter of liquid's shape func(s string[, unused string]) string.
 func stringFilter(params int, f func(string) string) nativeFilter {
-	return func(recv any, args []any) (any, bool) {
+	return func(_ *fastRun, recv any, args []any) (any, bool) {
 		if len(args) > params-1 {
 			return nil, false // liquid: wrong number of arguments
 		}
@@ -329,7 +333,8 @@ func stringFilter(params int, f func(string) string) nativeFilter {
 }
 
 // nativeFilters are the filters the fast path computes itself, each equal to the function the
-// engines register under that name (liquid's standard filters, money, date, raw).
+// engines register under that name (liquid's standard filters, money, date, raw). None of them
+// can grow a string by more than a constant factor, so the writers' and assign's checks bound them.
 var nativeFilters = map[string]nativeFilter{
 	"url_encode": stringFilter(1, url.QueryEscape),
 	"escape":     stringFilter(1, html.EscapeString),
@@ -342,7 +347,7 @@ var nativeFilters = map[string]nativeFilter{
 	}),
 	"downcase": stringFilter(2, strings.ToLower),
 	"upcase":   stringFilter(2, strings.ToUpper),
-	"default": func(recv any, args []any) (any, bool) {
+	"default": func(_ *fastRun, recv any, args []any) (any, bool) {
 		if len(args) > 1 {
 			return nil, false
 		}
@@ -355,8 +360,8 @@ var nativeFilters = map[string]nativeFilter{
 		}
 		return recv, true
 	},
-	"money": func(recv any, args []any) (any, bool) {
-		if len(args) > 1 {
+	"money": func(r *fastRun, recv any, args []any) (any, bool) {
+		if len(args) > 2 {
 			return nil, false
 		}
 		var amount float64
@@ -370,13 +375,18 @@ var nativeFilters = map[string]nativeFilter{
 				return nil, false
 			}
 		}
-		code, ok := funcParam(args, 0, "USD")
-		if !ok {
+		code, ok1 := funcParam(args, 0, "USD")
+		locale, ok2 := funcParam(args, 1, "")
+		if !ok1 || !ok2 {
 			return nil, false
 		}
-		return formatMoney(amount, code), true
+		s, err := formatMoney(amount, code, localeOr(locale, r.locale))
+		if err != nil {
+			return nil, false
+		}
+		return s, true
 	},
-	"date": func(recv any, args []any) (any, bool) {
+	"date": func(_ *fastRun, recv any, args []any) (any, bool) {
 		if len(args) > 2 {
 			return nil, false
 		}

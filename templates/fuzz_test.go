@@ -116,7 +116,7 @@ func TestFromFiles_SizeLimits(t *testing.T) {
 	dir := writeFolder(t, big)
 	_, err = Load(dir)
 	require.ErrorContains(t, err, "html: 513 KB is over the 512 KB limit")
-	errs := Validate(dir, nil)
+	errs := Validate(dir, ValidateConfig{}).Errors
 	require.Len(t, errs, 1)
 	require.ErrorAs(t, errs[0], &se)
 }

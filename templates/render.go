@@ -10,10 +10,16 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
+	"github.com/osteele/liquid/parser"
 	"github.com/sony/gobreaker/v2"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/tailor-email/tailor/internal/money"
 
 	_ "time/tzdata" // the date filter's time zones must not depend on the host's zoneinfo
 )
@@ -33,8 +39,14 @@ const (
 
 // RenderData is what a message is rendered from.
 type RenderData struct {
-	Customer       map[string]any // the profile; customer_id identifies the customer
-	Campaign       map[string]any // campaign attributes; id identifies the campaign (variant assignment)
+	// CustomerID identifies the recipient for variant assignment. Empty falls back to
+	// Customer["customer_id"] (profiles before the typed profile model).
+	CustomerID string
+	Customer   map[string]any // the profile (customer.* in Liquid)
+	Campaign   map[string]any // campaign attributes; id identifies the campaign (variant assignment)
+	// Locale is the recipient's locale, a BCP 47 tag ("de-DE", "de"), used by the money filter.
+	// Empty falls back to Customer["locale"], then to the manifest's locale, then to "en".
+	Locale         string
 	UnsubscribeURL string
 	PreferencesURL string
 	Now            time.Time // zero = time.Now()
@@ -45,27 +57,53 @@ type RenderData struct {
 
 // Message is a rendered email.
 type Message struct {
-	Subject, Preheader, HTML, Text string
+	Subject   string `json:"subject"`
+	Preheader string `json:"preheader"`
+	HTML      string `json:"html"`
+	Text      string `json:"text"`
 	// Headers are extra mail headers the message needs (List-Unsubscribe and, for one-click
 	// unsubscribe per RFC 8058, List-Unsubscribe-Post when UnsubscribeURL is set).
-	Headers    map[string]string
-	Provenance Provenance
+	Headers    map[string]string `json:"headers"`
+	Provenance Provenance        `json:"provenance"`
 }
 
-// Provenance records what a message was rendered from.
+// Provenance records what a message was rendered from. Its JSON form (snake_case) is what users
+// see in exports and `tailor messages`.
 type Provenance struct {
-	Template string
-	Version  int
-	Variant  string                   // "" when the template has no variants
-	Sources  map[string]SourceOutcome // by source name
+	Template string                   `json:"template"`
+	Version  int                      `json:"version"`
+	Variant  string                   `json:"variant"` // "" when the template has no variants
+	Sources  map[string]SourceOutcome `json:"sources"` // by source name
 }
 
 // SourceOutcome says where one content source's data came from.
 type SourceOutcome struct {
-	Outcome string // "fetched", "cached", "stale", "fallback" or "skipped"
-	Hash    string // sha256 hex of the JSON content used
-	Reason  string // why the source failed; empty when fetched or cached
+	Outcome string `json:"outcome"` // "fetched", "cached", "stale", "fallback" or "skipped"
+	Hash    string `json:"hash"`    // sha256 hex of the JSON content used
+	Reason  string `json:"reason"`  // why the source failed; empty when fetched or cached
 }
+
+// RenderError is a part of a message that failed to render: File (the part's file, or the
+// manifest for an inline variant part) and Line locate the Liquid, Err is the cause: a
+// *BudgetError, ctx's error, or liquid's error (a failing filter, a bad value).
+type RenderError struct {
+	Template string
+	File     string
+	Line     int
+	Err      error
+}
+
+func (e *RenderError) Error() string {
+	msg := e.Err.Error()
+	var be *BudgetError
+	if errors.As(e.Err, &be) {
+		msg = be.msg()
+	}
+	return fmt.Sprintf("render template %s: %s:%d: %s", e.Template, e.File, e.Line, undoRewrite(msg))
+}
+
+// Unwrap returns Err.
+func (e *RenderError) Unwrap() error { return e.Err }
 
 // Renderer defaults.
 const (
@@ -95,6 +133,9 @@ type RendererConfig struct {
 	// RetryBackoff is the wait before the first retry; it doubles for each further retry and is
 	// jittered. Retries stop when the source's timeout budget would be exceeded. Default 100ms.
 	RetryBackoff time.Duration
+	// Budgets bound each render (sizes, loop iterations, time). Zero fields mean the defaults
+	// (BudgetHTMLDefault and the other Budget*Default constants).
+	Budgets Budgets
 }
 
 func (c RendererConfig) withDefaults() RendererConfig {
@@ -121,6 +162,7 @@ func (c RendererConfig) withDefaults() RendererConfig {
 	if c.RetryBackoff <= 0 {
 		c.RetryBackoff = RetryBackoffDefault
 	}
+	c.Budgets = c.Budgets.withDefaults()
 	return c
 }
 
@@ -134,6 +176,34 @@ type Renderer struct {
 
 	mu       sync.Mutex
 	breakers map[string]*gobreaker.CircuitBreaker[*entry]
+
+	envs     sync.Map // locale -> *env
+	envCount atomic.Int64
+	lastEnv  atomic.Pointer[env] // most renders of a campaign share a locale
+}
+
+// envsMax bounds the envs a Renderer keeps: locales come from profiles.
+const envsMax = 256
+
+// env returns the rendering configuration for locale.
+func (r *Renderer) env(locale string) *env {
+	if e := r.lastEnv.Load(); e != nil && e.name == locale {
+		return e
+	}
+	if e, ok := r.envs.Load(locale); ok {
+		r.lastEnv.Store(e.(*env))
+		return e.(*env)
+	}
+	e := newEnv(r.cfg.Budgets, money.ParseLocale(locale))
+	e.name = locale
+	r.lastEnv.Store(e)
+	if r.envCount.Load() < envsMax {
+		if prev, loaded := r.envs.LoadOrStore(locale, e); loaded {
+			return prev.(*env)
+		}
+		r.envCount.Add(1)
+	}
+	return e
 }
 
 // NewRenderer returns a Renderer.
@@ -149,8 +219,9 @@ func NewRenderer(cfg RendererConfig) *Renderer {
 // Render renders t for one recipient. Content sources are fetched concurrently; a failing source
 // degrades the message (stale data or fallback, recorded in Provenance) rather than failing it,
 // except that a source with on_failure: skip_recipient makes Render return an error wrapping
-// ErrSkipRecipient. Render returns ctx's error if ctx ends first, and an error when a Liquid part
-// fails at run time.
+// ErrSkipRecipient. Render returns ctx's error if ctx ends first, and a *RenderError when a
+// Liquid part fails at run time: it wraps ctx's error, a *BudgetError when the render exceeded
+// the renderer's Budgets (see IsTemplateFault), or liquid's error.
 func (r *Renderer) Render(ctx context.Context, t *Template, d RenderData) (*Message, error) {
 	now := d.Now
 	if now.IsZero() {
@@ -167,20 +238,18 @@ func (r *Renderer) Render(ctx context.Context, t *Template, d RenderData) (*Mess
 	if campaign == nil {
 		campaign = map[string]any{}
 	}
-	bindings := map[string]any{
-		"customer":        applyDefaults(d.Customer, t.defaults),
-		"campaign":        campaign,
-		"variant":         v.name,
-		"unsubscribe_url": d.UnsubscribeURL,
-		"preferences_url": d.PreferencesURL,
-		"now":             now,
-	}
+	bindings := t.bindings(v, applyDefaults(d.Customer, t.defaults), campaign, now, d.UnsubscribeURL, d.PreferencesURL)
+	customerLocale, _ := d.Customer["locale"].(string)
+	e := r.env(cmpOr(d.Locale, cmpOr(customerLocale, t.locale)))
+	b := newBudget(ctx, r.cfg.Budgets, r.cfg.Now)
+	defer b.release()
 
-	content, outcomes, err := r.fetchAll(ctx, t, bindings)
+	content, outcomes, err := r.fetchAll(ctx, t, e, bindings, b)
 	if err != nil {
 		return nil, err
 	}
 	bindings["content"] = content
+	b.restart()
 
 	m := &Message{
 		Headers: map[string]string{},
@@ -191,38 +260,142 @@ func (r *Renderer) Render(ctx context.Context, t *Template, d RenderData) (*Mess
 			Sources:  outcomes,
 		},
 	}
-	for _, p := range []struct {
-		file string
-		tpl  *part
-		dst  *string
-	}{
-		{FileSubject, v.parts.subject, &m.Subject},
-		{FilePreheader, v.parts.preheader, &m.Preheader},
-		{FileHTML, v.parts.html, &m.HTML},
-		{FileText, v.parts.text, &m.Text},
-	} {
-		if p.tpl == nil {
+	dst := [...]*string{&m.Subject, &m.Preheader, &m.HTML, &m.Text}
+	for i, p := range v.parts.list(r.cfg.Budgets) {
+		if p.part == nil {
 			continue
 		}
-		out, err := p.tpl.render(bindings)
+		out, err := p.render(e, bindings, b, p.kind, p.max)
 		if err != nil {
-			msg := err.Error()
-			if c := err.Cause(); c != nil {
-				msg = c.Error()
-			}
-			return nil, fmt.Errorf("render template %s: %s:%d: %s", t.name, p.file, err.LineNumber(), undoRewrite(msg))
+			return nil, r.renderError(ctx, t, v, campaign, now, p.part, err)
 		}
-		*p.dst = out
+		*dst[i] = out
 	}
 	// Subject and preheader are single lines: a line break from a profile value must not reach
 	// a mail header.
-	m.Subject = strings.Join(strings.Fields(m.Subject), " ")
-	m.Preheader = strings.Join(strings.Fields(m.Preheader), " ")
+	m.Subject = oneLine(m.Subject)
+	m.Preheader = oneLine(m.Preheader)
 	if d.UnsubscribeURL != "" {
 		m.Headers["List-Unsubscribe"] = "<" + d.UnsubscribeURL + ">"
 		m.Headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
 	}
 	return m, nil
+}
+
+// oneLine folds runs of white space into one space, keeping the no-break spaces that hold
+// "19,99 €" together.
+func oneLine(s string) string {
+	ascii := true
+	for i := 0; i < len(s) && ascii; i++ {
+		ascii = s[i] < utf8.RuneSelf
+	}
+	if ascii {
+		return strings.Join(strings.Fields(s), " ")
+	}
+	return strings.Join(strings.FieldsFunc(s, func(r rune) bool {
+		return unicode.IsSpace(r) && r != '\u00a0' && r != '\u202f' && r != '\u2007'
+	}), " ")
+}
+
+// bindings are the Liquid variables of a render, content aside.
+func (t *Template) bindings(v variant, customer, campaign map[string]any, now time.Time, unsubscribeURL, preferencesURL string) map[string]any {
+	return map[string]any{
+		"customer":        customer,
+		"campaign":        campaign,
+		"variant":         v.name,
+		"unsubscribe_url": unsubscribeURL,
+		"preferences_url": preferencesURL,
+		"now":             now,
+	}
+}
+
+// budgetedPart is a part of a message with its size budget.
+type budgetedPart struct {
+	*part
+	kind Budget
+	max  int
+}
+
+// list returns the parts of a message (subject, preheader, html, text; nil when absent) with
+// their budgets.
+func (ps parts) list(lim Budgets) [4]budgetedPart {
+	return [...]budgetedPart{
+		{ps.subject, BudgetSubject, lim.Subject}, {ps.preheader, BudgetPreheader, lim.Preheader},
+		{ps.html, BudgetHTML, lim.HTML}, {ps.text, BudgetText, lim.Text},
+	}
+}
+
+// renderError turns the error of rendering p into a *RenderError; a budget breach learns whether
+// it is the template's fault.
+func (r *Renderer) renderError(ctx context.Context, t *Template, v variant, campaign map[string]any, now time.Time, p *part, err error) error {
+	re := &RenderError{Template: t.name, File: p.file, Err: err}
+	switch stop := stopCause(err); {
+	case stop != nil:
+		re.Err = stop
+		var be *BudgetError
+		if errors.As(stop, &be) {
+			re.File, re.Line = be.File, be.Line
+			be.Template = r.templateFault(ctx, t, v, campaign, now)
+			countBreach(be.Budget)
+		}
+	default:
+		var le parser.Error
+		if errors.As(err, &le) {
+			re.Line = le.LineNumber()
+			if c := le.Cause(); c != nil {
+				re.Err = c
+			}
+		}
+	}
+	return re
+}
+
+// faultKey identifies a templateFault verdict.
+type faultKey struct {
+	variant, campaign string
+	budgets           Budgets
+}
+
+// templateFault reports whether variant v of t exceeds a budget when rendered with no recipient
+// data: the manifest defaults as the profile, every content source at its fallback, no locale but
+// the manifest's. Such a breach happens for every recipient. The verdict is remembered per
+// variant, campaign id and budgets.
+func (r *Renderer) templateFault(ctx context.Context, t *Template, v variant, campaign map[string]any, now time.Time) bool {
+	key := faultKey{variant: v.name, campaign: fmt.Sprint(campaign["id"]), budgets: r.cfg.Budgets}
+	if f, ok := t.faults.Load(key); ok {
+		return f.(bool)
+	}
+	bindings := t.bindings(v, applyDefaults(nil, t.defaults), campaign, now, "", "")
+	bindings["content"] = t.fallbacks()
+	e := r.env(t.locale)
+	b := newBudget(ctx, r.cfg.Budgets, r.cfg.Now)
+	defer b.release()
+	fault := false
+	for _, p := range v.parts.list(r.cfg.Budgets) {
+		if p.part == nil {
+			continue
+		}
+		if _, err := p.render(e, bindings, b, p.kind, p.max); err != nil {
+			var be *BudgetError
+			if errors.As(stopCause(err), &be) {
+				fault = true
+				break
+			}
+		}
+	}
+	if ctx.Err() == nil {
+		t.faults.Store(key, fault)
+	}
+	return fault
+}
+
+// fallbacks is the content of every source at its fallback.
+func (t *Template) fallbacks() map[string]any {
+	content := make(map[string]any, len(t.sources))
+	for _, s := range t.sources {
+		content[s.name] = s.fallback
+	}
+	return content
 }
 
 // applyDefaults returns the profile with the manifest defaults filled in for fields that are
@@ -247,7 +420,11 @@ func (t *Template) pick(d RenderData) variant {
 	if len(t.variants) == 0 || t.weights <= 0 {
 		return variant{parts: t.base}
 	}
-	n := assignBucket(fmt.Sprint(d.Campaign["id"]), fmt.Sprint(d.Customer["customer_id"]), t.weights)
+	customerID := d.CustomerID
+	if customerID == "" {
+		customerID = fmt.Sprint(d.Customer["customer_id"])
+	}
+	n := assignBucket(fmt.Sprint(d.Campaign["id"]), customerID, t.weights)
 	for _, v := range t.variants {
 		if n < v.weight {
 			return v

@@ -41,7 +41,7 @@ type sourceResult struct {
 	err     error // ErrSkipRecipient or ctx's error
 }
 
-func (r *Renderer) fetchAll(ctx context.Context, t *Template, bindings map[string]any) (map[string]any, map[string]SourceOutcome, error) {
+func (r *Renderer) fetchAll(ctx context.Context, t *Template, e *env, bindings map[string]any, b *budget) (map[string]any, map[string]SourceOutcome, error) {
 	content := make(map[string]any, len(t.sources))
 	outcomes := make(map[string]SourceOutcome, len(t.sources))
 	if len(t.sources) == 0 {
@@ -58,7 +58,7 @@ func (r *Renderer) fetchAll(ctx context.Context, t *Template, bindings map[strin
 			results[i] = r.failed(t, s, "", &fetchError{reason: "url: " + err.Error()})
 			continue
 		}
-		url, err := tpl.render(bindings)
+		url, err := tpl.render(e, bindings, b, budgetURL, sourceURLMax)
 		if err != nil {
 			results[i] = r.failed(t, s, "", &fetchError{reason: "url: " + err.Error()})
 			continue
@@ -256,10 +256,10 @@ func (r *Renderer) sourceURL(s *source) (*part, error) {
 	})
 	if len(bad) > 0 {
 		e.err = fmt.Errorf("environment variable %s must not contain Liquid delimiters", strings.Join(bad, ", "))
-	} else if tpl, err := plainEngine().ParseTemplateLocation([]byte(src), FileManifest, s.urlLine); err != nil {
+	} else if p, err := compilePart(FileManifest, src, s.urlLine, false); err != nil {
 		e.err = err
 	} else {
-		e.url = &part{tpl: tpl, prog: compileFast(src, FileManifest, s.urlLine, false)}
+		e.url = p
 	}
 	s.expanded.Store(e)
 	return e.url, e.err

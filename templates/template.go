@@ -11,11 +11,14 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/osteele/liquid"
+	"github.com/osteele/liquid/parser"
+	"github.com/osteele/liquid/render"
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/text/language"
 
 	"github.com/tailor-email/tailor/internal/suggest"
 )
@@ -50,12 +53,17 @@ const (
 )
 
 // SyntaxError reports a template that cannot be parsed: File is the file inside the template
-// folder (template.yaml for the manifest), Line is 1-based (0 when unknown).
+// folder (template.yaml for the manifest), Line is 1-based (0 when unknown). Validate also reports
+// a failed sample render as a SyntaxError; Err is then the cause (e.g. a *BudgetError).
 type SyntaxError struct {
 	File string
 	Line int
 	Msg  string
+	Err  error // nil for parse errors
 }
+
+// Unwrap returns Err.
+func (e *SyntaxError) Unwrap() error { return e.Err }
 
 func (e *SyntaxError) Error() string {
 	if e.Line > 0 {
@@ -74,7 +82,9 @@ type Template struct {
 	sources  []*source // sorted by name
 	base     parts
 	variants []variant
-	weights  int // sum of variant weights
+	weights  int       // sum of variant weights
+	locale   string    // the manifest's locale; "" for en
+	faults   *sync.Map // faultKey -> bool: whether a variant breaches a budget with no recipient data
 }
 
 // parts are the compiled Liquid parts of a message; preheader may be nil.
@@ -82,23 +92,77 @@ type parts struct {
 	subject, preheader, html, text *part
 }
 
-// part is one compiled piece of Liquid: liquid's template, and the fast path's program when the
-// fast path covers it (see fast.go).
+// part is one compiled piece of Liquid: liquid's tree, and the fast path's program when the fast
+// path covers it (see fast.go). Both are compiled from the rewritten source (see rewrite).
 type part struct {
-	tpl  *liquid.Template
+	node render.Node
 	prog []op // nil: render with liquid
 	html bool
+	file string // the file it came from, as errors name it
 }
 
-// render renders the part with a copy of bindings (assign and capture write into it).
-func (p *part) render(bindings map[string]any) (string, liquid.SourceError) {
-	if p.prog != nil {
-		if out, ok := renderFast(p.prog, bindings, p.html); ok {
-			return out, nil
-		}
+// compilePart parses src (from file, starting at line) as an html or plain part.
+func compilePart(file, src string, line int, html bool) (*part, parser.Error) {
+	src = rewrite(src, line, html)
+	node, err := grammar()[html].Compile(src, parser.SourceLoc{Pathname: file, LineNo: line})
+	if err != nil {
+		return nil, err
 	}
-	// liquid copies the bindings itself.
-	return p.tpl.RenderString(bindings)
+	return &part{node: node, prog: compileFast(src, file, line, html), html: html, file: file}, nil
+}
+
+// render renders the part with a copy of bindings (assign and capture write into it) in e, under
+// b, whose size budget for this part is kind (max bytes). It returns a *BudgetError or ctx's
+// error when the render was stopped, else liquid's error.
+func (p *part) render(e *env, bindings map[string]any, b *budget, kind Budget, max int) (string, error) {
+	b.file, b.line = p.file, 0
+	if p.prog == nil {
+		countFallback(FallbackUnsupported)
+		return p.renderLiquid(e, bindings, b, kind, max)
+	}
+	iterations := b.iterations
+	out, err := renderFast(p.prog, bindings, e, p.html, b, kind, max)
+	fb, ok := err.(*fallback)
+	if !ok {
+		return out, err
+	}
+	countFallback(fb.reason)
+	b.iterations = iterations // liquid renders the part again from the start
+	return p.renderLiquid(e, bindings, b, kind, max)
+}
+
+// renderLiquid renders the part with liquid into a limitWriter.
+func (p *part) renderLiquid(e *env, bindings map[string]any, b *budget, kind Budget, max int) (out string, err error) {
+	w := &limitWriter{limit: max, kind: kind, b: b}
+	defer func() {
+		// A write past the limit at the end of a block reaches liquid's trimWriter.Flush, which
+		// panics with it.
+		// liquid also panics on some values (a property of a captured html string) and
+		// re-throws panics of filters: a template must not crash the worker rendering it.
+		if r := recover(); r != nil {
+			e, ok := r.(error)
+			if ok && stopCause(e) != nil {
+				out, err = "", b.locate(stopCause(e), 0)
+				return
+			}
+			if ok {
+				if c, has := e.(interface{ Cause() error }); has && c.Cause() != nil {
+					e = c.Cause() // liquid's rethrownError, whose message carries a stack trace
+				}
+				out, err = "", fmt.Errorf("liquid failed: %w", e)
+				return
+			}
+			out, err = "", fmt.Errorf("liquid failed: %v", r)
+		}
+	}()
+	bindings[budgetKey] = b
+	if lerr := render.Render(p.node, w, bindings, e.config(p.html).Config); lerr != nil {
+		if stop := stopCause(lerr); stop != nil {
+			return "", b.locate(stop, lerr.LineNumber())
+		}
+		return "", lerr
+	}
+	return string(w.buf), nil
 }
 
 type variant struct {
@@ -192,6 +256,7 @@ type liquidSource struct {
 	file string
 	line int // line of the first line of src
 	src  string
+	html bool
 }
 
 func (c *compiled) add(err error) { c.errs = append(c.errs, err) }
@@ -232,6 +297,8 @@ func compile(files map[string]string) compiled {
 		version:  m.Version,
 		files:    maps(files),
 		defaults: m.Defaults,
+		locale:   m.Locale,
+		faults:   &sync.Map{},
 	}
 	for _, p := range m.problems {
 		c.add(p)
@@ -310,24 +377,16 @@ func (c *compiled) parseFile(files map[string]string, name string, html, require
 }
 
 func (c *compiled) parse(file, src string, line int, html bool) *part {
-	e := plainEngine()
-	if html {
-		e = htmlEngine()
-	}
-	orig := src
-	if html {
-		src = autoescape(src)
-	}
-	tpl, err := e.ParseTemplateLocation([]byte(src), file, line)
+	p, err := compilePart(file, src, line, html)
 	if err != nil {
 		c.add(liquidSyntaxError(file, err))
 		return nil
 	}
-	c.parsed = append(c.parsed, liquidSource{file: file, line: line, src: orig})
-	for _, err := range checkFilters(file, line, orig) {
+	c.parsed = append(c.parsed, liquidSource{file: file, line: line, src: src, html: html})
+	for _, err := range checkFilters(file, line, src) {
 		c.add(err)
 	}
-	return &part{tpl: tpl, prog: compileFast(src, file, line, html), html: html}
+	return p
 }
 
 func (c *compiled) compileSource(name string, spec sourceSpec) *source {
@@ -345,10 +404,10 @@ func (c *compiled) compileSource(name string, spec sourceSpec) *source {
 	}
 	if spec.URL == "" {
 		bad("url is required")
-	} else if tpl, err := plainEngine().ParseTemplateLocation([]byte(spec.URL), FileManifest, line); err != nil {
+	} else if p, err := compilePart(FileManifest, spec.URL, line, false); err != nil {
 		bad("url: %s", liquidSyntaxError(FileManifest, err).Msg)
 	} else {
-		s.url = &part{tpl: tpl, prog: compileFast(spec.URL, FileManifest, line, false)}
+		s.url = p
 		s.urlSrc, s.urlLine, s.urlEnv = spec.URL, line, envRef.MatchString(spec.URL)
 		c.parsed = append(c.parsed, liquidSource{file: FileManifest, line: line, src: spec.URL})
 		for _, err := range checkFilters(FileManifest, line, spec.URL) {
@@ -454,6 +513,7 @@ func hashBytes(b []byte) string {
 type manifest struct {
 	Name     string                `yaml:"name"`
 	Version  int                   `yaml:"version"`
+	Locale   string                `yaml:"locale"` // BCP 47; the money filter's locale when the recipient has none
 	Defaults map[string]any        `yaml:"defaults"`
 	Content  map[string]sourceSpec `yaml:"content"`
 	Variants []variantSpec         `yaml:"variants"`
@@ -601,6 +661,12 @@ func parseManifest(raw string) (*manifest, error) {
 	if m.Version <= 0 {
 		m.problems = append(m.problems, &SyntaxError{File: FileManifest, Line: line("version"), Msg: "version must be a positive integer"})
 	}
+	if m.Locale != "" {
+		if tag, err := language.Parse(m.Locale); err != nil || tag == language.Und {
+			m.problems = append(m.problems, &SyntaxError{File: FileManifest, Line: line("locale"),
+				Msg: fmt.Sprintf("locale %q is not a language tag (write e.g. en, de or fr-CA)", m.Locale)})
+		}
+	}
 	for _, v := range m.Variants {
 		if v.Name == "" {
 			m.problems = append(m.problems, &SyntaxError{File: FileManifest, Line: v.line, Msg: "variant needs a name"})
@@ -639,7 +705,7 @@ func yamlLine(msg string) int {
 }
 
 // liquidSyntaxError converts a liquid parse error into a *SyntaxError.
-func liquidSyntaxError(file string, err liquid.SourceError) *SyntaxError {
+func liquidSyntaxError(file string, err parser.Error) *SyntaxError {
 	msg := err.Error()
 	if c := err.Cause(); c != nil {
 		msg = c.Error()

@@ -27,7 +27,9 @@ var sampleProfile = map[string]any{
 
 func TestValidate_ExampleIsClean(t *testing.T) {
 	t.Parallel()
-	require.Empty(t, Validate("examples/welcome", sampleProfile))
+	rep := Validate("examples/welcome", ValidateConfig{Sample: sampleProfile})
+	require.Empty(t, rep.Errors)
+	require.Empty(t, rep.Warnings)
 }
 
 func TestValidate_ErrorsNameFileAndLine(t *testing.T) {
@@ -62,7 +64,7 @@ func TestValidate_ErrorsNameFileAndLine(t *testing.T) {
 			t.Parallel()
 			files := maps(base)
 			files[tt.file] = tt.content
-			errs := Validate(writeFolder(t, files), sampleProfile)
+			errs := Validate(writeFolder(t, files), ValidateConfig{Sample: sampleProfile}).Errors
 			var got []string
 			for _, err := range errs {
 				var se *SyntaxError
@@ -87,14 +89,14 @@ func TestValidate_WithoutSampleSkipsCustomerFields(t *testing.T) {
 		FileHTML:     "{{ content.nothing }}",
 		FileText:     "t",
 	})
-	errs := Validate(dir, nil)
+	errs := Validate(dir, ValidateConfig{}).Errors
 	require.Len(t, errs, 1)
 	require.ErrorContains(t, errs[0], "html:1: unknown variable content.nothing")
 }
 
 func TestValidate_MissingFolder(t *testing.T) {
 	t.Parallel()
-	errs := Validate(filepath.Join(t.TempDir(), "nope"), nil)
+	errs := Validate(filepath.Join(t.TempDir(), "nope"), ValidateConfig{}).Errors
 	require.Len(t, errs, 1)
 	require.ErrorContains(t, errs[0], "read template folder")
 }
@@ -107,11 +109,71 @@ func TestValidate_ReportsPartErrorsAlongsideABrokenManifest(t *testing.T) {
 		FileHTML:     "<p>\n{% if %}</p>",
 		FileText:     "t",
 	})
-	errs := Validate(dir, nil)
+	errs := Validate(dir, ValidateConfig{}).Errors
 	require.Len(t, errs, 2, "%v", errs)
 	require.EqualError(t, errs[0], `template.yaml:4: invalid duration "soon" (write e.g. 2s or 500ms)`)
 	var se *SyntaxError
 	require.ErrorAs(t, errs[1], &se)
 	require.Equal(t, FileHTML, se.File)
 	require.Equal(t, 2, se.Line)
+}
+
+func TestValidate_ReportsABudgetBreachWithFileAndLine(t *testing.T) {
+	t.Parallel()
+	dir := writeFolder(t, map[string]string{
+		FileManifest: "name: v\nversion: 1\n",
+		FileSubject:  "Hi",
+		FileHTML:     "<p>\n" + `{% assign s = "xxxxxxxxxx" %}{% for i in (1..30) %}{% assign s = s | append: s %}{% endfor %}` + "</p>",
+		FileText:     "t",
+	})
+	rep := Validate(dir, ValidateConfig{})
+	require.Len(t, rep.Errors, 1, "%v", rep.Errors)
+	var se *SyntaxError
+	require.ErrorAs(t, rep.Errors[0], &se)
+	require.Equal(t, FileHTML, se.File)
+	require.Equal(t, 2, se.Line)
+	require.Contains(t, se.Error(), "html:2: rendering the sample: render budget exceeded")
+	var be *BudgetError
+	require.ErrorAs(t, rep.Errors[0], &be)
+	require.Equal(t, BudgetString, be.Budget)
+
+	// Under a campaign's own budgets.
+	rep = Validate(writeFolder(t, map[string]string{
+		FileManifest: "name: v\nversion: 1\n", FileSubject: "Hi", FileText: "t",
+		FileHTML: "{% for i in (1..20) %}x{% endfor %}",
+	}), ValidateConfig{Budgets: Budgets{Iterations: 10}})
+	require.Len(t, rep.Errors, 1)
+	require.ErrorAs(t, rep.Errors[0], &be)
+	require.Equal(t, BudgetIterations, be.Budget)
+}
+
+func TestValidate_WarnsWhereMailClientsHurtRecipients(t *testing.T) {
+	t.Parallel()
+	html := "<html>\n<img src=\"https://cdn.example/logo.png\">\n" +
+		`<img src="{{ customer.avatar }}" alt="{{ customer.first_name }}">` + "\n" +
+		`<a href="http://shop.example/sale">Sale</a> <a href="{{ unsubscribe_url }}">Unsubscribe</a> <a href="https://shop.example">Shop</a>` + "\n" +
+		"<p>"
+	// Pad the rendered part (the Liquid above renders 36 bytes shorter) to 110 KB.
+	html += strings.Repeat("x", 110<<10-len(html)+36-len("</p></html>")) + "</p></html>"
+	dir := writeFolder(t, map[string]string{
+		FileManifest: "name: v\nversion: 1\n",
+		FileSubject:  strings.Repeat("Big news ", 20),
+		FileHTML:     html,
+		FileText:     "t",
+	})
+	rep := Validate(dir, ValidateConfig{})
+	require.Empty(t, rep.Errors)
+	var got []string
+	for _, w := range rep.Warnings {
+		got = append(got, w.String())
+	}
+	require.ElementsMatch(t, []string{
+		"html:2: warning: image without alt text: screen readers and mail clients that block images show nothing (add alt=\"...\"; alt=\"\" for decoration)",
+		"html:4: warning: link without https: mail clients warn about or rewrite http:// links (use https://)",
+		"html: warning: the html part renders to 110 KB for the sample; Gmail clips html over 102 KB and hides the rest, unsubscribe link included (shorten it, link to long content)",
+		"subject: warning: the subject renders to 179 characters for the sample; inboxes cut subjects off long before 150 (keep it under 60)",
+	}, got)
+
+	small := writeFolder(t, map[string]string{FileManifest: "name: v\nversion: 1\n", FileSubject: "Hi", FileHTML: "<p>" + strings.Repeat("x", 100<<10) + "</p>", FileText: "t"})
+	require.Empty(t, Validate(small, ValidateConfig{}).Warnings, "100 KB is not clipped")
 }

@@ -93,13 +93,13 @@ variants:
 	d := RenderData{Customer: map[string]any{"first_name": "<Ada>"}}
 	a := tpl.variants[0]
 	b := tpl.variants[1]
-	out, err := a.parts.subject.render(map[string]any{"customer": d.Customer})
+	out, err := renderPart(a.parts.subject, map[string]any{"customer": d.Customer})
 	require.NoError(t, err)
 	require.Equal(t, "Hello <Ada>", out)
-	out, err = a.parts.html.render(map[string]any{"customer": d.Customer})
+	out, err = renderPart(a.parts.html, map[string]any{"customer": d.Customer})
 	require.NoError(t, err)
 	require.Equal(t, "<p>base &lt;Ada&gt;</p>", out)
-	out, err = b.parts.html.render(map[string]any{"customer": d.Customer})
+	out, err = renderPart(b.parts.html, map[string]any{"customer": d.Customer})
 	require.NoError(t, err)
 	require.Equal(t, "<p>b &lt;Ada&gt;</p>", out, "a variant's html file is auto-escaped too")
 

@@ -249,3 +249,38 @@ func TestCLI_TemplateValidateAndPreview(t *testing.T) {
 	require.Equal(t, exitFailure, code, out)
 	require.Contains(t, out, "nobody")
 }
+
+// tailor template validate and preview stop a template that would render without bounds and
+// name the budget, file and line; validate prints warnings and still exits 0 for them alone.
+func TestCLI_TemplateBudgets(t *testing.T) {
+	e := newCLIEnv(t)
+	writeTemplate := func(html string) string {
+		dir := t.TempDir()
+		for name, body := range map[string]string{
+			"template.yaml": "name: hostile\nversion: 1\n",
+			"subject":       "Hi {{ customer.first_name }}",
+			"html":          html,
+			"text":          "Hi",
+		} {
+			require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644))
+		}
+		return dir
+	}
+	hostile := writeTemplate("<p>\n{% for i in (1..100000000) %}x{% endfor %}</p>")
+	code, out := e.run(context.Background(), "template", "validate", hostile)
+	require.Equal(t, exitFailure, code, out)
+	require.Contains(t, out, filepath.Join(hostile, "html")+":2: rendering the sample: render budget exceeded: loops ran over 100000 iterations")
+
+	warned := writeTemplate("<p>\n<img src=\"https://cdn.example/logo.png\"></p>")
+	out = e.ok("template", "validate", warned)
+	require.Contains(t, out, filepath.Join(warned, "html")+":2: warning: image without alt text")
+	require.Contains(t, out, "ok, 1 warning(s)")
+
+	store := pipeline.NewProfileStore(e.env.DynamoDB, e.env.Names.Profiles)
+	require.NoError(t, store.EnsureTable(context.Background()))
+	_, err := store.ApplyCRM(context.Background(), "budget-1", 1, map[string]any{"email": "b@example.com", "first_name": "Bo"}, nil)
+	require.NoError(t, err)
+	code, out = e.run(context.Background(), "template", "preview", "--customer", "budget-1", hostile)
+	require.Equal(t, exitFailure, code, out)
+	require.Contains(t, out, "render template hostile: html:2: render budget exceeded: loops ran over 100000 iterations")
+}

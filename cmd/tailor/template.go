@@ -26,9 +26,12 @@ func templateCommand() *cli.Command {
 				Name:      "validate",
 				Usage:     "check a template folder: syntax, manifest, filters, variables and a sample render",
 				ArgsUsage: "DIR",
-				Description: `Prints every problem as FILE:LINE: message and exits 1 when there is any. Nothing is
-fetched: content sources render at their fallbacks. With --sample, customer.* references
-are checked against that profile (a JSON object) and the manifest defaults.`,
+				Description: `Prints every problem as FILE:LINE: message and exits 1 when there is any, then every
+warning as FILE:LINE: warning: message (html Gmail would clip, long subjects, images
+without alt, http links), which do not fail validation. Nothing is fetched: content
+sources render at their fallbacks, under the render budgets campaigns use. With --sample,
+customer.* references are checked against that profile (a JSON object) and the manifest
+defaults.`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "sample", Usage: "JSON file with a representative profile"},
 				},
@@ -75,9 +78,10 @@ func templateDir(c *cli.Context) (string, error) {
 	return c.Args().First(), nil
 }
 
-// printProblems writes each problem as DIR/FILE:LINE: message.
-func printProblems(w io.Writer, dir string, errs []error) {
-	for _, err := range errs {
+// printReport writes each error as DIR/FILE:LINE: message, then each warning as
+// DIR/FILE:LINE: warning: message.
+func printReport(w io.Writer, dir string, rep templates.Report) {
+	for _, err := range rep.Errors {
 		var se *templates.SyntaxError
 		if errors.As(err, &se) {
 			se := *se
@@ -85,6 +89,10 @@ func printProblems(w io.Writer, dir string, errs []error) {
 			err = &se
 		}
 		fmt.Fprintln(w, err)
+	}
+	for _, warn := range rep.Warnings {
+		warn.File = filepath.Join(dir, warn.File)
+		fmt.Fprintln(w, warn)
 	}
 }
 
@@ -103,10 +111,14 @@ func templateValidate(c *cli.Context) error {
 			return usageError{fmt.Errorf("--sample %s: want a JSON object (a profile): %w", path, err)}
 		}
 	}
-	errs := templates.Validate(dir, sample)
-	if len(errs) > 0 {
-		printProblems(c.App.Writer, dir, errs)
-		return cli.Exit(fmt.Sprintf("%s: %d problem(s)", dir, len(errs)), exitFailure)
+	rep := templates.Validate(dir, templates.ValidateConfig{Sample: sample})
+	printReport(c.App.Writer, dir, rep)
+	if len(rep.Errors) > 0 {
+		return cli.Exit(fmt.Sprintf("%s: %d problem(s), %d warning(s)", dir, len(rep.Errors), len(rep.Warnings)), exitFailure)
+	}
+	if len(rep.Warnings) > 0 {
+		fmt.Fprintf(c.App.Writer, "%s: ok, %d warning(s)\n", dir, len(rep.Warnings))
+		return nil
 	}
 	fmt.Fprintf(c.App.Writer, "%s: ok\n", dir)
 	return nil
@@ -192,9 +204,10 @@ func templatePublish(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if errs := templates.Validate(dir, nil); len(errs) > 0 {
-		printProblems(c.App.Writer, dir, errs)
-		return cli.Exit(fmt.Sprintf("%s: %d problem(s); nothing published", dir, len(errs)), exitFailure)
+	rep := templates.Validate(dir, templates.ValidateConfig{})
+	printReport(c.App.Writer, dir, rep)
+	if len(rep.Errors) > 0 {
+		return cli.Exit(fmt.Sprintf("%s: %d problem(s); nothing published", dir, len(rep.Errors)), exitFailure)
 	}
 	tpl, err := templates.Load(dir)
 	if err != nil {

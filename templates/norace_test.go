@@ -1,0 +1,6 @@
+//go:build !race
+
+package templates
+
+// raceEnabled: the race detector multiplies allocations and time, which some tests measure.
+const raceEnabled = false
