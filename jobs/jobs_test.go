@@ -221,6 +221,52 @@ func TestCampaign_ContentFailureUsesFallback(t *testing.T) {
 	}
 }
 
+// writeFiles writes a template folder and loads it.
+func writeFiles(t *testing.T, files map[string]string) *templates.Template {
+	t.Helper()
+	dir := t.TempDir()
+	for name, body := range files {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644))
+	}
+	tpl, err := templates.Load(dir)
+	require.NoError(t, err)
+	return tpl
+}
+
+func TestCampaign_ATemplateThatBreachesABudgetFailsTheCampaignNotTheWorker(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	seedProfiles(t, b.profiles, 12, func(int) bool { return true })
+	startWorkers(t, b)
+	rc, err := jobs.NewInsertClient(b.env.Pool)
+	require.NoError(t, err)
+	hostile := writeFiles(t, map[string]string{
+		"template.yaml": "name: hostile\nversion: 1\n", "subject": "Hi",
+		"html": "<p>\n{% for i in (1..100000000) %}x{% endfor %}</p>", "text": "Hi {{ customer.first_name }}",
+	})
+	camp, err := jobs.CreateCampaign(ctx, b.env.Pool, rc, jobs.NewCampaign{Template: hostile, Segment: "true"})
+	require.NoError(t, err)
+	waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	done, err := jobs.WaitCampaign(waitCtx, b.env.Pool, camp.ID)
+	require.NoError(t, err)
+	require.Equal(t, jobs.StatusFailed, done.Status)
+	require.Contains(t, done.Error, "html:2")
+	require.Contains(t, done.Error, "loops ran over 100000 iterations", "the campaign says which budget and where")
+	var retried int
+	require.NoError(t, b.env.Pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'render.batch' AND attempt > 1`).Scan(&retried))
+	require.Zero(t, retried, "a template fault is not retried")
+
+	// The same workers go on rendering other campaigns.
+	ok := writeFiles(t, map[string]string{"template.yaml": "name: fine\nversion: 1\n", "subject": "Hi", "html": "<p>Hi</p>", "text": "Hi {{ customer.first_name }}"})
+	camp, err = jobs.CreateCampaign(ctx, b.env.Pool, rc, jobs.NewCampaign{Template: ok, Segment: "true"})
+	require.NoError(t, err)
+	done, err = jobs.WaitCampaign(waitCtx, b.env.Pool, camp.ID)
+	require.NoError(t, err)
+	require.Equal(t, jobs.StatusRendered, done.Status, done.Error)
+}
+
 func TestParseSegment_ErrorsSayWhatToFixAndWhere(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {

@@ -269,7 +269,7 @@ func (r *renderWorker) Work(ctx context.Context, job *river.Job[RenderBatchArgs]
 			continue
 		}
 		email := p.CRM.Email
-		data := templates.RenderData{Customer: p.Fields(now), Campaign: campaign, Now: now}
+		data := RenderData(p, campaign, now)
 		if cfg.Links != nil {
 			data.UnsubscribeURL, data.PreferencesURL = cfg.Links(id, cid)
 		}
@@ -279,6 +279,14 @@ func (r *renderWorker) Work(ctx context.Context, job *river.Job[RenderBatchArgs]
 			rows.add(cid, email, "skipped", &templates.Message{}, err.Error())
 		case err != nil && ctx.Err() != nil:
 			return err
+		case templates.IsTemplateFault(err):
+			// The template breaches a budget whatever the recipient: every recipient would fail
+			// the same way, so the campaign fails now, with the budget and where.
+			_, _ = cfg.Pool.Exec(ctx, queries.Get("fail-campaign"), id, "template: "+err.Error())
+			return river.JobCancel(fmt.Errorf("campaign %d: %w", id, err))
+		case errors.Is(err, templates.ErrBudgetExceeded):
+			// This recipient's data (say, a huge content array) breaches a budget: only they go.
+			rows.add(cid, email, "skipped", &templates.Message{}, err.Error())
 		case err != nil:
 			rows.add(cid, email, "failed", &templates.Message{}, err.Error())
 		default:
@@ -321,4 +329,10 @@ func (m *messageRows) add(customer, email, status string, msg *templates.Message
 	} else {
 		m.reason = append(m.reason, &reason)
 	}
+}
+
+// RenderData is what a recipient's message is rendered from: the profile's read view as
+// customer.*, with the recipient's id (variant assignment) and locale (money and dates).
+func RenderData(p *profile.Profile, campaign map[string]any, now time.Time) templates.RenderData {
+	return templates.RenderData{CustomerID: p.ID, Customer: p.Fields(now), Locale: p.CRM.Locale, Campaign: campaign, Now: now}
 }

@@ -276,7 +276,7 @@ func TestCLI_TemplateBudgets(t *testing.T) {
 	require.Contains(t, out, filepath.Join(warned, "html")+":2: warning: image without alt text")
 	require.Contains(t, out, "ok, 1 warning(s)")
 
-	store := pipeline.NewProfileStore(e.env.DynamoDB, e.env.Names.Profiles)
+	store := profile.NewStore(e.env.DynamoDB, e.env.Names.Profiles)
 	require.NoError(t, store.EnsureTable(context.Background()))
 	_, err := store.ApplyCRM(context.Background(), "budget-1", 1, map[string]any{"email": "b@example.com", "first_name": "Bo"}, nil)
 	require.NoError(t, err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/tailor-email/tailor/jobs"
 	"github.com/tailor-email/tailor/pipeline/profile"
 	"github.com/tailor-email/tailor/templates"
 )
@@ -155,13 +156,10 @@ func templatePreview(c *cli.Context) error {
 		return err
 	}
 	r := templates.NewRenderer(templates.RendererConfig{})
-	m, err := r.Render(c.Context, tpl, templates.RenderData{
-		Customer:       prof.Fields(time.Now()),
-		Campaign:       map[string]any{"id": c.String("campaign")},
-		UnsubscribeURL: "https://preview.invalid/unsubscribe",
-		PreferencesURL: "https://preview.invalid/preferences",
-		Variant:        c.String("variant"),
-	})
+	data := jobs.RenderData(prof, map[string]any{"id": c.String("campaign")}, time.Now())
+	data.UnsubscribeURL, data.PreferencesURL = "https://preview.invalid/unsubscribe", "https://preview.invalid/preferences"
+	data.Variant = c.String("variant")
+	m, err := r.Render(c.Context, tpl, data)
 	if err != nil {
 		return err
 	}

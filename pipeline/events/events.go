@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/tailor-email/tailor/internal/money"
 )
 
 // Event types of schema version 1.
@@ -294,7 +296,7 @@ func decodeProperties(obj map[string]json.RawMessage, allowed, required []string
 	if err != nil {
 		return p, err
 	}
-	if p.Currency != "" && !isCurrency(p.Currency) {
+	if p.Currency != "" && !money.Valid(p.Currency) {
 		return p, invalid("properties.currency", "must be an ISO 4217 code like EUR, got %q", p.Currency)
 	}
 	if v, ok := obj["quantity"]; ok && !isNull(v) {
@@ -507,7 +509,6 @@ func timestampField(raw json.RawMessage, opts DecodeOptions) (time.Time, error) 
 // moneyField accepts a decimal string in major units ("19.99") or an integer in minor units
 // (1999), never a JSON float: binary floating point cannot hold money exactly.
 func moneyField(raw json.RawMessage, field, currency string) (int64, error) {
-	exp := currencyExponent(currency)
 	switch jsonKind(raw) {
 	case "a number":
 		n, err := intField(raw, field)
@@ -520,71 +521,29 @@ func moneyField(raw json.RawMessage, field, currency string) (int64, error) {
 		return n, nil
 	case "a string":
 		s, _ := stringField(raw, field, 32)
-		return parseDecimal(strings.TrimSpace(s), exp, field)
+		return parseDecimal(strings.TrimSpace(s), currency, field)
 	default:
 		return 0, invalid(field, "must be a decimal string or integer minor units, got %s", jsonKind(raw))
 	}
 }
 
-func parseDecimal(s string, exp int, field string) (int64, error) {
-	whole, frac, _ := strings.Cut(s, ".")
-	if whole == "" || !allDigits(whole) || !allDigits(frac) || (strings.Contains(s, ".") && frac == "") {
+func parseDecimal(s, currency, field string) (int64, error) {
+	if strings.HasPrefix(s, "-") {
+		return 0, invalid(field, "must not be negative, got %q", s)
+	}
+	n, err := money.ParseMajor(s, currency)
+	switch {
+	case errors.Is(err, money.ErrTooPrecise):
+		digits, _ := money.Digits(currency)
+		return 0, invalid(field, "%q has more than %d decimal places (%s)", s, digits, currency)
+	case errors.Is(err, money.ErrRange):
+		return 0, invalid(field, "out of range")
+	case err != nil:
 		return 0, invalid(field, "must be a non-negative decimal like \"19.99\", got %q", s)
-	}
-	if len(frac) > exp {
-		return 0, invalid(field, "%q has more than %d decimal places", s, exp)
-	}
-	frac += strings.Repeat("0", exp-len(frac))
-	n, err := strconv.ParseInt(whole+frac, 10, 64)
-	if err != nil || n > maxMinorUnits {
+	case n > maxMinorUnits:
 		return 0, invalid(field, "out of range")
 	}
 	return n, nil
-}
-
-func allDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-func isCurrency(s string) bool {
-	if len(s) != 3 {
-		return false
-	}
-	for i := 0; i < 3; i++ {
-		if s[i] < 'A' || s[i] > 'Z' {
-			return false
-		}
-	}
-	return true
-}
-
-// currencyExponent is the number of minor-unit digits of an ISO 4217 currency.
-func currencyExponent(c string) int {
-	switch c {
-	case "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF":
-		return 0
-	case "BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND":
-		return 3
-	}
-	return 2
-}
-
-// FormatMinor formats minor units of currency as a decimal string ("19.99").
-func FormatMinor(minor int64, currency string) string {
-	exp := currencyExponent(currency)
-	s := strconv.FormatInt(minor, 10)
-	if exp == 0 {
-		return s
-	}
-	if len(s) <= exp {
-		s = strings.Repeat("0", exp-len(s)+1) + s
-	}
-	return s[:len(s)-exp] + "." + s[len(s)-exp:]
 }
 
 // MarshalJSON writes the normalised event: RFC 3339 UTC timestamp, money as decimal strings.
@@ -606,15 +565,15 @@ func (e Event) MarshalJSON() ([]byte, error) {
 	p := props{Properties: e.Properties}
 	p.Properties.Items = nil
 	if e.Properties.PriceMinor != 0 {
-		p.PriceMinor = FormatMinor(e.Properties.PriceMinor, e.Properties.Currency)
+		p.PriceMinor = money.FormatMinor(e.Properties.PriceMinor, e.Properties.Currency)
 	}
 	if e.Properties.TotalMinor != 0 || e.Type == TypePurchase {
-		p.TotalMinor = FormatMinor(e.Properties.TotalMinor, e.Properties.Currency)
+		p.TotalMinor = money.FormatMinor(e.Properties.TotalMinor, e.Properties.Currency)
 	}
 	for _, it := range e.Properties.Items {
 		i := item{ProductID: it.ProductID, Category: it.Category, Quantity: it.Quantity}
 		if it.PriceMinor != 0 {
-			i.Price = FormatMinor(it.PriceMinor, e.Properties.Currency)
+			i.Price = money.FormatMinor(it.PriceMinor, e.Properties.Currency)
 		}
 		p.Items = append(p.Items, i)
 	}

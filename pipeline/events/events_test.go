@@ -203,3 +203,33 @@ func FuzzDecodeEvent(f *testing.F) {
 		}
 	})
 }
+
+func TestDecode_MoneyFollowsEachCurrencysMinorUnits(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		currency, price string
+		minor           int64
+		reason          string
+	}{
+		{"EUR", `"19.99"`, 1999, ""}, {"USD", `"0.5"`, 50, ""}, {"KWD", `"1.999"`, 1999, ""}, {"BHD", `"12.345"`, 12345, ""},
+		{"JPY", `"1999"`, 1999, ""}, {"CLP", `"5"`, 5, ""}, {"ISK", `"120"`, 120, ""}, {"KWD", `1999`, 1999, ""},
+		{"JPY", `"19.99"`, 0, "more than 0 decimal places (JPY)"}, {"EUR", `"1.999"`, 0, "more than 2 decimal places (EUR)"},
+		{"KWD", `"1.9999"`, 0, "more than 3 decimal places"}, {"EUR", `"-1.00"`, 0, "must not be negative"},
+		{"ZZZ", `"1"`, 0, "ISO 4217"}, {"EUR", `"1,50"`, 0, `decimal like "19.99"`},
+	} {
+		raw := `{"event_id":"m","customer_id":"c","type":"product_view","timestamp":"2026-03-10T11:00:00Z","properties":{"product_id":"p","price":` + tc.price + `,"currency":"` + strings.ToLower(tc.currency) + `"}}`
+		ev, err := Decode([]byte(raw), DecodeOptions{Now: decodeNow})
+		if tc.reason != "" {
+			require.ErrorContains(t, err, tc.reason, "%s %s", tc.price, tc.currency)
+			continue
+		}
+		require.NoError(t, err, "%s %s", tc.price, tc.currency)
+		require.Equal(t, tc.minor, ev.Properties.PriceMinor, "%s %s", tc.price, tc.currency)
+		require.Equal(t, tc.currency, ev.Properties.Currency)
+		enc, err := ev.MarshalJSON()
+		require.NoError(t, err)
+		back, err := Decode(enc, DecodeOptions{Now: decodeNow})
+		require.NoError(t, err)
+		require.Equal(t, tc.minor, back.Properties.PriceMinor, "the normalised form keeps the amount: %s", enc)
+	}
+}
