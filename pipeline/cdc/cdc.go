@@ -46,7 +46,9 @@ type Config struct {
 	// Workers is the number of concurrent DynamoDB writers; changes of one customer always go
 	// to the same writer, in order. Default 16.
 	Workers int
-	// BatchSize is the number of row changes applied (and then acknowledged) together. Default 1000.
+	// BatchSize is the number of row changes applied (and then acknowledged) together. Default
+	// 1000. A bigger transaction is applied while it arrives, a segment (SegmentChanges) at a
+	// time once at least BatchSize of its changes are buffered, and acknowledged at its commit.
 	BatchSize int
 	// BatchDelay is how long committed changes may wait for more before being applied. Default 5ms.
 	BatchDelay time.Duration
@@ -125,9 +127,10 @@ type CDC struct {
 	store Store
 	log   *slog.Logger
 
-	active    atomic.Bool
-	confirmed atomic.Uint64
-	applied   atomic.Int64
+	active       atomic.Bool
+	confirmed    atomic.Uint64
+	applied      atomic.Int64
+	peakBuffered atomic.Int64 // the most row changes held in memory at once (tests)
 }
 
 // New returns a CDC process for cfg writing to store.
