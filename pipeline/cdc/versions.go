@@ -1,5 +1,7 @@
 package cdc
 
+import "hash/fnv"
+
 // A transaction's changes are applied in segments while it is still being received, so that
 // memory does not grow with the transaction. Two changes of one customer in different segments
 // may be written separately, and the second one must win over the first though both come from
@@ -86,7 +88,9 @@ func (g *generations) of(id string) int {
 	if g.held {
 		return genHeld
 	}
-	key := fnv64a(id)
+	h := fnv.New64a() // the same in every process (unlike hash/maphash): a replay collides alike
+	_, _ = h.Write([]byte(id))
+	key := h.Sum64()
 	gen := g.floor
 	if last, ok := g.customer[key]; ok {
 		seg, lastGen := uint32(last>>8), int(last&0xff)
@@ -118,15 +122,4 @@ func (g *generations) barrier() int {
 	g.floor, g.top = b+1, b
 	clear(g.customer)
 	return b
-}
-
-// fnv64a is FNV-1a: a hash that is the same in every process (unlike hash/maphash), so a
-// replay's collisions are the same as before.
-func fnv64a(s string) uint64 {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(s); i++ {
-		h ^= uint64(s[i])
-		h *= 1099511628211
-	}
-	return h
 }
