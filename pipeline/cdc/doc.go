@@ -85,12 +85,20 @@
 // An UPDATE that leaves a TOASTed column unchanged does not send it (tuple data 'u'): the
 // attribute is left as it is. Child-table columns are short (CHECKed) so they are never TOASTed.
 //
-// # Refused changes
+// # Refused changes and failures
 //
-// A change DynamoDB refuses for good (pipeline.ErrWriteRefused: an item over 400 KB) goes to
-// dead_letters with source "cdc" (Config.DeadLetters) and the stream goes on; the profile then
-// lags that row until it changes again or a resync. Any other error stops the stream, which
-// restarts from the confirmed position with backoff: nothing is skipped.
+// A change DynamoDB refuses for what the row holds (profile.ErrWriteRefused: an item over
+// 400 KB, nesting too deep, a number out of range) goes to dead_letters with source "cdc"
+// (Config.DeadLetters) and the stream goes on; the profile then lags that row until it changes
+// again or a resync. A failure that may go away (a lost connection, Postgres restarting,
+// throttling) stops the stream, which restarts from the confirmed position with backoff:
+// nothing is skipped. A misconfiguration that retrying cannot fix ends Run with a *ConfigError
+// (errors.Is(err, ErrPermanent)) saying what to fix: wal_level is not logical, authentication
+// failed, the role may not replicate or create the publication, the database or a published
+// table does not exist, the slot's name is taken by a physical slot or another plugin's, the
+// slot was invalidated, the profiles table does not exist, the AWS credentials are refused, or
+// DynamoDB refuses a request as invalid for another reason than its data (a bug, which must not
+// fill dead letters). Postgres errors are classified by SQLSTATE, DynamoDB errors by code.
 //
 // # Running
 //
