@@ -218,3 +218,43 @@ func TestCDC_ResumesABigTransactionAfterProcessKillMidway(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "second", p["first_name"])
 }
+
+func TestCDC_TruncateInsideABigTransactionClearsWhatWasAppliedBeforeIt(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.cfg.BatchSize = 100
+	c, _ := f.start(t, f.cfg)
+	eventually(t, 30*time.Second, func() error {
+		if c.Confirmed() == 0 {
+			return errors.New("not streaming yet")
+		}
+		return nil
+	})
+	ctx := context.Background()
+	// The rows of the first segments are applied before the TRUNCATE arrives: it must clear
+	// them though they come from its own transaction.
+	err := pgx.BeginFunc(ctx, f.env.Pool, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		b.Queue(`INSERT INTO customers (id, email) SELECT 't' || g, 't' || g || '@example.com' FROM generate_series(1, 1200) g`)
+		b.Queue(`INSERT INTO subscriptions (customer_id, topic, status) SELECT 't' || g, 'news', 'subscribed' FROM generate_series(1, 1200) g`)
+		b.Queue(`TRUNCATE customers CASCADE`)
+		b.Queue(`INSERT INTO customers (id, email) VALUES ('t1', 'back@example.com')`)
+		b.Queue(`INSERT INTO subscriptions (customer_id, topic, status) VALUES ('t1', 'promo', 'pending')`)
+		return tx.SendBatch(ctx, b).Close()
+	})
+	require.NoError(t, err)
+	var after pglogrepl.LSN
+	require.NoError(t, f.env.Pool.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&after))
+
+	f.waitSlotPast(t, uint64(after))
+	requireProfilesMatch(t, f.env.Pool, f.store, time.Minute)
+	p, err := f.profile("t1")
+	require.NoError(t, err)
+	require.Equal(t, "back@example.com", p["email"], "written after the TRUNCATE: it survives it")
+	require.Equal(t, "pending", path(p, "subscriptions.promo.status"))
+	require.Nil(t, path(p, "subscriptions.news"))
+	p, err = f.profile("t2")
+	require.NoError(t, err)
+	require.NotContains(t, p, "email")
+	require.Less(t, c.PeakBuffered(), int64(2400), "applied in segments")
+}

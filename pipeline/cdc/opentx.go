@@ -28,14 +28,14 @@ func (s *streamState) change(ctx context.Context, pos pglogrepl.LSN) error {
 }
 
 // buffered records how many changes are held in memory, and says once per transaction when
-// one is held whole.
+// the rest of one is held until its commit.
 func (s *streamState) buffered() {
 	if n := int64(len(s.tx.ops) + len(s.batch)); n > s.c.peakBuffered.Load() {
 		s.c.peakBuffered.Store(n)
 	}
 	if s.tx.gens.held && !s.tx.warned {
 		s.tx.warned = true
-		s.c.log.Warn("cdc: a transaction changes the same customers in too many segments: holding the rest of it in memory until its commit",
-			"commit", pglogrepl.LSN(s.tx.lsn), "generations", genMax+1)
+		s.c.log.Warn("cdc: a transaction used up its versions (a customer in too many of its segments, or too many TRUNCATEs): holding the rest of it in memory until its commit",
+			"commit", pglogrepl.LSN(s.tx.lsn), "generations", genMax+1, "segment_changes", SegmentChanges)
 	}
 }
