@@ -65,9 +65,9 @@ func (f *fixture) waitSlotPast(t *testing.T, lsn uint64) {
 	})
 }
 
-func TestCDC_AppliesABigTransactionInBoundedSegments(t *testing.T) {
-	t.Parallel()
-	f := setup(t)
+// startSmallBatches runs CDC with batches of 100 row changes and waits until it streams.
+func (f *fixture) startSmallBatches(t *testing.T) *cdc.CDC {
+	t.Helper()
 	f.cfg.BatchSize = 100
 	c, _ := f.start(t, f.cfg)
 	eventually(t, 30*time.Second, func() error {
@@ -76,6 +76,13 @@ func TestCDC_AppliesABigTransactionInBoundedSegments(t *testing.T) {
 		}
 		return nil
 	})
+	return c
+}
+
+func TestCDC_AppliesABigTransactionInBoundedSegments(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	c := f.startSmallBatches(t)
 	const n = 5000 // 10 000 changes: 10 segments
 	after, err := bigTransaction(context.Background(), f.env.Pool, n)
 	require.NoError(t, err)
@@ -222,14 +229,7 @@ func TestCDC_ResumesABigTransactionAfterProcessKillMidway(t *testing.T) {
 func TestCDC_TruncateInsideABigTransactionClearsWhatWasAppliedBeforeIt(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	f.cfg.BatchSize = 100
-	c, _ := f.start(t, f.cfg)
-	eventually(t, 30*time.Second, func() error {
-		if c.Confirmed() == 0 {
-			return errors.New("not streaming yet")
-		}
-		return nil
-	})
+	c := f.startSmallBatches(t)
 	ctx := context.Background()
 	// The rows of the first segments are applied before the TRUNCATE arrives: it must clear
 	// them though they come from its own transaction.
