@@ -62,7 +62,12 @@ restart resumes where the last acknowledged change left off.`,
 				}()
 			}
 			slog.Info("cdc starting", "slot", b.Names.Slot, "publication", b.Names.Publication, "profiles", b.Names.Profiles)
-			return p.Run(c.Context)
+			err = p.Run(c.Context)
+			if errors.Is(err, cdc.ErrPermanent) {
+				// A misconfiguration: retrying cannot help, the message says what to fix.
+				return cli.Exit(err.Error(), exitFailure)
+			}
+			return err
 		},
 		Subcommands: []*cli.Command{
 			{

@@ -53,6 +53,8 @@ var namedFigures = []named{
 	{"BenchmarkCDC", "rows/s", "cdc.rows_per_sec", "rows/s", same, ""},
 	{"BenchmarkCDC", "p50_ms", "cdc.latency_p50_ms", "ms", same, ""},
 	{"BenchmarkCDC", "p99_ms", "cdc.latency_p99_ms", "ms", same, "< 500 at 1 000 changes/s"},
+	{"BenchmarkCDC_BigTransaction", "peak_rss_mb", "cdc.big_transaction.peak_rss_mb", "MB", same, "< 200 for one transaction of 200 000 rows x 2 KB"},
+	{"BenchmarkCDC_BigTransaction", "rows/s", "cdc.big_transaction.rows_per_sec", "rows/s", same, ""},
 }
 
 func main() {

@@ -27,7 +27,7 @@ import (
 //   - store_writes/s: for scale, the rate at which the store alone takes customers-shaped writes
 //     with the same concurrency (on the local stack dynalite, one Node process, is the ceiling).
 //
-// Run it with: go test ./pipeline/cdc -run '^$' -bench BenchmarkCDC -benchtime 1x
+// Run it with: go test ./pipeline/cdc -run '^$' -bench '^BenchmarkCDC$' -benchtime 1x
 func BenchmarkCDC(b *testing.B) {
 	const backlog, rate, seconds = 20_000, 1000, 10
 	f := setup(b)
@@ -158,4 +158,61 @@ func storeWriteRate(b *testing.B, f *fixture, n int) float64 {
 	}
 	wg.Wait()
 	return float64(n) / time.Since(start).Seconds()
+}
+
+// BenchmarkCDC_BigTransaction measures one transaction that updates 200 000 customers
+// (CDC_BENCH_BIG_ROWS) with ~2 KB of attributes each, streamed by a real `tailor cdc` process
+// built from cmd/tailor:
+//
+//   - peak_rss_mb: the process's peak resident set (VmHWM in /proc/<pid>/status) once every
+//     row reached the profiles;
+//   - rows/s: rows of the transaction applied per second, from the process's start.
+//
+// The slot is created (and its backfill recorded as done) before the rows' transaction, so the
+// process streams that one transaction and nothing else.
+//
+// Run it with: go test ./pipeline/cdc -run '^$' -bench '^BenchmarkCDC_BigTransaction$' -benchtime 1x
+func BenchmarkCDC_BigTransaction(b *testing.B) {
+	rows := 200_000
+	if n, err := strconv.Atoi(os.Getenv("CDC_BENCH_BIG_ROWS")); err == nil {
+		rows = n
+	}
+	f := setup(b)
+	ctx := context.Background()
+	bin := buildTailor(b)
+	f.dropProfilesAtCleanup(b)
+
+	f.execTB(b, `INSERT INTO customers (id, email) SELECT 'big' || g, 'big' || g || '@example.com' FROM generate_series(1, $1) g`, rows)
+	f.createSlotWithoutBackfill(b)
+	// One transaction: every customer gets ~2 KB of attributes (40 keys of 32 hex digits).
+	f.execTB(b, `UPDATE customers SET updated_at = now(), attributes =
+		(SELECT jsonb_object_agg('k' || i, md5(id || i)) FROM generate_series(1, 40) i)`)
+
+	b.ResetTimer()
+	p := f.startTailorCDC(b, bin)
+	eventually(b, time.Hour, func() error {
+		n, err := p.rowsApplied()
+		if err == nil && n < float64(rows) {
+			err = fmt.Errorf("%.0f of %d rows applied", n, rows)
+		}
+		return err
+	})
+	elapsed := time.Since(p.started)
+	peak, err := p.peakRSS()
+	require.NoError(b, err)
+	b.StopTimer()
+	p.stop(b)
+
+	// Spot checks: the first, middle and last rows carry their new attributes.
+	for _, i := range []int{1, rows / 2, rows} {
+		id := "big" + strconv.Itoa(i)
+		var want string
+		require.NoError(b, f.env.Pool.QueryRow(ctx, `SELECT attributes->>'k7' FROM customers WHERE id = $1`, id).Scan(&want))
+		p, err := f.profile(id)
+		require.NoError(b, err)
+		require.Equal(b, want, path(p, "attributes.k7"), id)
+	}
+	b.ReportMetric(float64(peak)/(1<<20), "peak_rss_mb")
+	b.ReportMetric(float64(rows)/elapsed.Seconds(), "rows/s")
+	b.ReportMetric(0, "ns/op")
 }

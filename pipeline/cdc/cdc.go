@@ -46,15 +46,18 @@ type Config struct {
 	// Workers is the number of concurrent DynamoDB writers; changes of one customer always go
 	// to the same writer, in order. Default 16.
 	Workers int
-	// BatchSize is the number of row changes applied (and then acknowledged) together. Default 1000.
+	// BatchSize is the number of row changes applied (and then acknowledged) together. Default
+	// 1000. A bigger transaction is applied while it arrives, a segment (SegmentChanges) at a
+	// time once at least BatchSize of its changes are buffered, and acknowledged at its commit.
 	BatchSize int
 	// BatchDelay is how long committed changes may wait for more before being applied. Default 5ms.
 	BatchDelay time.Duration
 	// Logger receives progress and errors. Default slog.Default().
 	Logger *slog.Logger
-	// DeadLetters, when set, receives row changes DynamoDB refuses for good (profile.ErrWriteRefused:
-	// an item over 400 KB, an invalid value) with source "cdc", and the stream goes on. When nil,
-	// such a change is retried, holding the stream, until someone fixes the row.
+	// DeadLetters, when set, receives row changes DynamoDB refuses for what they hold
+	// (profile.ErrWriteRefused: an item over 400 KB, nesting too deep, a number out of range) with
+	// source "cdc", and the stream goes on. When nil, such a change is retried, holding the
+	// stream, until someone fixes the row.
 	DeadLetters DeadLetterer
 	// OnApply, when set, is called after each batch is durable with the number of rows applied
 	// and the commit times of their transactions (for latency measurements).
@@ -128,9 +131,10 @@ type CDC struct {
 	store Store
 	log   *slog.Logger
 
-	active    atomic.Bool
-	confirmed atomic.Uint64
-	applied   atomic.Int64
+	active       atomic.Bool
+	confirmed    atomic.Uint64
+	applied      atomic.Int64
+	peakBuffered atomic.Int64 // the most row changes held in memory at once (tests)
 }
 
 // New returns a CDC process for cfg writing to store.
@@ -156,8 +160,11 @@ func (c *CDC) Applied() int64 { return c.applied.Load() }
 
 // Run streams changes until ctx ends, and returns nil then. It first waits for the slot's
 // advisory lock (standby), creates the publication and slot when missing (backfilling existing
-// rows from the slot's snapshot), then streams. Failures (lost connections, a Postgres restart,
-// DynamoDB errors) are logged and retried with backoff from the last confirmed position.
+// rows from the slot's snapshot), then streams. Failures that may go away (lost connections, a
+// Postgres restart, DynamoDB throttling or errors) are logged and retried with backoff from the
+// last confirmed position. A misconfiguration that retrying cannot fix (wal_level, the role's
+// privileges, a missing table, a DynamoDB request refused as invalid) ends Run with a
+// *ConfigError saying what to fix (errors.Is(err, ErrPermanent)).
 func (c *CDC) Run(ctx context.Context) error {
 	delay := c.cfg.RetryDelay
 	for {
@@ -166,6 +173,10 @@ func (c *CDC) Run(ctx context.Context) error {
 		c.active.Store(false)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if perm := permanent(err); perm != nil {
+			c.log.Error("cdc: stopped: this needs a fix, retrying cannot help", "err", perm)
+			return perm
 		}
 		if time.Since(started) > time.Minute {
 			delay = c.cfg.RetryDelay
@@ -207,6 +218,15 @@ func (c *CDC) acquire(ctx context.Context) (*pgx.Conn, error) {
 	conn, err := pgx.Connect(ctx, c.cfg.DatabaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("cdc: connect: %w", err)
+	}
+	var level string
+	if err := conn.QueryRow(ctx, q("wal_level")).Scan(&level); err != nil {
+		closeConn(conn)
+		return nil, fmt.Errorf("cdc: wal_level: %w", err)
+	}
+	if err := checkWALLevel(level); err != nil {
+		closeConn(conn)
+		return nil, err
 	}
 	waiting := false
 	for {

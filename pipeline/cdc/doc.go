@@ -16,17 +16,41 @@
 //
 // # Versions
 //
-// Every write carries the commit LSN of its transaction as its version, and a write only happens
-// if that version is newer than the one stored. Changes of one transaction to the same row are
-// merged in memory before the commit is applied, so a transaction writes each row once (memory
-// per transaction is bounded by the rows it changes; a transaction that rewrites millions of
-// rows needs memory for all of them; a delete and re-insert of one customer in one transaction
-// become the re-insert). Upserts of one row by several transactions of the same
-// batch are merged too (one write with the later version); deletes and TRUNCATEs never are.
-// Changes of one customer are applied in commit order by one writer; customers are spread over
-// Config.Workers writers. The initial backfill (and tailor cdc resync)
-// uses the consistent point of its exported snapshot: every transaction the slot streams commits
-// after it, so the snapshot never overwrites a newer streamed change and vice versa.
+// A write only happens if its version is newer than the one stored (the store compares plain
+// numbers: stored < version). A streamed change's version is its transaction's commit LSN V
+// plus 1 plus the change's generation g, 0 <= g <= 32. A commit record is at least 34 bytes
+// long, so V+1 ... V+33 lie below the next transaction's commit LSN and above every version of
+// an earlier transaction: transactions stay ordered by commit.
+//
+// Postgres (pgoutput, protocol 1) sends a transaction only after it committed, and CDC applies
+// it while it arrives: in segments of SegmentChanges changes or SegmentBytes of WAL, cut at the
+// same changes whenever the transaction is decoded. Memory is bounded by about BatchSize +
+// SegmentChanges row changes, however many rows one transaction changes. Changes of one row
+// that are buffered together are merged into one write (a delete and re-insert of one customer
+// become the re-insert). A customer's generation starts at 0 and goes up by one in each later
+// segment of the transaction in which the customer appears again, so a later change of the same
+// customer, applied in a later batch, wins over the earlier one. The slot's confirmed position
+// only moves past the transaction after its commit message arrived and every write of it
+// succeeded. A crash in between replays the whole transaction; the segments, hence the
+// versions, are the same, so what was applied is a no-op and nothing older overwrites anything
+// newer on the way. A TRUNCATE is a barrier whose generation is above every change before it
+// in its transaction (also those already applied) and below every change after it. A
+// transaction that uses up its generations (a customer in more than 31 of its segments, or many
+// TRUNCATEs) is held in memory from there on until its commit, and a warning says so.
+//
+// Upserts of one row by several transactions of the same batch are merged too (one write with
+// the later version); deletes and TRUNCATEs never are. Changes of one customer are applied in
+// commit order, and within a transaction in change order, by one writer; customers are spread
+// over Config.Workers writers. Readers may see part of a big transaction before the rest (as
+// with any batch: DynamoDB writes are not atomic across items). The initial backfill (and
+// tailor cdc resync) uses the consistent point C of its exported snapshot as its version: every
+// transaction the slot streams commits at or after C, so its versions (C+1 and up) are newer,
+// and the snapshot never overwrites a newer streamed change nor the other way round.
+//
+// Profiles written before generations existed carry plain commit LSNs: after the upgrade, the
+// unconfirmed transactions are applied once more with the same values. An older CDC must not
+// take over from this one (as a standby of an earlier release, say): its versions are lower,
+// and it would refuse the rest of a half-applied transaction.
 //
 // # Profile layout
 //
@@ -61,12 +85,20 @@
 // An UPDATE that leaves a TOASTed column unchanged does not send it (tuple data 'u'): the
 // attribute is left as it is. Child-table columns are short (CHECKed) so they are never TOASTed.
 //
-// # Refused changes
+// # Refused changes and failures
 //
-// A change DynamoDB refuses for good (pipeline.ErrWriteRefused: an item over 400 KB) goes to
-// dead_letters with source "cdc" (Config.DeadLetters) and the stream goes on; the profile then
-// lags that row until it changes again or a resync. Any other error stops the stream, which
-// restarts from the confirmed position with backoff: nothing is skipped.
+// A change DynamoDB refuses for what the row holds (profile.ErrWriteRefused: an item over
+// 400 KB, nesting too deep, a number out of range) goes to dead_letters with source "cdc"
+// (Config.DeadLetters) and the stream goes on; the profile then lags that row until it changes
+// again or a resync. A failure that may go away (a lost connection, Postgres restarting,
+// throttling) stops the stream, which restarts from the confirmed position with backoff:
+// nothing is skipped. A misconfiguration that retrying cannot fix ends Run with a *ConfigError
+// (errors.Is(err, ErrPermanent)) saying what to fix: wal_level is not logical, authentication
+// failed, the role may not replicate or create the publication, the database or a published
+// table does not exist, the slot's name is taken by a physical slot or another plugin's, the
+// slot was invalidated, the profiles table does not exist, the AWS credentials are refused, or
+// DynamoDB refuses a request as invalid for another reason than its data (a bug, which must not
+// fill dead letters). Postgres errors are classified by SQLSTATE, DynamoDB errors by code.
 //
 // # Running
 //

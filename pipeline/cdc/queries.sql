@@ -8,6 +8,9 @@ SELECT pg_try_advisory_lock(hashtextextended('tailor.cdc:' || $1, 0));
 -- name: ping
 SELECT 1;
 
+-- name: wal_level
+SHOW wal_level;
+
 -- name: publication_ddl
 -- DDL cannot take parameters: format() quotes the publication's name. SET TABLE makes an existing
 -- publication cover exactly the three tables (older versions covered customers only).
@@ -20,8 +23,11 @@ END;
 SELECT tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY tablename;
 
 -- name: slot
-SELECT confirmed_flush_lsn::text, active FROM pg_replication_slots
-WHERE slot_name = $1 AND database = current_database();
+-- Slot names are unique in the cluster: a slot of another database, a physical one or one of
+-- another plugin is found too, so that CDC can say so instead of failing to create its own.
+SELECT COALESCE(confirmed_flush_lsn::text, ''), active, slot_type, COALESCE(plugin, ''),
+       COALESCE(database = current_database(), false)
+FROM pg_replication_slots WHERE slot_name = $1;
 
 -- name: backfilled
 SELECT consistent_lsn::text FROM cdc_slots WHERE slot_name = $1;

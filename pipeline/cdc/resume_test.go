@@ -270,6 +270,8 @@ func TestCDC_ResumesWithoutLossAfterCancelMidStream(t *testing.T) {
 // helperConfig is what a child process needs to run CDC.
 type helperConfig struct {
 	DatabaseURL, Slot, Publication, Table, StackDir string
+	BatchSize                                       int // default when 0
+	BlockAfter                                      int // when > 0: the store hangs after this many writes
 }
 
 // TestCDC_HelperProcess is not a test: it is the CDC process that the kill test starts (and
@@ -285,10 +287,14 @@ func TestCDC_HelperProcess(t *testing.T) {
 	b, err := backends.Open(ctx, backends.Config{DatabaseURL: hc.DatabaseURL, StackDir: hc.StackDir})
 	require.NoError(t, err)
 	defer b.Close()
+	var store cdc.Store = profile.NewStore(b.DynamoDB, hc.Table)
+	if hc.BlockAfter > 0 {
+		store = &blockingStore{Store: profile.NewStore(b.DynamoDB, hc.Table), after: int64(hc.BlockAfter)}
+	}
 	c, err := cdc.New(cdc.Config{DatabaseURL: hc.DatabaseURL, Slot: hc.Slot, Publication: hc.Publication,
 		StandbyTimeout: time.Second, LockPoll: 100 * time.Millisecond, RetryDelay: 100 * time.Millisecond,
-		Logger: testLogger(t),
-	}, profile.NewStore(b.DynamoDB, hc.Table))
+		BatchSize: hc.BatchSize, Logger: testLogger(t),
+	}, store)
 	require.NoError(t, err)
 	require.NoError(t, c.Run(ctx)) // until killed
 }

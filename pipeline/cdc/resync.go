@@ -23,8 +23,17 @@ type ResyncResult struct {
 // snapshot does not hold. It repairs profiles that drifted (a restored DynamoDB table, a bug) and
 // is safe while a CDC process streams: the snapshot's version is older than every change
 // streamed after it, so neither side overwrites the other's newer data. It does not move the
-// permanent slot. It holds the keys of all rows in memory while it runs.
+// permanent slot. It holds the keys of all rows in memory while it runs. A misconfiguration
+// (see Run) comes back as a *ConfigError.
 func (c *CDC) Resync(ctx context.Context) (ResyncResult, error) {
+	res, err := c.resync(ctx)
+	if perm := permanent(err); perm != nil {
+		return res, perm
+	}
+	return res, err
+}
+
+func (c *CDC) resync(ctx context.Context) (ResyncResult, error) {
 	repl, err := connectReplication(ctx, c.cfg.DatabaseURL)
 	if err != nil {
 		return ResyncResult{}, err

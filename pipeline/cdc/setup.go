@@ -69,12 +69,17 @@ func connectReplication(ctx context.Context, url string) (*pgconn.PgConn, error)
 // finished, is (re-)created with an exported snapshot and every existing row is backfilled from
 // that snapshot before streaming starts.
 func (c *CDC) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn) (pglogrepl.LSN, error) {
-	var confirmed string
-	var active bool
-	err := conn.QueryRow(ctx, q("slot"), c.cfg.Slot).Scan(&confirmed, &active)
+	var confirmed, slotType, plugin string
+	var active, here bool
+	err := conn.QueryRow(ctx, q("slot"), c.cfg.Slot).Scan(&confirmed, &active, &slotType, &plugin, &here)
 	exists := err == nil
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return 0, fmt.Errorf("cdc: slot %s: %w", c.cfg.Slot, err)
+	}
+	if exists {
+		if err := checkSlot(c.cfg.Slot, slotType, plugin, here); err != nil {
+			return 0, err
+		}
 	}
 	var consistent string
 	err = conn.QueryRow(ctx, q("backfilled"), c.cfg.Slot).Scan(&consistent)
@@ -119,6 +124,20 @@ func (c *CDC) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgCo
 	}
 	c.log.Info("cdc: backfill done", "rows", res2.Rows, "erased", res2.Erased)
 	return lsn, nil
+}
+
+// checkSlot refuses a slot of the same name that CDC cannot use.
+func checkSlot(slot, slotType, plugin string, here bool) error {
+	drop := fmt.Sprintf("drop it (SELECT pg_drop_replication_slot('%s')) or choose another --prefix", slot)
+	switch {
+	case slotType != "logical":
+		return &ConfigError{What: fmt.Sprintf("replication slot %s is a %s slot", slot, slotType), Fix: "CDC needs a logical slot: " + drop}
+	case !here:
+		return &ConfigError{What: fmt.Sprintf("replication slot %s belongs to another database", slot), Fix: "choose another --prefix, or drop the slot in that database"}
+	case plugin != "pgoutput":
+		return &ConfigError{What: fmt.Sprintf("replication slot %s uses plugin %q", slot, plugin), Fix: "CDC needs a pgoutput slot: " + drop}
+	}
+	return nil
 }
 
 // backfill writes every row of the published tables as the exported snapshot sees them, with

@@ -16,25 +16,37 @@ import (
 	"github.com/tailor-email/tailor/pipeline/profile"
 )
 
-// txBuffer merges the changes of the transaction being received, row by row, in first-change
-// order. A TRUNCATE starts a new segment, so changes after it are never merged into ones before.
+// txBuffer merges the changes of the transaction being received that are not applied yet, row
+// by row, in first-change order. Changes after a TRUNCATE are never merged into ones before it.
 type txBuffer struct {
 	lsn    uint64 // the commit LSN (BeginMessage.FinalLSN)
 	commit time.Time
 	ops    []*op
 	index  map[string]*op
+	gens   generations // the version of each change (versions.go)
+	warned bool        // logged that the transaction is held in memory
 }
 
 func (b *txBuffer) reset(lsn uint64, commit time.Time) {
-	b.lsn, b.commit, b.ops = lsn, commit, b.ops[:0]
+	b.lsn, b.commit, b.warned = lsn, commit, false
+	b.take()
+	b.gens.reset()
+}
+
+// take returns the buffered changes and empties the buffer.
+func (b *txBuffer) take() []*op {
+	ops := b.ops
+	b.ops = make([]*op, 0, min(cap(ops), 2*SegmentChanges))
 	clear(b.index)
+	return ops
 }
 
 func (b *txBuffer) add(o *op) {
-	o.lsn, o.commits = b.lsn, b.commit
+	o.lsn, o.commits = version(b.lsn, b.gens.of(o.id)), b.commit
 	k := o.key()
 	if prev, ok := b.index[k]; ok {
 		prev.merge(o)
+		prev.lsn = o.lsn // the later change's version: it may come from a later segment
 		return
 	}
 	b.index[k] = o
@@ -42,9 +54,9 @@ func (b *txBuffer) add(o *op) {
 }
 
 // truncate drops buffered changes of the truncated tables (they are wiped anyway) and appends
-// a barrier. Its version is the commit LSN minus one: newer than every earlier transaction
-// (whose commit records end before this one's starts) and older than this transaction's own
-// changes after the TRUNCATE, which must survive it.
+// a barrier. Its version is newer than every earlier transaction and than this transaction's
+// changes before it (also those already applied), and older than this transaction's changes
+// after the TRUNCATE, which must survive it.
 func (b *txBuffer) truncate(rels []*relation) {
 	gone := map[string]bool{}
 	for _, r := range rels {
@@ -57,7 +69,8 @@ func (b *txBuffer) truncate(rels []*relation) {
 		}
 		keep = append(keep, o)
 	}
-	b.ops = append(keep, &op{trunc: rels, lsn: b.lsn - 1, commits: b.commit})
+	clear(b.ops[len(keep):])
+	b.ops = append(keep, &op{trunc: rels, lsn: version(b.lsn, b.gens.barrier()), commits: b.commit})
 	clear(b.index)
 }
 
@@ -77,6 +90,7 @@ func (c *CDC) stream(ctx context.Context, lock *pgx.Conn, repl *pgconn.PgConn, s
 		tx:       txBuffer{index: map[string]*op{}},
 		batchIdx: map[string]*op{},
 	}
+	s.tx.gens.reset()
 	c.confirmed.Store(uint64(start))
 	return s.run(ctx)
 }
@@ -175,16 +189,24 @@ func (s *streamState) handleCopyData(ctx context.Context, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("cdc: xlogdata: %w", err)
 		}
-		return s.handleLogical(ctx, xld.WALData)
+		return s.handleLogical(ctx, xld.WALStart, xld.WALData)
 	default:
 		return fmt.Errorf("cdc: unknown CopyData type %q", data[0])
 	}
 }
 
-func (s *streamState) handleLogical(ctx context.Context, data []byte) error {
+// handleLogical handles one pgoutput message; pos is where its change starts in the WAL.
+func (s *streamState) handleLogical(ctx context.Context, pos pglogrepl.LSN, data []byte) error {
 	msg, err := pglogrepl.Parse(data)
 	if err != nil {
 		return fmt.Errorf("cdc: decode pgoutput: %w", err)
+	}
+	switch msg.(type) {
+	case *pglogrepl.InsertMessage, *pglogrepl.UpdateMessage, *pglogrepl.DeleteMessage, *pglogrepl.TruncateMessage:
+		if err := s.change(ctx, pos); err != nil {
+			return err
+		}
+		defer s.buffered()
 	}
 	switch m := msg.(type) {
 	case *pglogrepl.RelationMessage:
@@ -250,14 +272,18 @@ func (s *streamState) handleLogical(ctx context.Context, data []byte) error {
 		}
 	case *pglogrepl.CommitMessage:
 		s.inTx = false
+		if m.TransactionEndLSN < pglogrepl.LSN(version(s.tx.lsn, genHeld)) {
+			// Cannot happen (versions.go): say so loudly rather than lose changes quietly.
+			s.c.log.Error("cdc: commit record shorter than the versions of its changes; a later transaction's changes may be refused",
+				"commit", m.CommitLSN, "end", m.TransactionEndLSN)
+		}
 		if len(s.batch) == 0 {
 			s.batchDue = time.Now().Add(s.c.cfg.BatchDelay)
 		}
-		for _, o := range s.tx.ops {
+		for _, o := range s.tx.take() {
 			s.addToBatch(o)
 		}
-		s.tx.ops = make([]*op, 0, len(s.tx.ops))
-		clear(s.tx.index)
+		s.buffered()
 		s.batchEnd = m.TransactionEndLSN
 		if len(s.batch) == 0 { // a transaction with nothing for us: nothing to wait for
 			s.confirmed = max(s.confirmed, m.TransactionEndLSN)
@@ -300,14 +326,25 @@ func (s *streamState) rel(id uint32) (*relation, error) {
 
 // flush applies the committed batch and then acknowledges it.
 func (s *streamState) flush(ctx context.Context) error {
-	batch := s.batch
-	for len(batch) > 0 {
-		n := min(len(batch), max(s.c.cfg.BatchSize, 1))
-		if err := s.c.apply(ctx, batch[:n]); err != nil {
+	if err := s.applyOps(ctx, s.batch); err != nil {
+		return err
+	}
+	clear(s.batch) // the array stays for the next batch, its ops need not
+	s.batch = s.batch[:0]
+	clear(s.batchIdx)
+	s.confirmed = max(s.confirmed, s.batchEnd)
+	return s.sendStatus(ctx)
+}
+
+// applyOps writes ops, BatchSize at a time, keeping the heartbeat going, and reports them.
+func (s *streamState) applyOps(ctx context.Context, ops []*op) error {
+	for rest := ops; len(rest) > 0; {
+		n := min(len(rest), max(s.c.cfg.BatchSize, 1))
+		if err := s.c.apply(ctx, rest[:n]); err != nil {
 			return err
 		}
-		batch = batch[n:]
-		if len(batch) > 0 && !time.Now().Before(s.nextStatus) {
+		rest = rest[n:]
+		if len(rest) > 0 && !time.Now().Before(s.nextStatus) {
 			// A long batch: keep the server from timing us out (the position does not move).
 			if err := s.sendStatus(ctx); err != nil {
 				return err
@@ -315,20 +352,17 @@ func (s *streamState) flush(ctx context.Context) error {
 		}
 	}
 	var commits []time.Time
-	for _, o := range s.batch {
+	for _, o := range ops {
 		commits = append(append(commits, o.commits), o.merged...)
 	}
 	now := time.Now()
 	for _, t := range commits {
 		commitToProfile.Observe(now.Sub(t).Seconds())
 	}
-	if hook := s.c.cfg.OnApply; hook != nil {
+	if hook := s.c.cfg.OnApply; hook != nil && len(commits) > 0 {
 		hook(len(commits), commits)
 	}
-	s.batch = s.batch[:0]
-	clear(s.batchIdx)
-	s.confirmed = max(s.confirmed, s.batchEnd)
-	return s.sendStatus(ctx)
+	return nil
 }
 
 // checkLock makes sure the session holding the slot's advisory lock is still alive: if it died
@@ -438,7 +472,7 @@ func (c *CDC) applyOne(ctx context.Context, o *op) error {
 	default:
 		_, err = c.store.ApplyCRM(ctx, o.id, o.lsn, o.fields, o.remove)
 	}
-	if errors.Is(err, profile.ErrWriteRefused) && c.cfg.DeadLetters != nil {
+	if errors.Is(err, profile.ErrWriteRefused) && refusedForData(err) && c.cfg.DeadLetters != nil {
 		return c.deadLetter(ctx, o, err)
 	}
 	if err != nil {
