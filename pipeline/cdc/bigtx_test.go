@@ -130,11 +130,18 @@ func (s *blockingStore) ApplyCRM(ctx context.Context, id string, lsn uint64, fie
 	return s.Store.ApplyCRM(ctx, id, lsn, fields, remove)
 }
 
-func (s *blockingStore) ApplyCRMEntry(ctx context.Context, id, attr, entry string, lsn uint64, value map[string]any) (bool, error) {
+func (s *blockingStore) ApplyEntry(ctx context.Context, id string, kind profile.EntryKind, key string, lsn uint64, columns map[string]any) (bool, error) {
 	if err := s.block(ctx); err != nil {
 		return false, err
 	}
-	return s.Store.ApplyCRMEntry(ctx, id, attr, entry, lsn, value)
+	return s.Store.ApplyEntry(ctx, id, kind, key, lsn, columns)
+}
+
+func (s *blockingStore) DeleteCRM(ctx context.Context, id string, lsn uint64, columns []string) (bool, error) {
+	if err := s.block(ctx); err != nil {
+		return false, err
+	}
+	return s.Store.DeleteCRM(ctx, id, lsn, columns)
 }
 
 // childProc is a helper process (TestCDC_HelperProcess) and its standard output.

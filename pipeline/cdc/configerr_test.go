@@ -124,11 +124,12 @@ func TestCDC_StopsWithAConfigErrorWhenTheProfilesTableIsMissing(t *testing.T) {
 	require.Contains(t, ce.Fix, "profiles table does not exist")
 }
 
-// invalidStore refuses every customers write as DynamoDB refuses a malformed request.
+// invalidStore refuses every customers write as DynamoDB refuses a malformed request (what
+// profile.Store returns then: the API error, not ErrWriteRefused).
 type invalidStore struct{ *profile.Store }
 
 func (invalidStore) ApplyCRM(context.Context, string, uint64, map[string]any, []string) (bool, error) {
-	return false, fmt.Errorf("apply crm: %w: %w", profile.ErrWriteRefused,
+	return false, fmt.Errorf("apply crm: %w",
 		&smithy.GenericAPIError{Code: "ValidationException", Message: `Invalid UpdateExpression: Syntax error; token: "=", near: "SET ="`})
 }
 

@@ -7,6 +7,8 @@ import (
 
 	"github.com/aws/smithy-go"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tailor-email/tailor/pipeline/profile"
 )
 
 // ErrPermanent marks a failure that retrying cannot fix: Postgres, the role CDC connects as,
@@ -52,6 +54,9 @@ func permanent(err error) *ConfigError {
 	var pg *pgconn.PgError
 	if errors.As(err, &pg) {
 		return permanentPg(pg)
+	}
+	if errors.Is(err, profile.ErrWriteRefused) {
+		return nil // DynamoDB refuses what this row holds: the row is dead-lettered, CDC goes on
 	}
 	var api smithy.APIError
 	if errors.As(err, &api) {
@@ -124,30 +129,9 @@ func permanentDynamoDB(api smithy.APIError) *ConfigError {
 		"MissingAuthenticationTokenException", "IncompleteSignatureException":
 		e.Fix = "check the AWS credentials and that they may read and write the profiles table (dynamodb:UpdateItem, dynamodb:Scan)"
 	case "ValidationException":
-		if refusedForData(api) {
-			return nil
-		}
 		e.Fix = "DynamoDB refuses the request itself, not the data in it (a bug in how CDC builds it, or a column name DynamoDB cannot take): report it with this message; no change was dead-lettered"
 	default:
 		return nil
 	}
 	return e
-}
-
-// refusedForData reports whether DynamoDB refused a write for what the row holds (an item over
-// 400 KB, nesting too deep, a number out of DynamoDB's range): the row goes to dead letters.
-// Any other ValidationException is a bug in the request and stops CDC (see permanent).
-func refusedForData(err error) bool {
-	var api smithy.APIError
-	if !errors.As(err, &api) || api.ErrorCode() != "ValidationException" {
-		return false
-	}
-	msg := strings.ToLower(api.ErrorMessage())
-	for _, s := range []string{"exceeded the maximum allowed size", "nesting levels", "number overflow", "number underflow",
-		"magnitude larger", "magnitude smaller", "significant digits"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
 }

@@ -53,9 +53,10 @@ func TestPermanent_ClassifiesMisconfigurationsAndRetriesTheRest(t *testing.T) {
 		{"timeout", context.DeadlineExceeded, ""},
 		{"profiles table missing", fmt.Errorf("scan: %w", &types.ResourceNotFoundException{Message: aws.String("Requested resource not found")}), "profiles table"},
 		{"credentials refused", ddbErr("UnrecognizedClientException", "The security token included in the request is invalid."), "AWS credentials"},
-		{"expression bug", fmt.Errorf("%w: %w", profile.ErrWriteRefused, &smithy.GenericAPIError{Code: "ValidationException", Message: `Invalid UpdateExpression: Syntax error; token: "=", near: "SET ="`}), "bug"},
+		{"expression bug", ddbErr("ValidationException", `Invalid UpdateExpression: Syntax error; token: "=", near: "SET ="`), "bug"},
 		{"item too big (dead-lettered)", fmt.Errorf("%w: %w", profile.ErrWriteRefused, &smithy.GenericAPIError{Code: "ValidationException", Message: "Item size to update has exceeded the maximum allowed size"}), ""},
-		{"nesting too deep (dead-lettered)", ddbErr("ValidationException", "Nesting Levels have exceeded supported limits"), ""},
+		{"nesting too deep (dead-lettered)", fmt.Errorf("%w: %w", profile.ErrWriteRefused, ddbErr("ValidationException", "Nesting Levels have exceeded supported limits")), ""},
+		{"over a profile bound (dead-lettered)", fmt.Errorf("%w: customers row c1: 70000 bytes of CRM data", profile.ErrWriteRefused), ""},
 		{"throttled", ddbErr("ProvisionedThroughputExceededException", "The level of configured provisioned throughput for the table was exceeded."), ""},
 		{"throttled (on demand)", ddbErr("ThrottlingException", "Rate of requests exceeds the allowed throughput."), ""},
 		{"DynamoDB unavailable", ddbErr("InternalServerError", "Internal server error"), ""},
@@ -101,13 +102,4 @@ func TestPermanent_SaysWhatToFix(t *testing.T) {
 		require.ErrorIs(t, err, ErrPermanent)
 		require.Contains(t, err.Error(), tc.want)
 	}
-}
-
-func TestRefusedForData_OnlyForWhatTheRowHolds(t *testing.T) {
-	t.Parallel()
-	require.True(t, refusedForData(ddbErr("ValidationException", "Item size has exceeded the maximum allowed size")))
-	require.True(t, refusedForData(ddbErr("ValidationException", "Number overflow. Attempting to store a number with magnitude larger than supported range")))
-	require.False(t, refusedForData(ddbErr("ValidationException", "ExpressionAttributeNames contains invalid key")))
-	require.False(t, refusedForData(ddbErr("ResourceNotFoundException", "Requested resource not found")))
-	require.False(t, refusedForData(errors.New("item size has exceeded the maximum allowed size")), "only DynamoDB's own refusals")
 }

@@ -149,7 +149,7 @@ func profileViews(ctx context.Context, store *profile.Store) (map[string]crmView
 	err := store.Scan(ctx, 4, func(p *profile.Profile) error {
 		v := crmView{Subscriptions: map[string]string{}, Consents: map[string]string{}}
 		v.Email, v.FirstName, v.LastName = p.CRM.Email, p.CRM.FirstName, p.CRM.LastName
-		if len(p.CRM.Attributes) > 0 {
+		if p.CRM.Email != "" { // a customers row: its attributes, {} when empty
 			v.Attributes = canonical(p.CRM.Attributes)
 		}
 		for k, s := range p.Subscriptions {

@@ -472,7 +472,7 @@ func (c *CDC) applyOne(ctx context.Context, o *op) error {
 	default:
 		_, err = c.store.ApplyCRM(ctx, o.id, o.lsn, o.fields, o.remove)
 	}
-	if errors.Is(err, profile.ErrWriteRefused) && refusedForData(err) && c.cfg.DeadLetters != nil {
+	if errors.Is(err, profile.ErrWriteRefused) && c.cfg.DeadLetters != nil {
 		return c.deadLetter(ctx, o, err)
 	}
 	if err != nil {

@@ -231,7 +231,8 @@ func decodeEntries[T any](item map[string]types.AttributeValue, kind EntryKind, 
 		return out, nil
 	}
 	var m map[string]map[string]any
-	if err := attributevalue.Unmarshal(v, &m); err != nil {
+	// Versions are compared exactly: numbers stay strings (attributevalue.Number), not float64.
+	if err := attributevalue.UnmarshalWithOptions(v, &m, func(o *attributevalue.DecoderOptions) { o.UseNumber = true }); err != nil {
 		return nil, decodeErr(string(kind), err)
 	}
 	for k, e := range m {
@@ -249,8 +250,9 @@ func stringOf(v any) string {
 }
 
 func versionOf(entry map[string]any) uint64 {
-	f, _ := entry[entryLSN].(float64)
-	return uint64(f)
+	n, _ := entry[entryLSN].(attributevalue.Number)
+	v, _ := strconv.ParseUint(string(n), 10, 64)
+	return v
 }
 
 func timeOf(v any) time.Time {

@@ -258,6 +258,9 @@ func TestErrWriteRefused_IsForGoodOnly(t *testing.T) {
 	require.False(t, errors.Is(profile.RefusedForTest("ValidationException", "Invalid UpdateExpression: Syntax error; token: \"SET\""), profile.ErrWriteRefused),
 		"an expression bug must fail loudly, not be dead-lettered")
 	require.False(t, errors.Is(profile.RefusedForTest("ProvisionedThroughputExceededException", "slow down"), profile.ErrWriteRefused))
+	require.True(t, errors.Is(profile.RefusedForTest("ValidationException", "Nesting Levels have exceeded supported limits"), profile.ErrWriteRefused))
+	require.True(t, errors.Is(profile.RefusedForTest("ValidationException", "Number overflow. Attempting to store a number with magnitude larger than supported range"), profile.ErrWriteRefused))
+	require.False(t, errors.Is(profile.RefusedForTest("ValidationException", "ExpressionAttributeNames contains invalid key"), profile.ErrWriteRefused))
 }
 
 func TestCodec_AttributeNamesAreUniqueAndOutsideTheColumnNamespace(t *testing.T) {
@@ -273,4 +276,19 @@ func TestCodec_AttributeNamesAreUniqueAndOutsideTheColumnNamespace(t *testing.T)
 	for col := range map[string]bool{"email": true, "first_name": true, "updated_at": true, "attributes": true} {
 		require.Contains(t, names, profile.ColumnAttribute(col))
 	}
+}
+
+func TestCodec_VersionsAboveTwoToThe53AreExact(t *testing.T) {
+	t.Parallel()
+	const v = uint64(1<<60 + 1) // float64 would round it
+	p := &profile.Profile{ID: "v", CRMVersion: v,
+		Subscriptions: map[string]profile.Subscription{"t": {Status: "subscribed", Version: v}},
+		Consents:      map[string]profile.Consent{"p": {Granted: true, Version: v + 2}}}
+	item, err := profile.Encode(p)
+	require.NoError(t, err)
+	back, err := profile.Decode(item)
+	require.NoError(t, err)
+	require.Equal(t, v, back.CRMVersion)
+	require.Equal(t, v, back.Subscriptions["t"].Version)
+	require.Equal(t, v+2, back.Consents["p"].Version)
 }

@@ -34,12 +34,23 @@ func refusedf(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrWriteRefused, fmt.Sprintf(format, args...))
 }
 
-// refused converts DynamoDB's refusal of an oversized item to ErrWriteRefused.
+// dataRefusals are the ValidationException messages by which DynamoDB refuses what an item
+// holds (too large, nested too deep, a number out of its range) rather than the request.
+var dataRefusals = []string{"item size", "exceeded the maximum allowed size", "nesting levels", "number overflow",
+	"number underflow", "magnitude larger", "magnitude smaller", "significant digits"}
+
+// refused converts DynamoDB's refusals of an item's data to ErrWriteRefused. Other
+// ValidationExceptions are a malformed request (a bug) and stay as they are.
 func refused(err error) error {
 	var apiErr smithy.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode() == "ValidationException" &&
-		strings.Contains(strings.ToLower(apiErr.ErrorMessage()), "item size") {
-		return fmt.Errorf("%w: %w", ErrWriteRefused, err)
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode() != "ValidationException" {
+		return err
+	}
+	msg := strings.ToLower(apiErr.ErrorMessage())
+	for _, s := range dataRefusals {
+		if strings.Contains(msg, s) {
+			return fmt.Errorf("%w: %w", ErrWriteRefused, err)
+		}
 	}
 	return err
 }
