@@ -46,11 +46,11 @@ restart resumes where the last acknowledged change left off.`,
 			}
 			defer b.Close()
 			if addr := c.String("metrics-addr"); addr != "" {
-				reg := httpserver.NewRegistry()
-				reg.MustRegister(cdc.NewCollector(b.Pool, b.Names.Slot))
-				if err := cdc.RegisterMetrics(reg); err != nil {
+				reg, err := app.Registry()
+				if err != nil {
 					return err
 				}
+				reg.MustRegister(cdc.NewCollector(b.Pool, b.Names.Slot))
 				srv, err := httpserver.Start(httpserver.Config{Addr: addr, Checks: readinessChecks(b), Mux: http.NewServeMux(), Registry: reg})
 				if err != nil {
 					return err

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -11,12 +12,14 @@ import (
 
 	"github.com/tailor-email/tailor/internal/backends"
 	"github.com/tailor-email/tailor/internal/httpserver"
+	"github.com/tailor-email/tailor/internal/metrics"
 	"github.com/tailor-email/tailor/jobs"
 	"github.com/tailor-email/tailor/pipeline/cdc"
 	"github.com/tailor-email/tailor/pipeline/deadletter"
 	"github.com/tailor-email/tailor/pipeline/events"
 	"github.com/tailor-email/tailor/pipeline/profile"
 	"github.com/tailor-email/tailor/pipeline/stream"
+	"github.com/tailor-email/tailor/templates/rendermetrics"
 )
 
 // Profiles returns the profile store, creating its table when missing.
@@ -111,11 +114,12 @@ func Workers(ctx context.Context, b *backends.Backends, cfg jobs.Config) (*river
 // component's metrics, so each command exposes the same names.
 func Registry() (*prometheus.Registry, error) {
 	reg := httpserver.NewRegistry()
-	for _, register := range []func(prometheus.Registerer) error{
-		events.RegisterMetrics, stream.RegisterMetrics, profile.RegisterMetrics, deadletter.RegisterMetrics, cdc.RegisterMetrics,
+	for _, cs := range [][]prometheus.Collector{
+		events.MetricsCollectors(), stream.MetricsCollectors(), profile.MetricsCollectors(), deadletter.MetricsCollectors(),
+		cdc.MetricsCollectors(), rendermetrics.MetricsCollectors(),
 	} {
-		if err := register(reg); err != nil {
-			return nil, err
+		if err := metrics.Register(reg, cs...); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
 		}
 	}
 	return reg, nil

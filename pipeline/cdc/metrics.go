@@ -1,15 +1,11 @@
 package cdc
 
 import (
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/tailor-email/tailor/internal/metrics"
 )
 
 // The streaming process's own metrics (the slot's lag comes from Collector). They are created
-// unregistered; RegisterMetrics adds them to a registry.
+// unregistered; internal/app registers them.
 var (
 	rowsApplied = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tailor_cdc_rows_applied_total", Help: "Row changes applied to profiles (replays and merged changes included).",
@@ -29,12 +25,4 @@ var (
 // MetricsCollectors are the streaming process's metrics.
 func MetricsCollectors() []prometheus.Collector {
 	return []prometheus.Collector{rowsApplied, deadLetters, confirmedLSN, commitToProfile}
-}
-
-// RegisterMetrics registers the streaming metrics with reg. Registering twice is not an error.
-func RegisterMetrics(reg prometheus.Registerer) error {
-	if err := metrics.Register(reg, MetricsCollectors()...); err != nil {
-		return fmt.Errorf("register cdc metrics: %w", err)
-	}
-	return nil
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tailor-email/tailor/internal/metrics"
 	"github.com/tailor-email/tailor/internal/sqlfile"
 )
 
@@ -28,13 +27,8 @@ var deadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "tailor_dead_letters_total", Help: "Refused inputs kept in dead_letters, by source (events.api, events.cli, events.stream, cdc, ...).",
 }, []string{"source"})
 
-// RegisterMetrics registers the dead-letter counter with reg. Registering twice is not an error.
-func RegisterMetrics(reg prometheus.Registerer) error {
-	if err := metrics.Register(reg, deadLetters); err != nil {
-		return fmt.Errorf("register dead-letter metrics: %w", err)
-	}
-	return nil
-}
+// MetricsCollectors are the dead-letter store's metrics.
+func MetricsCollectors() []prometheus.Collector { return []prometheus.Collector{deadLetters} }
 
 // Letter is one refused input, raw, with the reason.
 type Letter struct {

@@ -1,11 +1,7 @@
 package events
 
 import (
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/tailor-email/tailor/internal/metrics"
 )
 
 // The event contract's metrics. Refused events are counted once, by the dead-letter store
@@ -22,12 +18,4 @@ var (
 // MetricsCollectors are the event contract's metrics.
 func MetricsCollectors() []prometheus.Collector {
 	return []prometheus.Collector{eventsAccepted, eventsApplied}
-}
-
-// RegisterMetrics registers the metrics with reg. Registering twice is not an error.
-func RegisterMetrics(reg prometheus.Registerer) error {
-	if err := metrics.Register(reg, MetricsCollectors()...); err != nil {
-		return fmt.Errorf("register event metrics: %w", err)
-	}
-	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tailor-email/tailor/internal/metrics"
 	"github.com/tailor-email/tailor/internal/testenv/eventpath"
 	"github.com/tailor-email/tailor/pipeline/events"
 	"github.com/tailor-email/tailor/pipeline/profile"
@@ -65,7 +66,7 @@ func (l *latencyLog) count() int {
 // profileWritesOK reads tailor_profile_event_writes_total{outcome="ok"}.
 func profileWritesOK(tb testing.TB) float64 {
 	reg := prometheus.NewRegistry()
-	require.NoError(tb, profile.RegisterMetrics(reg))
+	require.NoError(tb, metrics.Register(reg, profile.MetricsCollectors()...))
 	families, err := reg.Gather()
 	require.NoError(tb, err)
 	for _, fam := range families {

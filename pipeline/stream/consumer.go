@@ -268,15 +268,17 @@ func (c *Consumer) discover(ctx context.Context) ([]ktypes.Shard, error) {
 	return shards, nil
 }
 
+// workers returns the workers of the shards held now.
+func (c *Consumer) workers() []*shardWorker {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Collect(maps.Values(c.held))
+}
+
 // renew extends every held lease; a lease that cannot be renewed is dropped and its worker
 // stopped (another owner has taken it).
 func (c *Consumer) renew(ctx context.Context) {
-	c.mu.Lock()
-	workers := make([]*shardWorker, 0, len(c.held))
-	for _, w := range c.held {
-		workers = append(workers, w)
-	}
-	c.mu.Unlock()
+	workers := c.workers()
 	for _, w := range workers {
 		if err := w.renew(ctx, c.cfg.LeaseDuration); err != nil {
 			if errors.Is(err, ErrLeaseLost) {
@@ -419,12 +421,7 @@ func (c *Consumer) take(ctx context.Context, wg *sync.WaitGroup, seen Lease, now
 
 // handoff lets every worker finish its batch, then releases the leases.
 func (c *Consumer) handoff(ctx context.Context) {
-	c.mu.Lock()
-	workers := make([]*shardWorker, 0, len(c.held))
-	for _, w := range c.held {
-		workers = append(workers, w)
-	}
-	c.mu.Unlock()
+	workers := c.workers()
 	for _, w := range workers {
 		select {
 		case <-w.done:

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tailor-email/tailor/internal/metrics"
 	"github.com/tailor-email/tailor/internal/testenv/eventpath"
 	"github.com/tailor-email/tailor/pipeline/events"
 	"github.com/tailor-email/tailor/pipeline/profile/profiletest"
@@ -47,7 +48,7 @@ func TestConsumer_CountsEventsOnceDespiteRedelivery(t *testing.T) {
 	}
 	// MillisBehindLatest is exported per shard this process reads.
 	reg := prometheus.NewRegistry()
-	require.NoError(t, stream.RegisterMetrics(reg))
+	require.NoError(t, metrics.Register(reg, stream.MetricsCollectors()...))
 	families, err := reg.Gather()
 	require.NoError(t, err)
 	shards := map[string]bool{}

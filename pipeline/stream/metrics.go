@@ -1,14 +1,10 @@
 package stream
 
 import (
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/tailor-email/tailor/internal/metrics"
 )
 
-// The stream's metrics. They are created unregistered; RegisterMetrics adds them to a registry
+// The stream's metrics. They are created unregistered; internal/app registers them
 // (tailor serve / tailor consume expose it on /metrics).
 var (
 	producerRetries = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -49,12 +45,4 @@ func MetricsCollectors() []prometheus.Collector {
 		retentionGaps.WithLabelValues(r)
 	}
 	return []prometheus.Collector{producerRetries, recordsProcessed, millisBehindLatest, leasesHeld, retentionGaps, recordLatency}
-}
-
-// RegisterMetrics registers the event-path metrics with reg. Registering twice is not an error.
-func RegisterMetrics(reg prometheus.Registerer) error {
-	if err := metrics.Register(reg, MetricsCollectors()...); err != nil {
-		return fmt.Errorf("register stream metrics: %w", err)
-	}
-	return nil
 }

@@ -162,6 +162,19 @@ func TestConsumer_GracefulStopHandsLeasesOver(t *testing.T) {
 	eventpath.Eventually(t, 15*time.Second, func() (bool, string) { return len(b.Held()) == 2, fmt.Sprint(b.Held()) })
 }
 
+// phased returns phase p of an ordered workload: perPhase product views for each of customers
+// customers (ids <prefix>NN), one second apart, with event ids that sort in production order.
+func phased(prefix string, customers, perPhase, p int, now time.Time) []events.Event {
+	var evs []events.Event
+	for i := range perPhase {
+		for c := range customers {
+			seq := p*perPhase + i
+			evs = append(evs, profiletest.ProductView(fmt.Sprintf("%s%02d-%03d", prefix, c, seq), fmt.Sprintf("%s%02d", prefix, c), now.Add(time.Duration(seq)*time.Second)))
+		}
+	}
+	return evs
+}
+
 func TestConsumer_SplitShardKeepsPerCustomerOrder(t *testing.T) {
 	t.Parallel()
 	e := eventpath.New(t, 1)
@@ -169,17 +182,7 @@ func TestConsumer_SplitShardKeepsPerCustomerOrder(t *testing.T) {
 	e.StartConsumer(t, eventpath.Consumer{ConsumerConfig: stream.ConsumerConfig{}, AfterApply: log.hook})
 	now := time.Now().UTC()
 	const customers, perPhase = 40, 10
-	phase := func(p int) []events.Event {
-		var evs []events.Event
-		for i := range perPhase {
-			for c := range customers {
-				seq := p*perPhase + i
-				evs = append(evs, profiletest.ProductView(fmt.Sprintf("c%02d-%03d", c, seq), fmt.Sprintf("c%02d", c), now.Add(time.Duration(seq)*time.Second)))
-			}
-		}
-		return evs
-	}
-	first, second := phase(0), phase(1)
+	first, second := phased("c", customers, perPhase, 0, now), phased("c", customers, perPhase, 1, now)
 	e.Send(t, first[:len(first)/2])
 	eventpath.Eventually(t, 30*time.Second, func() (bool, string) { return log.distinct() > 0, "nothing applied yet" })
 	// Split mid-stream: the rest of phase one lands on the parent too (sent before the split).
@@ -228,17 +231,7 @@ func TestConsumer_MergeShardsStartsTheChildAfterBothParents(t *testing.T) {
 	e.StartConsumer(t, eventpath.Consumer{ConsumerConfig: stream.ConsumerConfig{}, AfterApply: log.hook})
 	now := time.Now().UTC()
 	const customers, perPhase = 40, 8
-	phase := func(p int) []events.Event {
-		var evs []events.Event
-		for i := range perPhase {
-			for c := range customers {
-				seq := p*perPhase + i
-				evs = append(evs, profiletest.ProductView(fmt.Sprintf("m%02d-%03d", c, seq), fmt.Sprintf("m%02d", c), now.Add(time.Duration(seq)*time.Second)))
-			}
-		}
-		return evs
-	}
-	first, second := phase(0), phase(1)
+	first, second := phased("m", customers, perPhase, 0, now), phased("m", customers, perPhase, 1, now)
 	e.Send(t, first)
 	ctx := t.Context()
 	shards, err := e.Kinesis.ListShards(ctx, &kinesis.ListShardsInput{StreamName: aws.String(e.Names.Stream)})

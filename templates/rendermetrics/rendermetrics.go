@@ -9,11 +9,8 @@
 package rendermetrics
 
 import (
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tailor-email/tailor/internal/metrics"
 	"github.com/tailor-email/tailor/templates"
 )
 
@@ -48,11 +45,3 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 
 // MetricsCollectors are the rendering metrics.
 func MetricsCollectors() []prometheus.Collector { return []prometheus.Collector{theCollector} }
-
-// RegisterMetrics registers the rendering metrics with reg. Registering twice is not an error.
-func RegisterMetrics(reg prometheus.Registerer) error {
-	if err := metrics.Register(reg, MetricsCollectors()...); err != nil {
-		return fmt.Errorf("register template metrics: %w", err)
-	}
-	return nil
-}

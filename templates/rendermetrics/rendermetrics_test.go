@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tailor-email/tailor/internal/metrics"
 	"github.com/tailor-email/tailor/templates"
 )
 
@@ -24,10 +25,10 @@ func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	return out
 }
 
-func TestRegisterMetrics_ExportsTheRenderersCounters(t *testing.T) {
+func TestMetricsCollectors_ExportTheRenderersCounters(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	require.NoError(t, RegisterMetrics(reg))
-	require.NoError(t, RegisterMetrics(reg), "registering twice is not an error")
+	require.NoError(t, metrics.Register(reg, MetricsCollectors()...))
+	require.NoError(t, metrics.Register(reg, MetricsCollectors()...), "registering twice is not an error")
 	before := gather(t, reg)
 	require.Contains(t, before, "tailor_render_fast_fallbacks_total{unsupported}")
 	require.Contains(t, before, "tailor_render_budget_exceeded_total{iterations}")
