@@ -10,9 +10,6 @@ var (
 	rowsApplied = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tailor_cdc_rows_applied_total", Help: "Row changes applied to profiles (replays and merged changes included).",
 	})
-	deadLetters = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "tailor_cdc_dead_letters_total", Help: "Row changes DynamoDB refused for good, dead-lettered.",
-	})
 	confirmedLSN = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "tailor_cdc_confirmed_lsn", Help: "The last LSN this process acknowledged (its effects are durable).",
 	})
@@ -24,5 +21,5 @@ var (
 
 // MetricsCollectors are the streaming process's metrics.
 func MetricsCollectors() []prometheus.Collector {
-	return []prometheus.Collector{rowsApplied, deadLetters, confirmedLSN, commitToProfile}
+	return []prometheus.Collector{rowsApplied, confirmedLSN, commitToProfile}
 }

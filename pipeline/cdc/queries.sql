@@ -57,14 +57,15 @@ SELECT * FROM consents;
 -- Lag in bytes is WAL written since the slot's confirmed position; retained WAL is what the server
 -- keeps for the slot (from restart_lsn). Lag in seconds is the walsender's flush_lag (the time
 -- between WAL being written and the client confirming it), NULL when idle or not streaming.
-SELECT s.slot_name, s.active, COALESCE(s.active_pid, 0),
-       COALESCE(s.confirmed_flush_lsn::text, ''), pg_current_wal_lsn()::text,
-       COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn), 0)::bigint,
-       COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn), 0)::bigint,
-       COALESCE(EXTRACT(epoch FROM r.flush_lag), 0)::float8,
-       COALESCE(s.wal_status, ''),
-       (SELECT b.consistent_lsn::text FROM cdc_slots b WHERE b.slot_name = s.slot_name),
-       (SELECT b.backfilled_at FROM cdc_slots b WHERE b.slot_name = s.slot_name)
+-- Column names match cdc.Status's db tags (pgx.RowToStructByName).
+SELECT s.slot_name, s.active, COALESCE(s.active_pid, 0) AS pid,
+       COALESCE(s.confirmed_flush_lsn::text, '') AS confirmed_flush_lsn, pg_current_wal_lsn()::text AS current_lsn,
+       COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn), 0)::bigint AS lag_bytes,
+       COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn), 0)::bigint AS retained_bytes,
+       COALESCE(EXTRACT(epoch FROM r.flush_lag), 0)::float8 AS lag_seconds,
+       COALESCE(s.wal_status, '') AS wal_status,
+       COALESCE((SELECT b.consistent_lsn::text FROM cdc_slots b WHERE b.slot_name = s.slot_name), '') AS backfilled_lsn,
+       COALESCE((SELECT b.backfilled_at FROM cdc_slots b WHERE b.slot_name = s.slot_name), 'epoch'::timestamptz) AS backfilled_at
 FROM pg_replication_slots s
 LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
 WHERE s.slot_name = $1 AND s.database = current_database();

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -17,44 +16,47 @@ var ErrNoSlot = errors.New("cdc: replication slot does not exist (run tailor cdc
 
 // Querier is what ReadStatus needs: a pgx pool, connection or transaction.
 type Querier interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
 // Status describes a slot as Postgres sees it.
 type Status struct {
-	Slot   string
-	Active bool // a process streams from the slot
-	PID    int  // the walsender's pid when active
+	Slot   string `db:"slot_name"`
+	Active bool   `db:"active"` // a process streams from the slot
+	PID    int    `db:"pid"`    // the walsender's pid when active
 	// ConfirmedFlushLSN is the position the CDC process acknowledged: everything before it is
 	// durable in DynamoDB. CurrentLSN is the server's WAL insert position.
-	ConfirmedFlushLSN, CurrentLSN string
+	ConfirmedFlushLSN string `db:"confirmed_flush_lsn"`
+	CurrentLSN        string `db:"current_lsn"`
 	// LagBytes is the WAL written since the confirmed position.
-	LagBytes int64
+	LagBytes int64 `db:"lag_bytes"`
 	// LagSeconds is the walsender's flush_lag: how long WAL took to be confirmed lately (0 idle).
-	LagSeconds float64
+	LagSeconds float64 `db:"lag_seconds"`
 	// RetainedBytes is the WAL the server keeps for the slot (from its restart_lsn).
-	RetainedBytes int64
+	RetainedBytes int64 `db:"retained_bytes"`
 	// WALStatus is pg_replication_slots.wal_status (reserved, extended, unreserved, lost).
-	WALStatus string
+	WALStatus string `db:"wal_status"`
 	// BackfilledLSN and BackfilledAt say when the slot's snapshot backfill finished (zero if not).
-	BackfilledLSN string
-	BackfilledAt  time.Time
+	BackfilledLSN string    `db:"backfilled_lsn"`
+	BackfilledAt  time.Time `db:"backfilled_at"`
 }
 
 // ReadStatus returns the slot's status, or ErrNoSlot.
 func ReadStatus(ctx context.Context, db Querier, slot string) (Status, error) {
-	var st Status
-	var backLSN pgtype.Text
-	var backAt pgtype.Timestamptz
-	err := db.QueryRow(ctx, q("status"), slot).Scan(&st.Slot, &st.Active, &st.PID, &st.ConfirmedFlushLSN, &st.CurrentLSN,
-		&st.LagBytes, &st.RetainedBytes, &st.LagSeconds, &st.WALStatus, &backLSN, &backAt)
+	rows, err := db.Query(ctx, q("status"), slot)
+	if err != nil {
+		return Status{Slot: slot}, fmt.Errorf("cdc: status of slot %s: %w", slot, err)
+	}
+	st, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Status])
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Status{Slot: slot}, ErrNoSlot
 	}
 	if err != nil {
 		return Status{Slot: slot}, fmt.Errorf("cdc: status of slot %s: %w", slot, err)
 	}
-	st.BackfilledLSN, st.BackfilledAt = backLSN.String, backAt.Time
+	if st.BackfilledAt.Unix() == 0 {
+		st.BackfilledAt = time.Time{} // not backfilled yet
+	}
 	return st, nil
 }
 

@@ -493,7 +493,6 @@ func (c *CDC) deadLetter(ctx context.Context, o *op, reason error) error {
 	if err := c.cfg.DeadLetters.Put(ctx, DeadLetterSource, reason.Error(), payload); err != nil {
 		return fmt.Errorf("cdc: dead letter %s %s: %w", o.table.name, o.id, err)
 	}
-	deadLetters.Inc()
 	c.log.Error("cdc: change refused by DynamoDB: dead-lettered", "table", o.table.name, "customer_id", o.id, "err", reason)
 	return nil
 }

@@ -32,12 +32,12 @@ func MetricsCollectors() []prometheus.Collector { return []prometheus.Collector{
 
 // Letter is one refused input, raw, with the reason.
 type Letter struct {
-	ID         int64
-	Source     string
-	Reason     string
-	Payload    []byte
-	CreatedAt  time.Time
-	ReplayedAt *time.Time
+	ID         int64      `db:"id"`
+	Source     string     `db:"source"`
+	Reason     string     `db:"reason"`
+	Payload    []byte     `db:"payload"`
+	CreatedAt  time.Time  `db:"created_at"`
+	ReplayedAt *time.Time `db:"replayed_at"`
 }
 
 // Store keeps refused inputs in Postgres (dead_letters). Safe for concurrent use.
@@ -115,11 +115,7 @@ func (d *Store) MarkReplayed(ctx context.Context, id int64) error {
 	return nil
 }
 
-func scanLetter(row pgx.CollectableRow) (Letter, error) {
-	var dl Letter
-	err := row.Scan(&dl.ID, &dl.Source, &dl.Reason, &dl.Payload, &dl.CreatedAt, &dl.ReplayedAt)
-	return dl, err
-}
+var scanLetter = pgx.RowToStructByName[Letter]
 
 // Payload returns the raw payload of one dead letter, or ErrNotFound.
 func (d *Store) Payload(ctx context.Context, id int64) ([]byte, error) {
