@@ -153,7 +153,7 @@ func Run(ctx context.Context, b *backends.Backends, cfg Config) (*Result, error)
 		return os.Getenv(k)
 	}})
 	workers, err := app.Workers(ctx, b, jobs.Config{Renderer: renderer, Logger: cfg.Logger,
-		Links: func(campaignID int64, customerID string) (string, string) {
+		Links: func(campaignID int64, _, customerID string) (string, string) {
 			return fmt.Sprintf("https://prefs.example.com/u/%d/%s", campaignID, customerID), "https://prefs.example.com/p/" + customerID
 		}})
 	if err != nil {
