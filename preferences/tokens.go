@@ -262,3 +262,35 @@ func (l *Links) For(campaignID int64, topic, customerID string) (unsubscribe, pr
 	}
 	return l.PublicURL + UnsubscribePath + tok, l.PublicURL + PagePath + tok
 }
+
+// formContext separates form keys from token MACs.
+const formContext = "tailor.preferences.form.v1\x00"
+
+// FormKey returns the CSRF key the preference page's form carries for a token Parse accepted:
+// an HMAC of the token under the key that signed it, so only a page this server rendered for
+// that link can be posted back (a cross-site form does not know it).
+func (t *Tokens) FormKey(token string) string {
+	secret := t.secretOf(token)
+	if secret == nil {
+		return ""
+	}
+	h := hmac.New(sha256.New, secret)
+	h.Write([]byte(formContext))
+	h.Write([]byte(token))
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
+}
+
+// CheckFormKey reports, in constant time, whether key is FormKey(token).
+func (t *Tokens) CheckFormKey(token, key string) bool {
+	want := t.FormKey(token)
+	return want != "" && hmac.Equal([]byte(want), []byte(key))
+}
+
+// secretOf returns the secret of the key that signed token, nil when unknown.
+func (t *Tokens) secretOf(token string) []byte {
+	raw, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || len(raw) < 2 || len(raw) < 2+int(raw[1]) {
+		return nil
+	}
+	return t.keys[string(raw[2:2+int(raw[1])])]
+}
