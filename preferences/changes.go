@@ -108,29 +108,35 @@ func DecodeChangeSet(body []byte, now time.Time) (*ChangeSet, error) {
 	return &cs, nil
 }
 
-// schemaError turns the validator's output into one line naming the deepest failures.
+// schemaError turns the validator's output into one line naming the deepest failures, e.g.
+// "/topics/news: value must be one of 'subscribed', 'unsubscribed', 'pending'".
 func schemaError(ve *jsonschema.ValidationError) *ValidationError {
-	out := ve.BasicOutput()
 	var field string
-	var msgs []string
-	for _, u := range out.Errors {
+	var msgs, missing []string
+	for _, u := range ve.BasicOutput().Errors {
 		if u.Error == nil {
 			continue
 		}
 		msg := u.Error.String()
-		if strings.HasPrefix(msg, "validation failed") || strings.HasPrefix(msg, "allOf failed") || strings.HasPrefix(msg, "anyOf failed") && len(out.Errors) > 2 {
+		if strings.HasPrefix(msg, "'allOf' failed") || strings.HasPrefix(msg, "'anyOf' failed") || strings.HasPrefix(msg, "validation failed") {
+			continue
+		}
+		if m, ok := strings.CutPrefix(msg, "missing property "); ok && u.InstanceLocation == "" {
+			missing = append(missing, m)
 			continue
 		}
 		if field == "" {
 			field = u.InstanceLocation
 		}
-		line := msg
-		if u.InstanceLocation != field {
-			line = u.InstanceLocation + ": " + msg
+		if u.InstanceLocation != field && u.InstanceLocation != "" {
+			msg = u.InstanceLocation + ": " + msg
 		}
-		if !slices.Contains(msgs, line) {
-			msgs = append(msgs, line)
+		if !slices.Contains(msgs, msg) {
+			msgs = append(msgs, msg)
 		}
+	}
+	if len(missing) > 0 {
+		msgs = append(msgs, "missing property "+strings.Join(missing, " or "))
 	}
 	if len(msgs) == 0 {
 		return &ValidationError{Reason: strings.ReplaceAll(ve.Error(), "\n", " ")}

@@ -77,15 +77,12 @@ func ParseTokenKey(s string) (TokenKey, error) {
 	return TokenKey{ID: id, Secret: raw}, nil
 }
 
-// redact keeps an error message from repeating a secret.
+// redact keeps an error message from repeating a secret: only a plausible key id is shown.
 func redact(s string) string {
-	if id, _, ok := strings.Cut(s, "="); ok {
+	if id, _, ok := strings.Cut(s, "="); ok && keyIDRE.MatchString(id) {
 		return id + "=…"
 	}
-	if len(s) > 4 {
-		return s[:4] + "…"
-	}
-	return s
+	return "…"
 }
 
 // TokensConfig configures Tokens. Zero values mean defaults.
