@@ -24,6 +24,7 @@ import (
 	"github.com/tailor-email/tailor/pipeline/events"
 	"github.com/tailor-email/tailor/pipeline/profile"
 	"github.com/tailor-email/tailor/pipeline/stream"
+	"github.com/tailor-email/tailor/preferences/web"
 )
 
 // Profiles returns the profile store, creating its table when missing.
@@ -120,6 +121,7 @@ func Registry() (*prometheus.Registry, error) {
 	reg := httpserver.NewRegistry()
 	for _, register := range []func(prometheus.Registerer) error{
 		events.RegisterMetrics, stream.RegisterMetrics, profile.RegisterMetrics, deadletter.RegisterMetrics, cdc.RegisterMetrics,
+		web.RegisterMetrics,
 	} {
 		if err := register(reg); err != nil {
 			return nil, err

@@ -52,7 +52,7 @@ func NewVerifier(secrets []string) (*Verifier, error) {
 	}
 	v := &Verifier{}
 	for i, s := range secrets {
-		if err := checkSecret(s); err != nil {
+		if err := CheckSecret(s); err != nil {
 			return nil, fmt.Errorf("webhook secret %d: %w", i+1, err)
 		}
 		wh, err := standardwebhooks.NewWebhook(strings.TrimSpace(s))
@@ -64,7 +64,9 @@ func NewVerifier(secrets []string) (*Verifier, error) {
 	return v, nil
 }
 
-func checkSecret(s string) error {
+// CheckSecret says what is wrong with a secret, if anything: whsec_ and standard base64 of
+// SecretMinBytes to SecretMaxBytes bytes.
+func CheckSecret(s string) error {
 	s = strings.TrimSpace(s)
 	raw, ok := strings.CutPrefix(s, SecretPrefix)
 	if !ok {
@@ -105,7 +107,7 @@ func (v *Verifier) Verify(body []byte, h http.Header) error {
 // Sign returns the Standard Webhooks headers for body sent as id at the given time, signed with
 // secret, as `tailor webhook sign` prints them and tests send them.
 func Sign(secret, id string, at time.Time, body []byte) (http.Header, error) {
-	if err := checkSecret(secret); err != nil {
+	if err := CheckSecret(secret); err != nil {
 		return nil, err
 	}
 	if id == "" {
