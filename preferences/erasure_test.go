@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,34 +16,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tailor-email/tailor/internal/app"
 	"github.com/tailor-email/tailor/internal/testenv"
+	"github.com/tailor-email/tailor/internal/testenv/cdcrun"
 	"github.com/tailor-email/tailor/internal/testenv/eventpath"
-	"github.com/tailor-email/tailor/pipeline/cdc"
 	"github.com/tailor-email/tailor/pipeline/events"
 	"github.com/tailor-email/tailor/pipeline/profile"
 	"github.com/tailor-email/tailor/preferences"
 )
-
-// startCDC runs CDC over the env until the test ends.
-func startCDC(t *testing.T, env *testenv.Env) *cdc.CDC {
-	t.Helper()
-	c, err := app.CDC(context.Background(), env.Backends, cdc.Config{Logger: slog.New(slog.DiscardHandler), StandbyTimeout: time.Second, LockPoll: 100 * time.Millisecond, RetryDelay: 100 * time.Millisecond})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(30 * time.Second):
-			t.Error("cdc did not stop")
-		}
-	})
-	return c
-}
 
 // mentions counts, per table, the rows whose text (and bytea columns, read as text) contains
 // needle in any case: the check that nothing is left of a customer.
@@ -125,7 +103,7 @@ func TestForget_LeavesNoTraceAndEventsDoNotRecreateTheProfile(t *testing.T) {
 			('events.api', 'binary', '\xff00'::bytea || convert_to($2, 'UTF8'))`, id, email)
 
 	// The profile: CRM fields from CDC, behaviour from the stream.
-	capture := startCDC(t, env)
+	cdcrun.Start(t, env, nil)
 	var applied atomic.Int64
 	e.StartConsumer(t, eventpath.Consumer{AfterApply: func(b events.AppliedBatch) { applied.Add(int64(len(b.Events))) }})
 	view := func(n int) []events.Event {
@@ -178,13 +156,8 @@ func TestForget_LeavesNoTraceAndEventsDoNotRecreateTheProfile(t *testing.T) {
 	require.Equal(t, map[string]string{"new-id": preferences.ReasonSuppressed}, reasons)
 
 	// CDC applies the deletes; the profile holds nothing but the erasure marker.
-	var lsn string
-	require.NoError(t, env.Pool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn))
-	eventpath.Eventually(t, 60*time.Second, func() (bool, string) {
-		var caught bool
-		err := env.Pool.QueryRow(ctx, `SELECT $1::pg_lsn <= confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $2`, lsn, env.Names.Slot).Scan(&caught)
-		return err == nil && caught && capture.Active(), fmt.Sprint("cdc behind ", lsn, " ", err)
-	})
+	lsn := cdcrun.WALPosition(t, env)
+	eventpath.Eventually(t, 60*time.Second, func() (bool, string) { return cdcrun.CaughtUp(ctx, env, lsn) })
 	p, err := e.Store.Get(ctx, id)
 	require.NoError(t, err)
 	require.True(t, p.Erased())
