@@ -53,6 +53,10 @@ var namedFigures = []named{
 	{"BenchmarkCDC", "rows/s", "cdc.rows_per_sec", "rows/s", same, ""},
 	{"BenchmarkCDC", "p50_ms", "cdc.latency_p50_ms", "ms", same, ""},
 	{"BenchmarkCDC", "p99_ms", "cdc.latency_p99_ms", "ms", same, "< 500 at 1 000 changes/s"},
+	{"BenchmarkWebhook", "changes/s", "webhook.changes_per_sec", "changes/s", same, "signatures checked, 4 concurrent clients"},
+	{"BenchmarkWebhook", "p99_ms", "webhook.latency_p99_ms", "ms", same, "tens of ms"},
+	{"BenchmarkWebhook", "to_profile_p99_ms", "webhook.to_profile_p99_ms", "ms", same, "at 100 changes/s"},
+	{"BenchmarkOneClickUnsubscribe", "p99_ms", "unsubscribe.latency_p99_ms", "ms", same, "4 concurrent clients"},
 }
 
 func main() {

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
@@ -367,4 +368,15 @@ func TestPage_PostNeedsTheFormKeyAndTheSameOrigin(t *testing.T) {
 	r = post(url.Values{"action": {"unsubscribe"}, "csrf": {s.tokens.FormKey(tok)}})
 	require.Equal(t, 200, r.code)
 	require.Contains(t, r.body, "Sie wurden von „news“ abgemeldet.")
+}
+
+var discard = slog.New(slog.DiscardHandler)
+
+func signedHeaders(id string, body []byte) (http.Header, error) {
+	h, err := web.Sign(secret1, id, time.Now(), body)
+	if err != nil {
+		return nil, err
+	}
+	h.Set("Content-Type", "application/json")
+	return h, nil
 }
