@@ -183,8 +183,7 @@ func (t *Tokens) Parse(s string) (Claims, error) {
 	if payload[0] != tokenVersion || len(payload) < 2+int(payload[1]) {
 		return Claims{}, ErrTokenInvalid
 	}
-	kid := string(payload[2 : 2+int(payload[1])])
-	secret, ok := t.keys[kid]
+	secret, ok := t.keys[string(payload[2:2+int(payload[1])])]
 	if !ok || !hmac.Equal(sum, mac(secret, payload)) {
 		return Claims{}, ErrTokenInvalid
 	}
