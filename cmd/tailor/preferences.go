@@ -107,17 +107,18 @@ func preferenceRoutes(c *cli.Context, b *backends.Backends, mux *http.ServeMux) 
 	return &wg, nil
 }
 
-func openPreferences(c *cli.Context) (*preferences.Store, func(), error) {
+// withStore runs fn with the preference store over the backends the global flags name.
+func withStore(c *cli.Context, fn func(*preferences.Store) error) error {
 	b, err := openBackends(c)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
+	defer b.Close()
 	store, err := preferences.NewStore(preferences.Config{DB: b.Pool})
 	if err != nil {
-		b.Close()
-		return nil, nil, err
+		return err
 	}
-	return store, b.Close, nil
+	return fn(store)
 }
 
 func topicCommand() *cli.Command {
@@ -139,20 +140,17 @@ subscribed) reaches everyone who did not unsubscribe. The preference page lists 
 				if c.NArg() != 1 {
 					return usagef("topic create: want one NAME, after the flags (tailor topic create --description TEXT NAME)")
 				}
-				store, done, err := openPreferences(c)
-				if err != nil {
-					return err
-				}
-				defer done()
-				t, err := store.CreateTopic(c.Context, preferences.NewTopic{Name: c.Args().First(), Description: c.String("description"), DefaultStatus: c.String("default")})
-				if errors.Is(err, preferences.ErrInvalidChange) || errors.Is(err, preferences.ErrTopicExists) {
-					return usageError{err}
-				}
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(c.App.Writer, "topic %s created (default %s)\n", t.Name, t.DefaultStatus)
-				return nil
+				return withStore(c, func(store *preferences.Store) error {
+					t, err := store.CreateTopic(c.Context, preferences.NewTopic{Name: c.Args().First(), Description: c.String("description"), DefaultStatus: c.String("default")})
+					if errors.Is(err, preferences.ErrInvalidChange) || errors.Is(err, preferences.ErrTopicExists) {
+						return usageError{err}
+					}
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(c.App.Writer, "topic %s created (default %s)\n", t.Name, t.DefaultStatus)
+					return nil
+				})
 			},
 		}, {
 			Name:  "list",
@@ -162,12 +160,11 @@ subscribed) reaches everyone who did not unsubscribe. The preference page lists 
 				&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 			},
 			Action: func(c *cli.Context) error {
-				store, done, err := openPreferences(c)
-				if err != nil {
+				var ts []preferences.Topic
+				err := withStore(c, func(store *preferences.Store) (err error) {
+					ts, err = store.Topics(c.Context, c.Bool("all"))
 					return err
-				}
-				defer done()
-				ts, err := store.Topics(c.Context, c.Bool("all"))
+				})
 				if err != nil {
 					return err
 				}
@@ -193,20 +190,17 @@ subscribed) reaches everyone who did not unsubscribe. The preference page lists 
 				if c.NArg() != 1 {
 					return usagef("topic archive: want one NAME")
 				}
-				store, done, err := openPreferences(c)
-				if err != nil {
-					return err
-				}
-				defer done()
-				t, err := store.ArchiveTopic(c.Context, c.Args().First())
-				if errors.Is(err, preferences.ErrUnknownTopic) {
-					return usageError{err}
-				}
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(c.App.Writer, "topic %s archived at %s\n", t.Name, t.ArchivedAt.UTC().Format(time.RFC3339))
-				return nil
+				return withStore(c, func(store *preferences.Store) error {
+					t, err := store.ArchiveTopic(c.Context, c.Args().First())
+					if errors.Is(err, preferences.ErrUnknownTopic) {
+						return usageError{err}
+					}
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(c.App.Writer, "topic %s archived at %s\n", t.Name, t.ArchivedAt.UTC().Format(time.RFC3339))
+					return nil
+				})
 			},
 		}},
 	})
@@ -356,11 +350,11 @@ func customerAction(c *cli.Context, name string, fn func(context.Context, *prefe
 		return err
 	}
 	defer b.Close()
-	store, err := preferences.NewStore(preferences.Config{DB: b.Pool})
+	profiles, err := app.Profiles(c.Context, b)
 	if err != nil {
 		return err
 	}
-	profiles, err := app.Profiles(c.Context, b)
+	store, err := preferences.NewStore(preferences.Config{DB: b.Pool})
 	if err != nil {
 		return err
 	}

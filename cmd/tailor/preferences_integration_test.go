@@ -36,25 +36,7 @@ func TestCLI_PreferenceCenter(t *testing.T) {
 	_, err := e.env.Pool.Exec(t.Context(), `INSERT INTO customers (id, email, locale) VALUES ('c-1', 'cli@example.com', 'fr')`)
 	require.NoError(t, err)
 
-	addr := freeAddr(t)
-	base := "http://" + addr
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan int, 1)
-	go func() {
-		code, _ := e.run(ctx, "serve", "--addr", addr, "--webhook-secret", secret, "--token-key", "k1="+strings.TrimPrefix(secret, "whsec_"), "--public-url", base)
-		served <- code
-	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "serve never answered: %v", err)
-		time.Sleep(50 * time.Millisecond)
-	}
-
+	base, stop := e.serve("--webhook-secret", secret, "--token-key", "k1="+strings.TrimPrefix(secret, "whsec_"), "--public-url", "http://127.0.0.1")
 	file := filepath.Join(t.TempDir(), "change.json")
 	body := `{"customer_id":"c-1","occurred_at":"` + time.Now().UTC().Format(time.RFC3339) + `","topics":{"news":"subscribed"}}`
 	require.NoError(t, os.WriteFile(file, []byte(body), 0o644))
@@ -83,13 +65,7 @@ func TestCLI_PreferenceCenter(t *testing.T) {
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	require.Contains(t, string(metrics), `tailor_preference_webhooks_total{outcome="accepted"} 1`)
-	cancel()
-	select {
-	case code := <-served:
-		require.Equal(t, exitOK, code)
-	case <-time.After(30 * time.Second):
-		t.Fatal("tailor serve did not stop")
-	}
+	stop()
 
 	var exported struct {
 		Customers     []map[string]any `json:"customers"`

@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tailor-email/tailor/internal/app"
-	"github.com/tailor-email/tailor/internal/testenv/cdcrun"
 	"github.com/tailor-email/tailor/internal/testenv/eventpath"
 	"github.com/tailor-email/tailor/jobs"
 	"github.com/tailor-email/tailor/pipeline/profile"
@@ -45,13 +44,7 @@ func TestBrowser_PreferencePageFromARenderedMessage(t *testing.T) {
 	t.Parallel()
 	s := setup(t)
 	ctx := t.Context()
-	profiles, err := app.Profiles(ctx, s.env.Backends)
-	require.NoError(t, err)
-	cdcrun.Start(t, s.env, nil)
-	eventpath.Eventually(t, 60*time.Second, func() (bool, string) {
-		p, err := profiles.Get(ctx, "c-1")
-		return err == nil && p.Reachable() && p.Subscribed("news"), fmt.Sprint("profile c-1 not from CDC yet: ", err)
-	})
+	profiles := s.startCDC(t)
 
 	// Render a campaign through the workers, with the preference links.
 	tpl, err := templates.FromFiles(map[string]string{

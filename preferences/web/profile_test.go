@@ -21,13 +21,7 @@ func TestWebhook_ChangeReachesTheProfileThroughCDC(t *testing.T) {
 	t.Parallel()
 	s := setup(t)
 	ctx := t.Context()
-	profiles, err := app.Profiles(ctx, s.env.Backends)
-	require.NoError(t, err)
-	cdcrun.Start(t, s.env, nil)
-	eventpath.Eventually(t, 60*time.Second, func() (bool, string) {
-		p, err := profiles.Get(ctx, "c-2")
-		return err == nil && p.Reachable(), fmt.Sprint("no profile from the backfill yet: ", err)
-	})
+	profiles := s.startCDC(t)
 
 	body := []byte(`{"customer_id":"c-2","occurred_at":"` + time.Now().UTC().Format(time.RFC3339Nano) + `","source":"crm-prefs",
 		"topics":{"tips":"unsubscribed"},"consents":[{"purpose":"email_marketing","granted":true}]}`)
@@ -36,6 +30,7 @@ func TestWebhook_ChangeReachesTheProfileThroughCDC(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.code, r.body)
 	answered := time.Since(sent)
 	var p *profile.Profile
+	var err error
 	eventpath.Eventually(t, 60*time.Second, func() (bool, string) {
 		p, err = profiles.Get(ctx, "c-2")
 		if err != nil {
@@ -47,4 +42,19 @@ func TestWebhook_ChangeReachesTheProfileThroughCDC(t *testing.T) {
 	require.Equal(t, "crm-prefs", p.Subscriptions["tips"].Source)
 	require.Equal(t, "crm-prefs", p.Consents["email_marketing"].Source)
 	require.Equal(t, profile.StatusSubscribed, p.Subscriptions["news"].Status, "other topics stay")
+}
+
+// startCDC runs CDC for the server's database until the test ends and returns the profiles
+// once the backfill has brought c-1 and c-2 in.
+func (s *server) startCDC(t *testing.T) *profile.Store {
+	t.Helper()
+	ctx := t.Context()
+	profiles, err := app.Profiles(ctx, s.env.Backends)
+	require.NoError(t, err)
+	cdcrun.Start(t, s.env, nil)
+	eventpath.Eventually(t, 60*time.Second, func() (bool, string) {
+		got, err := profiles.BatchGet(ctx, []string{"c-1", "c-2"})
+		return err == nil && len(got) == 2 && got["c-1"].Subscribed("news"), fmt.Sprint("profiles not from CDC yet: ", err)
+	})
+	return profiles
 }
