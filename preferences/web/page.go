@@ -68,7 +68,7 @@ func (h *Handler) render(w http.ResponseWriter, code int, v view) {
 	hd.Set("Content-Type", "text/html; charset=utf-8")
 	hd.Set("Content-Language", v.Lang)
 	hd.Set("Content-Security-Policy", pageCSP)
-	hd.Set("Referrer-Policy", "no-referrer") // the token is in the URL
+	hd.Set("Referrer-Policy", "same-origin") // the token is in the URL: never to another site (and same-origin posts keep their Origin)
 	hd.Set("Cache-Control", "no-store")
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("X-Frame-Options", "DENY")

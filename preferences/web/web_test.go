@@ -301,7 +301,7 @@ func TestPage_ShowsLocalisedEscapedStateAndNoDataForBadLinks(t *testing.T) {
 	require.NotContains(t, r.body, "<script>")
 	require.Contains(t, r.body, `<label for="unsubscribe-all">`)
 	require.Contains(t, r.header.Get("Content-Security-Policy"), "default-src 'none'")
-	require.Equal(t, "no-referrer", r.header.Get("Referrer-Policy"))
+	require.Equal(t, "same-origin", r.header.Get("Referrer-Policy"))
 
 	_, frURL := s.links.For(5, "", "c-2")
 	require.Contains(t, do(t, must(http.NewRequest(http.MethodGet, frURL, nil))).body, "Préférences e-mail")
@@ -365,7 +365,7 @@ func TestPage_PostNeedsTheFormKeyAndTheSameOrigin(t *testing.T) {
 	require.Equal(t, "unsubscribed", s.status(t, "c-1", "news"))
 	require.Contains(t, r.body, `value="news">`, "the saved state is shown: news unticked")
 
-	r = post(url.Values{"action": {"unsubscribe"}, "csrf": {s.tokens.FormKey(tok)}})
+	r = post(url.Values{"action": {"unsubscribe"}, "csrf": {s.tokens.FormKey(tok)}}, "Origin", s.srv.URL) // a browser without Sec-Fetch-Site
 	require.Equal(t, 200, r.code)
 	require.Contains(t, r.body, "Sie wurden von „news“ abgemeldet.")
 }
