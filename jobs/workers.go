@@ -70,8 +70,10 @@ type Config struct {
 	Pool     *pgxpool.Pool
 	Profiles ProfileReader
 	Renderer *templates.Renderer
-	// Links builds unsubscribe and preference URLs for a recipient; nil leaves them empty.
-	Links func(campaignID int64, customerID string) (unsubscribe, preferences string)
+	// Links builds the unsubscribe (RFC 8058 one-click) and preference page URLs of one
+	// recipient's message; topic is the campaign's topic ("" for none), which scopes the one-click
+	// unsubscribe. preferences.Links.For implements it; nil leaves both URLs empty.
+	Links func(campaignID int64, topic, customerID string) (unsubscribe, preferences string)
 	// BatchSize is recipients per render.batch job. Default 100.
 	BatchSize int
 	// ScanSegments is the parallel scan's segment count. Default 4.
@@ -271,7 +273,7 @@ func (r *renderWorker) Work(ctx context.Context, job *river.Job[RenderBatchArgs]
 		email := p.CRM.Email
 		data := RenderData(p, campaign, now)
 		if cfg.Links != nil {
-			data.UnsubscribeURL, data.PreferencesURL = cfg.Links(id, cid)
+			data.UnsubscribeURL, data.PreferencesURL = cfg.Links(id, "", cid)
 		}
 		msg, err := cfg.Renderer.Render(ctx, tpl, data)
 		switch {

@@ -2,6 +2,8 @@
 # ensure-tools.sh checks for what the local stack needs beyond Go — PostgreSQL server binaries
 # and Node.js with npm — and installs them with apt-get when run as root on Debian/Ubuntu.
 # Otherwise it stops with a message naming the package to install. Used by make demo/test/bench.
+# Chromium (for the preference page's browser test) is optional: installed the same way where
+# possible, else the test skips and says why.
 set -euo pipefail
 
 need=()
@@ -35,4 +37,16 @@ if [ "$(id -u)" = 0 ] && ! id -u "${TAILOR_PG_OS_USER:-postgres}" >/dev/null 2>&
   # Postgres refuses to run as root; the local stack runs it as this unprivileged user.
   echo "ensure-tools: creating system user ${TAILOR_PG_OS_USER:-postgres} to run the local Postgres" >&2
   useradd --system --no-create-home --shell /usr/sbin/nologin "${TAILOR_PG_OS_USER:-postgres}"
+fi
+
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "ensure-tools: installing chromium with apt-get (for the preference page's browser test)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 ||
+      { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; }; } ||
+      echo "ensure-tools: could not install chromium: the browser test will skip" >&2
+  else
+    echo "ensure-tools: chromium is missing (Debian/Ubuntu: sudo apt-get install chromium): the browser test will skip" >&2
+  fi
 fi

@@ -49,7 +49,9 @@ type Querier interface {
 // query for the whole batch. With topic "" only the suppression list applies; with a topic,
 // the recipient must also be subscribed to it (a subscriptions row with status subscribed, or
 // no row and the topic's default_status subscribed) and have granted PurposeEmailMarketing.
-// Reasons are checked in that order: suppression first.
+// Reasons are checked in that order: suppression first. The suppression list includes what
+// erasures kept of suppressed addresses (their SHA-256), so a forgotten customer's bounce or
+// unsubscribe still applies to the address.
 func Check(ctx context.Context, q Querier, topic string, rs []Recipient) (map[string]string, error) {
 	out := map[string]string{}
 	if len(rs) == 0 {

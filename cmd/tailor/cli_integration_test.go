@@ -128,6 +128,40 @@ func TestCLI_PublishCampaignWorkList(t *testing.T) {
 	}
 }
 
+// serve runs tailor serve with args on a free loopback port until stop, which waits for it to
+// exit 0; it returns once /healthz answers.
+func (e *cliEnv) serve(args ...string) (base string, stop func()) {
+	t := e.t
+	t.Helper()
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan int, 1)
+	go func() {
+		code, _ := e.run(ctx, append([]string{"serve", "--addr", addr}, args...)...)
+		served <- code
+	}()
+	base = "http://" + addr
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "serve never answered: %v", err)
+		time.Sleep(50 * time.Millisecond)
+	}
+	return base, func() {
+		cancel()
+		select {
+		case code := <-served:
+			require.Equal(t, exitOK, code)
+		case <-time.After(30 * time.Second):
+			t.Fatal("tailor serve did not stop")
+		}
+	}
+}
+
 func freeAddr(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -147,24 +181,7 @@ func TestCLI_ServeIngestsWithAPIKey(t *testing.T) {
 	code, out := e.run(context.Background(), "serve", "--api-key-hash", "not-a-hash")
 	require.Equal(t, exitUsage, code, out)
 
-	addr := freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan int, 1)
-	go func() {
-		code, _ := e.run(ctx, "serve", "--addr", addr, "--api-key-hash", hash, "--shards", "1")
-		served <- code
-	}()
-	base := "http://" + addr
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "serve never answered: %v", err)
-		time.Sleep(50 * time.Millisecond)
-	}
+	base, stop := e.serve("--api-key-hash", hash, "--shards", "1")
 	post := func(auth, body string) (int, string) {
 		req, err := http.NewRequest(http.MethodPost, base+"/v1/events", strings.NewReader(body))
 		require.NoError(t, err)
@@ -197,13 +214,7 @@ func TestCLI_ServeIngestsWithAPIKey(t *testing.T) {
 	resp.Body.Close()
 	require.Contains(t, string(metrics), "go_goroutines")
 
-	cancel()
-	select {
-	case code := <-served:
-		require.Equal(t, exitOK, code)
-	case <-time.After(30 * time.Second):
-		t.Fatal("tailor serve did not stop")
-	}
+	stop()
 }
 
 // tailor template validate and preview: a broken template names file and line; a preview

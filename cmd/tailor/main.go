@@ -146,6 +146,7 @@ AWS SDK's standard configuration and --database-url.`,
 			eventsCommand(),
 			consumeCommand(),
 			deadLettersCommand(), templateCommand(), contentCommand(),
+			topicCommand(), webhookCommand(), customerCommand(),
 		},
 	}
 	addEnvVars(app.Commands, "TAILOR_")

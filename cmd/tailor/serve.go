@@ -36,18 +36,24 @@ var keyHashRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 func serveCommand() *cli.Command {
 	return withUsageErrors(&cli.Command{
 		Name:  "serve",
-		Usage: "run the HTTP server: event ingestion (POST /v1/events), /healthz, /readyz, Prometheus /metrics",
+		Usage: "run the HTTP server: event ingestion (POST /v1/events), the preference center, /healthz, /readyz, Prometheus /metrics",
 		Description: `Listens on --addr (loopback by default: put a proxy in front, or set --addr to expose it).
 POST /v1/events takes one event or a batch of up to 500 (JSON array or NDJSON) with an API
 key in the Authorization header ("Bearer KEY"); create keys with 'tailor apikey new' and
 give the server only their hashes. /healthz answers while the process runs; /readyz asks
 Postgres and DynamoDB and answers 503 naming the backend that does not; /metrics serves
-Prometheus metrics.`,
-		Flags: []cli.Flag{
+Prometheus metrics.
+
+The preference center: with --webhook-secret, POST /v1/webhooks/preferences takes change sets
+signed the Standard Webhooks way ('tailor webhook sign' shows the headers); with --token-key,
+GET/POST /preferences/TOKEN is the hosted preference page and POST /unsubscribe/TOKEN the
+RFC 8058 one-click unsubscribe (a GET of it shows the page). Give 'tailor work' the same
+--token-key and --public-url so rendered messages link here.`,
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "addr", EnvVars: []string{"TAILOR_ADDR"}, Value: httpserver.AddrDefault, Usage: "listen address"},
 			&cli.StringSliceFlag{Name: "api-key-hash", EnvVars: []string{"TAILOR_API_KEY_HASHES"}, Usage: "SHA-256 (hex) of an accepted ingestion API key; repeat or comma-separate (without one, /v1/events is off)"},
 			&cli.IntFlag{Name: "shards", Value: shardsDefault, Usage: "shard count when the event stream must be created"},
-		},
+		}, servePreferenceFlags()...),
 		Action: func(c *cli.Context) error {
 			hashes := c.StringSlice("api-key-hash")
 			for _, h := range hashes {
@@ -82,6 +88,11 @@ Prometheus metrics.`,
 			} else {
 				slog.Warn("no --api-key-hash: POST /v1/events is off (create a key with 'tailor apikey new')")
 			}
+			purge, err := preferenceRoutes(c, b, mux)
+			if err != nil {
+				return err
+			}
+			defer purge.Wait()
 			srv, err := httpserver.Start(httpserver.Config{Addr: c.String("addr"), Checks: readinessChecks(b), Mux: mux, Registry: reg})
 			if err != nil {
 				return err

@@ -19,15 +19,22 @@ func workCommand() *cli.Command {
 		Name:  "work",
 		Usage: "run River workers: campaign fan-out and template rendering (run as many as you like)",
 		Description: `Works the campaigns and render queues until interrupted. On SIGINT/SIGTERM it stops
-fetching, lets running jobs finish for --stop-timeout, then cancels them (they retry elsewhere).`,
-		Flags: []cli.Flag{
+fetching, lets running jobs finish for --stop-timeout, then cancels them (they retry elsewhere).
+With --public-url and --token-key every rendered message links to its own preference page
+and one-click unsubscribe (List-Unsubscribe and List-Unsubscribe-Post headers); give
+'tailor serve' the same keys.`,
+		Flags: append([]cli.Flag{
 			&cli.IntFlag{Name: "render-workers", EnvVars: []string{"TAILOR_RENDER_WORKERS"}, Value: jobs.RenderWorkersDefault, Usage: "concurrent render.batch jobs in this process"},
 			&cli.IntFlag{Name: "batch-size", EnvVars: []string{"TAILOR_BATCH_SIZE"}, Value: jobs.BatchSizeDefault, Usage: "recipients per render.batch job (1-100)"},
 			&cli.DurationFlag{Name: "stop-timeout", EnvVars: []string{"TAILOR_STOP_TIMEOUT"}, Value: 30 * time.Second, Usage: "how long running jobs may finish after a stop signal"},
-		},
+		}, linkFlags()...),
 		Action: func(c *cli.Context) error {
 			if bs := c.Int("batch-size"); bs < 1 || bs > ddb.BatchGetMax {
 				return usagef("--batch-size %d: want 1 to %d", bs, ddb.BatchGetMax)
+			}
+			links, err := links(c)
+			if err != nil {
+				return err
 			}
 			b, err := openBackends(c)
 			if err != nil {
@@ -38,6 +45,7 @@ fetching, lets running jobs finish for --stop-timeout, then cancels them (they r
 				Renderer:      templates.NewRenderer(templates.RendererConfig{}),
 				RenderWorkers: c.Int("render-workers"),
 				BatchSize:     c.Int("batch-size"),
+				Links:         links,
 				Logger:        slog.Default(),
 			})
 			if err != nil {

@@ -55,6 +55,10 @@ var namedFigures = []named{
 	{"BenchmarkCDC", "p99_ms", "cdc.latency_p99_ms", "ms", same, "< 500 at 1 000 changes/s"},
 	{"BenchmarkCDC_BigTransaction", "peak_rss_mb", "cdc.big_transaction.peak_rss_mb", "MB", same, "< 200 for one transaction of 200 000 rows x 2 KB"},
 	{"BenchmarkCDC_BigTransaction", "rows/s", "cdc.big_transaction.rows_per_sec", "rows/s", same, ""},
+	{"BenchmarkWebhook", "changes/s", "webhook.changes_per_sec", "changes/s", same, "signatures checked, 4 concurrent clients"},
+	{"BenchmarkWebhook", "p99_ms", "webhook.latency_p99_ms", "ms", same, "tens of ms"},
+	{"BenchmarkWebhook", "to_profile_p99_ms", "webhook.to_profile_p99_ms", "ms", same, "at 100 changes/s"},
+	{"BenchmarkOneClickUnsubscribe", "p99_ms", "unsubscribe.latency_p99_ms", "ms", same, "4 concurrent clients"},
 }
 
 func main() {

@@ -148,10 +148,13 @@ func Run(ctx context.Context, b *backends.Backends, cfg Config) (*Result, error)
 		}
 		return os.Getenv(k)
 	}})
-	workers, err := app.Workers(ctx, b, jobs.Config{Renderer: renderer, Logger: cfg.Logger,
-		Links: func(campaignID int64, customerID string) (string, string) {
-			return fmt.Sprintf("https://prefs.example.com/u/%d/%s", campaignID, customerID), "https://prefs.example.com/p/" + customerID
-		}})
+	prefs, err := startPreferenceCenter(ctx, b, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	defer prefs.Stop(context.WithoutCancel(ctx)) //nolint:errcheck
+	say("preference center at %s", prefs.URL)
+	workers, err := app.Workers(ctx, b, jobs.Config{Renderer: renderer, Logger: cfg.Logger, Links: prefs.Links})
 	if err != nil {
 		return nil, err
 	}
@@ -226,6 +229,12 @@ func Run(ctx context.Context, b *backends.Backends, cfg Config) (*Result, error)
 	}
 	for _, m := range msgs[:min(cfg.Show, len(msgs))] {
 		fmt.Fprintf(cfg.Out, "\n──────── message %d to %s <%s> (%s)\nSubject: %s\n\n%s\n", m.ID, m.CustomerID, m.Email, m.Status, m.Subject, strings.TrimSpace(m.Text))
+	}
+	if len(msgs) > 0 {
+		fmt.Fprintln(cfg.Out)
+		if err := prefs.showOneClick(ctx, b, msgs[0], cfg.Out); err != nil {
+			return nil, err
+		}
 	}
 	fmt.Fprintf(cfg.Out, "\ndemo: %d customers, %d events -> campaign %d rendered %d messages (content: %s) in %s\n",
 		res.Customers, res.Events, res.CampaignID, len(msgs), outcomeSummary(res.Outcomes), res.Elapsed.Round(10*time.Millisecond))

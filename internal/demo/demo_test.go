@@ -49,4 +49,7 @@ func TestRun_SkeletonEndToEnd(t *testing.T) {
 	require.Zero(t, res.Outcomes["fallback"], "%v", res.Outcomes)
 	require.Equal(t, 2*12, res.Outcomes["fetched"]+res.Outcomes["cached"], "two sources per message: %v", res.Outcomes)
 	require.Contains(t, out.String(), "rendered 12 messages")
+	// Real preference links on the demo's preference center, and a working one-click unsubscribe.
+	require.Regexp(t, `Unsubscribe: http://127\.0\.0\.1:\d+/unsubscribe/[A-Za-z0-9_-]+`, res.Messages[0].Text)
+	require.Regexp(t, `one-click unsubscribe \(RFC 8058\).* -> 200 OK; demo-\d+ no longer receives marketing email \(suppressed\)`, out.String())
 }
