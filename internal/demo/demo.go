@@ -149,7 +149,7 @@ func Run(ctx context.Context, b *backends.Backends, cfg Config) (*Result, error)
 		return os.Getenv(k)
 	}})
 	workers, err := app.Workers(ctx, b, jobs.Config{Renderer: renderer, Logger: cfg.Logger,
-		Links: func(campaignID int64, customerID string) (string, string) {
+		Links: func(campaignID int64, _, customerID string) (string, string) {
 			return fmt.Sprintf("https://prefs.example.com/u/%d/%s", campaignID, customerID), "https://prefs.example.com/p/" + customerID
 		}})
 	if err != nil {
@@ -202,7 +202,8 @@ func Run(ctx context.Context, b *backends.Backends, cfg Config) (*Result, error)
 	if err != nil {
 		return nil, err
 	}
-	camp, err := jobs.CreateCampaign(ctx, b.Pool, rc, jobs.NewCampaign{Name: "demo " + now.Format(time.RFC3339), Template: tpl, Segment: cfg.Segment})
+	camp, err := jobs.CreateCampaign(ctx, b.Pool, rc, jobs.NewCampaign{Name: "demo " + now.Format(time.RFC3339), Template: tpl,
+		Segment: cfg.Segment, SendAt: jobs.SendAt{At: now}})
 	if err != nil {
 		return nil, err
 	}
