@@ -67,7 +67,7 @@ func (s *startWorker) Work(ctx context.Context, job *river.Job[CampaignStartArgs
 	}
 	var segments int
 	var status string
-	if err := cfg.Pool.QueryRow(ctx, queries.Get("start-campaign"), id, cfg.ScanSegments).Scan(&status, &segments); err != nil {
+	if err := cfg.Pool.QueryRow(ctx, queries.Get("start-campaign"), id, cfg.ScanSegments, cfg.Now()).Scan(&status, &segments); err != nil {
 		return fmt.Errorf("start campaign %d: %w", id, err)
 	}
 	if _, err := cfg.Pool.Exec(ctx, queries.Get("init-scan-segments"), id, segments); err != nil {

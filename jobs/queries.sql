@@ -58,7 +58,7 @@ WHERE campaign_id = $1 AND status = 'rendered' AND claimed_at IS NULL;
 -- name: start-campaign
 -- Only a scheduled campaign starts; a retried start job finds it running and resumes fan-out.
 -- The scan's segment count is fixed at the first start.
-UPDATE campaigns SET status = 'running', started_at = COALESCE(started_at, now()), scan_segments = COALESCE(scan_segments, $2)
+UPDATE campaigns SET status = 'running', started_at = COALESCE(started_at, $3), scan_segments = COALESCE(scan_segments, $2)
 WHERE id = $1 AND status IN ('scheduled', 'running')
 RETURNING status, scan_segments;
 
