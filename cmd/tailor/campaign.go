@@ -198,7 +198,7 @@ func cmpStr(a, b string) string {
 func campaignID(c *cli.Context) (int64, error) {
 	id, err := strconv.ParseInt(c.Args().First(), 10, 64)
 	if err != nil || c.NArg() != 1 {
-		return 0, usagef("campaign %s: want one campaign ID, e.g. tailor campaign %s 3", c.Command.Name, c.Command.Name)
+		return 0, usagef("campaign %s: want one campaign ID after the flags, e.g. tailor campaign %s 3", c.Command.Name, c.Command.Name)
 	}
 	return id, nil
 }

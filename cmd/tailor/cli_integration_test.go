@@ -86,7 +86,7 @@ func TestCLI_PublishCampaignWorkList(t *testing.T) {
 	require.Equal(t, exitUsage, code, out)
 	require.Contains(t, out, "no published template")
 
-	out = e.ok("campaign", "create", "--template", "welcome@1", "--segment", "true", "--name", "cli test")
+	out = e.ok("campaign", "create", "--template", "welcome@1", "--segment", "true", "--name", "cli test", "--send-at", "now")
 	m := regexp.MustCompile(`campaign (\d+) created`).FindStringSubmatch(out)
 	require.NotNil(t, m, out)
 	id := m[1]
