@@ -24,7 +24,7 @@ import (
 )
 
 // seedProfiles writes n reachable profiles straight to the table (BatchWriteItem).
-func seedProfiles(t *testing.T, e *cliEnv, prefix string, n int) {
+func seedProfiles(t testing.TB, e *cliEnv, prefix string, n int) {
 	t.Helper()
 	store := profile.NewStore(e.env.DynamoDB, e.env.Names.Profiles)
 	require.NoError(t, store.EnsureTable(context.Background()))
@@ -54,7 +54,7 @@ func seedProfiles(t *testing.T, e *cliEnv, prefix string, n int) {
 	wg.Wait()
 }
 
-func createdID(t *testing.T, out string) string {
+func createdID(t testing.TB, out string) string {
 	m := regexp.MustCompile(`campaign (\d+) created`).FindStringSubmatch(out)
 	require.NotNil(t, m, out)
 	return m[1]

@@ -28,12 +28,12 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 // cliEnv runs CLI commands against one test's isolated slice of the local stack.
 type cliEnv struct {
-	t    *testing.T
+	t    testing.TB
 	env  *testenv.Env
 	args []string
 }
 
-func newCLIEnv(t *testing.T) *cliEnv {
+func newCLIEnv(t testing.TB) *cliEnv {
 	env := testenv.New(t)
 	return &cliEnv{t: t, env: env, args: []string{"tailor", "--dir", env.Stack.Dir, "--database-url", env.DatabaseURL, "--prefix", env.Names.Prefix}}
 }
