@@ -34,7 +34,7 @@ type bundle struct {
 	profiles *profile.Store
 }
 
-func setup(t *testing.T) bundle {
+func setup(t testing.TB) bundle {
 	t.Helper()
 	env := testenv.New(t)
 	store := profile.NewStore(env.DynamoDB, env.Names.Profiles)
