@@ -17,6 +17,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tailor-email/tailor/internal/app"
+	"github.com/tailor-email/tailor/internal/backends"
 	"github.com/tailor-email/tailor/jobs"
 	"github.com/tailor-email/tailor/templates"
 )
@@ -144,45 +145,27 @@ evaluates EXPR over event.* and the updated profile, e.g.
 				Name:      "show",
 				Usage:     "show one campaign's definition and status",
 				ArgsUsage: "ID",
-				Action: func(c *cli.Context) error {
-					id, err := campaignID(c)
-					if err != nil {
-						return err
-					}
-					b, err := openBackends(c)
-					if err != nil {
-						return err
-					}
-					defer b.Close()
+				Action: campaignAction(func(c *cli.Context, b *backends.Backends, id int64) error {
 					camp, err := jobs.GetCampaign(c.Context, b.Pool, id)
 					if err != nil {
 						return err
 					}
 					printDefinition(c.App.Writer, camp)
 					return nil
-				},
+				}),
 			},
 			{
 				Name:      "report",
 				Usage:     "final numbers of a campaign: outcomes, reasons, per variant and per content source",
 				ArgsUsage: "ID",
-				Action: func(c *cli.Context) error {
-					id, err := campaignID(c)
-					if err != nil {
-						return err
-					}
-					b, err := openBackends(c)
-					if err != nil {
-						return err
-					}
-					defer b.Close()
+				Action: campaignAction(func(c *cli.Context, b *backends.Backends, id int64) error {
 					p, err := jobs.GetProgress(c.Context, b.Pool, id)
 					if err != nil {
 						return err
 					}
 					printCampaignReport(c.App.Writer, p)
 					return nil
-				},
+				}),
 			},
 		},
 	})
@@ -193,6 +176,22 @@ func cmpStr(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// campaignAction reads the campaign ID argument, opens the backends and runs fn.
+func campaignAction(fn func(c *cli.Context, b *backends.Backends, id int64) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		id, err := campaignID(c)
+		if err != nil {
+			return err
+		}
+		b, err := openBackends(c)
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		return fn(c, b, id)
+	}
 }
 
 func campaignID(c *cli.Context) (int64, error) {
@@ -208,23 +207,14 @@ func transitionCommand(action, usage string, fn func(context.Context, *pgxpool.P
 		Name:      action,
 		Usage:     usage,
 		ArgsUsage: "ID",
-		Action: func(c *cli.Context) error {
-			id, err := campaignID(c)
-			if err != nil {
-				return err
-			}
-			b, err := openBackends(c)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
+		Action: campaignAction(func(c *cli.Context, b *backends.Backends, id int64) error {
 			camp, err := fn(c.Context, b.Pool, id)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(c.App.Writer, "campaign %d %s\n", camp.ID, camp.Status)
 			return nil
-		},
+		}),
 	}
 }
 
