@@ -27,12 +27,14 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
+func sendNow() jobs.SendAt { return jobs.SendAt{At: time.Now()} }
+
 type bundle struct {
 	env      *testenv.Env
 	profiles *profile.Store
 }
 
-func setup(t *testing.T) bundle {
+func setup(t testing.TB) bundle {
 	t.Helper()
 	env := testenv.New(t)
 	store := profile.NewStore(env.DynamoDB, env.Names.Profiles)
@@ -84,7 +86,7 @@ func seedProfiles(t *testing.T, store *profile.Store, n int, withEmail func(i in
 
 func startWorkers(t *testing.T, b bundle) *river.Client[pgx.Tx] {
 	t.Helper()
-	client, err := jobs.NewClient(jobs.Config{Pool: b.env.Pool, Profiles: b.profiles, BatchSize: 7})
+	client, err := jobs.NewClient(jobs.Config{Pool: b.env.Pool, Profiles: &jobs.DynamoProfiles{Store: b.profiles, DB: b.env.DynamoDB}, BatchSize: 7})
 	require.NoError(t, err)
 	ctx := context.Background()
 	require.NoError(t, client.Start(ctx))
@@ -120,7 +122,7 @@ func TestCreateCampaign_EnqueuesInSameTransaction(t *testing.T) {
 	require.NoError(t, b.env.Pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM river_job) + (SELECT count(*) FROM campaigns)").Scan(&n))
 	require.Zero(t, n)
 
-	camp, err := jobs.CreateCampaign(ctx, b.env.Pool, rc, jobs.NewCampaign{Template: tpl, Segment: "true"})
+	camp, err := jobs.CreateCampaign(ctx, b.env.Pool, rc, jobs.NewCampaign{Template: tpl, Segment: "true", SendAt: sendNow()})
 	require.NoError(t, err)
 	job := rivertest.RequireInserted(ctx, t, riverpgxv5.New(b.env.Pool), &jobs.CampaignStartArgs{}, nil)
 	require.Equal(t, camp.ID, job.Args.CampaignID)
@@ -148,7 +150,7 @@ func TestCampaign_RendersSegmentWithFetchedContent(t *testing.T) {
 	startWorkers(t, b)
 	rc, err := jobs.NewInsertClient(b.env.Pool)
 	require.NoError(t, err)
-	camp, err := jobs.CreateCampaign(ctx, b.env.Pool, rc, jobs.NewCampaign{Name: "de", Template: writeTemplate(t, content.URL, "2s"), Segment: `country == "DE"`})
+	camp, err := jobs.CreateCampaign(ctx, b.env.Pool, rc, jobs.NewCampaign{Name: "de", Template: writeTemplate(t, content.URL, "2s"), Segment: `country == "DE"`, SendAt: sendNow()})
 	require.NoError(t, err)
 
 	waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -199,7 +201,7 @@ func TestCampaign_ContentFailureUsesFallback(t *testing.T) {
 			startWorkers(t, b)
 			rc, err := jobs.NewInsertClient(b.env.Pool)
 			require.NoError(t, err)
-			camp, err := jobs.CreateCampaign(ctx, b.env.Pool, rc, jobs.NewCampaign{Template: writeTemplate(t, content.URL, "200ms"), Segment: "true"})
+			camp, err := jobs.CreateCampaign(ctx, b.env.Pool, rc, jobs.NewCampaign{Template: writeTemplate(t, content.URL, "200ms"), Segment: "true", SendAt: sendNow()})
 			require.NoError(t, err)
 			waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
 			defer cancel()
@@ -245,7 +247,7 @@ func TestCampaign_ATemplateThatBreachesABudgetFailsTheCampaignNotTheWorker(t *te
 		"template.yaml": "name: hostile\nversion: 1\n", "subject": "Hi",
 		"html": "<p>\n{% for i in (1..100000000) %}x{% endfor %}</p>", "text": "Hi {{ customer.first_name }}",
 	})
-	camp, err := jobs.CreateCampaign(ctx, b.env.Pool, rc, jobs.NewCampaign{Template: hostile, Segment: "true"})
+	camp, err := jobs.CreateCampaign(ctx, b.env.Pool, rc, jobs.NewCampaign{Template: hostile, Segment: "true", SendAt: sendNow()})
 	require.NoError(t, err)
 	waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -260,7 +262,7 @@ func TestCampaign_ATemplateThatBreachesABudgetFailsTheCampaignNotTheWorker(t *te
 
 	// The same workers go on rendering other campaigns.
 	ok := writeFiles(t, map[string]string{"template.yaml": "name: fine\nversion: 1\n", "subject": "Hi", "html": "<p>Hi</p>", "text": "Hi {{ customer.first_name }}"})
-	camp, err = jobs.CreateCampaign(ctx, b.env.Pool, rc, jobs.NewCampaign{Template: ok, Segment: "true"})
+	camp, err = jobs.CreateCampaign(ctx, b.env.Pool, rc, jobs.NewCampaign{Template: ok, Segment: "true", SendAt: sendNow()})
 	require.NoError(t, err)
 	done, err = jobs.WaitCampaign(waitCtx, b.env.Pool, camp.ID)
 	require.NoError(t, err)
@@ -365,7 +367,7 @@ func TestCampaign_SegmentOnWindowedBehaviour(t *testing.T) {
 	rc, err := jobs.NewInsertClient(b.env.Pool)
 	require.NoError(t, err)
 	camp, err := jobs.CreateCampaign(ctx, b.env.Pool, rc, jobs.NewCampaign{Template: writeTemplate(t, content.URL, "2s"),
-		Segment: "count_product_view_24h >= 2 && count_product_view == 2"})
+		Segment: "count_product_view_24h >= 2 && count_product_view == 2", SendAt: sendNow()})
 	require.NoError(t, err)
 	waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()

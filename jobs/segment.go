@@ -63,7 +63,10 @@ func segmentErr(src string, err error) *SegmentError {
 
 // ParseSegment compiles src against the profile view. Errors are *SegmentError and say what
 // to fix.
-func ParseSegment(src string) (*Segment, error) {
+func ParseSegment(src string) (*Segment, error) { return parseExpr(src, nil) }
+
+// parseExpr compiles src against the profile view plus extra names (a trigger's event).
+func parseExpr(src string, extra map[string]any) (*Segment, error) {
 	src = strings.TrimSpace(src)
 	if src == "" {
 		return nil, &SegmentError{Expr: src, Msg: `empty expression (use "true" for everyone)`}
@@ -76,6 +79,9 @@ func ParseSegment(src string) (*Segment, error) {
 		return nil, segmentErr(src, err)
 	}
 	env := profile.FieldTypes()
+	for k, v := range extra {
+		env[k] = v
+	}
 	v := &identVisitor{}
 	ast.Walk(&tree.Node, v)
 	for _, id := range v.idents {

@@ -3,7 +3,6 @@ package jobs
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,17 +20,33 @@ import (
 
 // Queue names.
 const (
-	QueueCampaigns = "campaigns" // campaign.start: few, long (a scan of the audience)
-	QueueRender    = "render"    // render.batch: many, short
+	QueueCampaigns = "campaigns" // campaign.start: few, long (a scan of the audience), time-sliced
+	QueueRender    = "render"    // render.batch and render.triggered: many, short
 )
 
-// Defaults for Config.
+// Defaults for Config. The River settings are explained on NewClient.
 const (
-	BatchSizeDefault       = 100 // recipients per render.batch job (= one BatchGetItem)
-	ScanSegmentsDefault    = 4
-	RenderWorkersDefault   = 16
-	FetchCooldownDefault   = 20 * time.Millisecond // River's default (100ms) caps a client near MaxWorkers/0.1s
-	CompletedRetainDefault = 24 * time.Hour
+	BatchSizeDefault         = 100 // recipients per render.batch job (= one BatchGetItem)
+	ScanSegmentsDefault      = 4
+	ScanPageDefault          = 1000 // items per scan page (one cursor step)
+	RenderWorkersDefault     = 16
+	RenderConcurrencyDefault = 8 // recipients of one batch rendered at once (content calls overlap)
+	FetchCooldownDefault     = 20 * time.Millisecond
+	CompletedRetainDefault   = 24 * time.Hour
+	PauseSnoozeDefault       = 5 * time.Second
+
+	// StartTimeoutDefault bounds one run of campaign.start; it scans for StartSliceDefault,
+	// commits its cursors and snoozes (JobSnooze(0)) to continue in a new run.
+	StartTimeoutDefault = 10 * time.Second
+	StartSliceDefault   = 5 * time.Second
+	// RenderTimeoutDefault bounds one run of a render job; it renders for RenderSliceDefault,
+	// records what it rendered and snoozes to render the rest of its batch in a new run.
+	RenderTimeoutDefault = 10 * time.Second
+	RenderSliceDefault   = 6 * time.Second
+	// RescueAfterDefault is River's RescueStuckJobsAfter: a job still running this long after it
+	// started belongs to a dead process (every job is bounded by a timeout below it) and is
+	// retried.
+	RescueAfterDefault = 15 * time.Second
 )
 
 // CampaignStartArgs starts a campaign: fan out its audience into render batches.
@@ -47,21 +62,29 @@ func (CampaignStartArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{Queue: QueueCampaigns, UniqueOpts: river.UniqueOpts{ByArgs: true}}
 }
 
-// RenderBatchArgs renders one batch of a campaign's recipients.
+// RenderBatchArgs renders one batch of a campaign's recipients, who share a send time.
+// Uniqueness is by campaign, recipients and send time: a page enqueued twice makes one job.
 type RenderBatchArgs struct {
-	CampaignID  int64    `json:"campaign_id"`
-	CustomerIDs []string `json:"customer_ids"`
+	CampaignID  int64     `json:"campaign_id" river:"unique"`
+	CustomerIDs []string  `json:"customer_ids" river:"unique"`
+	SendAt      time.Time `json:"send_at" river:"unique"`
+	// Profiles are the scanned profile items (Config.RenderFromScan), in CustomerIDs order;
+	// without them the job reads the profiles with BatchGetItem.
+	Profiles []EncodedProfile `json:"profiles,omitempty"`
 }
 
 // Kind implements river.JobArgs.
 func (RenderBatchArgs) Kind() string { return "render.batch" }
 
-// InsertOpts puts the job on the render queue.
-func (RenderBatchArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: QueueRender} }
+// InsertOpts puts the job on the render queue, unique by its recipients.
+func (RenderBatchArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueRender, UniqueOpts: river.UniqueOpts{ByArgs: true}}
+}
 
-// ProfileReader is what the jobs need of the profile store.
+// ProfileReader is what the jobs need of the profile store: a parallel scan page by page from
+// a cursor, and batch reads.
 type ProfileReader interface {
-	Scan(ctx context.Context, segments int, fn func(*profile.Profile) error) error
+	ScanPage(ctx context.Context, segment, total int, after string, limit int) (*ProfilePage, error)
 	BatchGet(ctx context.Context, ids []string) (map[string]*profile.Profile, error)
 }
 
@@ -78,20 +101,48 @@ type Config struct {
 	BatchSize int
 	// ScanSegments is the parallel scan's segment count. Default 4.
 	ScanSegments int
+	// ScanPage is items per scan page. Default 1000.
+	ScanPage int
 	// RenderWorkers is the render queue's MaxWorkers. Default 16.
 	RenderWorkers int
+	// RenderConcurrency is recipients of one batch rendered at once. Default 8.
+	RenderConcurrency int
+	// RenderFromScan carries the scanned profiles in the render jobs instead of reading them
+	// again with BatchGetItem. Default false (see the closing note of issue 9 in jobs/doc.go).
+	RenderFromScan bool
+	// RenderAhead is how long before a recipient's send time the render job runs. Default
+	// RenderAheadDefault (10 minutes).
+	RenderAhead time.Duration
 	// FetchCooldown is River's FetchCooldown. Default 20ms.
 	FetchCooldown time.Duration
-	Logger        *slog.Logger
-	// Now is the clock for templates' `now`; default time.Now.
+	// PauseSnooze is how long a job of a paused campaign snoozes. Default 5s.
+	PauseSnooze time.Duration
+	// StartSlice and RenderSlice bound the work of one job run (defaults 5s and 6s); the
+	// timeouts and the rescue delay are StartTimeoutDefault, RenderTimeoutDefault and
+	// RescueAfterDefault unless set.
+	StartSlice, RenderSlice                  time.Duration
+	StartTimeout, RenderTimeout, RescueAfter time.Duration
+	Logger                                   *slog.Logger
+	// Now is the campaign clock: send times, local time, quiet hours and the templates' `now`.
+	// Default time.Now. River schedules by the real clock: a job due at clock time t is
+	// scheduled at time.Now() + (t - Now()).
 	Now func() time.Time
 }
 
 func (c Config) withDefaults() Config {
 	c.BatchSize = cmp.Or(c.BatchSize, BatchSizeDefault)
 	c.ScanSegments = cmp.Or(c.ScanSegments, ScanSegmentsDefault)
+	c.ScanPage = cmp.Or(c.ScanPage, ScanPageDefault)
 	c.RenderWorkers = cmp.Or(c.RenderWorkers, RenderWorkersDefault)
+	c.RenderConcurrency = cmp.Or(c.RenderConcurrency, RenderConcurrencyDefault)
+	c.RenderAhead = cmp.Or(c.RenderAhead, RenderAheadDefault)
 	c.FetchCooldown = cmp.Or(c.FetchCooldown, FetchCooldownDefault)
+	c.PauseSnooze = cmp.Or(c.PauseSnooze, PauseSnoozeDefault)
+	c.StartSlice = cmp.Or(c.StartSlice, StartSliceDefault)
+	c.RenderSlice = cmp.Or(c.RenderSlice, RenderSliceDefault)
+	c.StartTimeout = cmp.Or(c.StartTimeout, StartTimeoutDefault)
+	c.RenderTimeout = cmp.Or(c.RenderTimeout, RenderTimeoutDefault)
+	c.RescueAfter = cmp.Or(c.RescueAfter, RescueAfterDefault)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -104,6 +155,20 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+func (c Config) validate() error {
+	switch {
+	case c.Pool == nil || c.Profiles == nil:
+		return errors.New("jobs: Config.Pool and Config.Profiles are required")
+	case c.BatchSize < 1 || c.BatchSize > 100:
+		return fmt.Errorf("jobs: Config.BatchSize %d: want 1 to 100", c.BatchSize)
+	case c.StartSlice >= c.StartTimeout || c.RenderSlice >= c.RenderTimeout:
+		return errors.New("jobs: Config.StartSlice and RenderSlice must be below their timeouts")
+	case c.RescueAfter <= max(c.StartTimeout, c.RenderTimeout):
+		return errors.New("jobs: Config.RescueAfter must exceed every job timeout, or running jobs would be rescued")
+	}
+	return nil
+}
+
 // NewInsertClient returns a River client that only inserts jobs (the CLI's).
 func NewInsertClient(pool *pgxpool.Pool) (*river.Client[pgx.Tx], error) {
 	return river.NewClient(riverpgxv5.New(pool), &river.Config{})
@@ -111,15 +176,30 @@ func NewInsertClient(pool *pgxpool.Pool) (*river.Client[pgx.Tx], error) {
 
 // NewClient returns a River client that works Tailor's queues. Start it with Start(ctx) and stop
 // it with Stop(ctx) (soft: running jobs finish).
+//
+// River settings, and why:
+//   - every job kind is bounded in time: campaign.start by StartTimeout (10s; it works for
+//     StartSlice, 5s, then commits its scan cursors and snoozes to go on), render jobs by
+//     RenderTimeout (10s; they render for RenderSlice, 6s, record what they rendered and snooze
+//     for the rest). So a job still running after RescueAfter (15s) is a dead process's, and
+//     River's rescuer retries it. After a kill -9 a new `tailor work` becomes leader once the
+//     dead leader's lease lapses (River: elect interval 5s + 10s TTL padding) and its rescuer
+//     runs at once, then every 30s: the dead process's jobs run again within about 20-50s.
+//     River's default (1 hour) left a crashed campaign stuck for an hour.
+//   - FetchCooldown 20ms (River's 100ms caps a client near MaxWorkers/0.1s jobs per second).
+//   - completed jobs are kept 24h (unique batches stay deduplicated that long; the messages'
+//     unique key dedupes after that).
+//   - MaxAttempts 10 for transient errors; a template fault cancels (river.JobCancel) at once.
 func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 	cfg = cfg.withDefaults()
-	if cfg.Pool == nil || cfg.Profiles == nil {
-		return nil, errors.New("jobs: Config.Pool and Config.Profiles are required")
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	workers := river.NewWorkers()
-	w := &campaignWorkers{cfg: cfg, tmpl: map[int64]*templates.Template{}}
+	w := &campaignWorkers{cfg: cfg, defs: map[int64]*definition{}}
 	river.AddWorker(workers, &startWorker{w: w})
 	river.AddWorker(workers, &renderWorker{w: w})
+	river.AddWorker(workers, &triggeredWorker{w: w})
 	return river.NewClient(riverpgxv5.New(cfg.Pool), &river.Config{
 		Queues: map[string]river.QueueConfig{
 			QueueCampaigns: {MaxWorkers: 2},
@@ -127,6 +207,8 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 		},
 		Workers:                     workers,
 		FetchCooldown:               cfg.FetchCooldown,
+		JobTimeout:                  max(cfg.StartTimeout, cfg.RenderTimeout),
+		RescueStuckJobsAfter:        cfg.RescueAfter,
 		CompletedJobRetentionPeriod: CompletedRetainDefault,
 		Logger:                      cfg.Logger,
 		MaxAttempts:                 10,
@@ -136,205 +218,92 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 type campaignWorkers struct {
 	cfg  Config
 	mu   sync.Mutex
-	tmpl map[int64]*templates.Template // parsed once per campaign; a campaign's template never changes
+	defs map[int64]*definition // a campaign's definition never changes once it is scheduled
 }
 
-func (w *campaignWorkers) template(c *Campaign) (*templates.Template, error) {
+// definition is a campaign as the render jobs need it, parsed once per process.
+type definition struct {
+	c        *Campaign
+	tpl      *templates.Template
+	seg      *Segment
+	cancelIf *Segment
+}
+
+// definition loads a job's campaign; a campaign that no longer exists cancels the job for
+// good, a template that does not parse fails the campaign.
+func (w *campaignWorkers) definition(ctx context.Context, id int64) (*definition, error) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if t, ok := w.tmpl[c.ID]; ok {
-		return t, nil
+	d, ok := w.defs[id]
+	w.mu.Unlock()
+	if ok {
+		return d, nil
 	}
-	t, err := templates.FromFiles(c.TemplateFiles)
-	if err != nil {
-		return nil, err
-	}
-	if len(w.tmpl) > 1000 { // bound the cache; campaigns are few
-		clear(w.tmpl)
-	}
-	w.tmpl[c.ID] = t
-	return t, nil
-}
-
-// campaign loads a job's campaign; a campaign that no longer exists cancels the job for good.
-func (w *campaignWorkers) campaign(ctx context.Context, id int64) (*Campaign, error) {
 	c, err := GetCampaign(ctx, w.cfg.Pool, id)
 	if errors.Is(err, ErrCampaignNotFound) {
 		return nil, river.JobCancel(err)
 	}
-	return c, err
-}
-
-type startWorker struct {
-	river.WorkerDefaults[CampaignStartArgs]
-	w *campaignWorkers
-}
-
-// Work streams the audience and enqueues render batches as they fill, so memory stays bounded by
-// one batch per scan segment whatever the audience size.
-func (s *startWorker) Work(ctx context.Context, job *river.Job[CampaignStartArgs]) error {
-	cfg := s.w.cfg
-	id := job.Args.CampaignID
-	c, err := s.w.campaign(ctx, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if c.FanoutDone || (c.Status != StatusScheduled && c.Status != StatusRunning) {
-		return nil // already fanned out (a retried or duplicate job)
+	d = &definition{c: c}
+	if d.tpl, err = templates.FromFiles(c.TemplateFiles); err != nil {
+		return nil, w.fail(ctx, id, fmt.Errorf("template: %w", err))
 	}
-	seg, err := ParseSegment(c.Segment)
-	if err != nil {
-		_, _ = cfg.Pool.Exec(ctx, queries.Get("fail-campaign"), id, err.Error())
-		return river.JobCancel(err)
+	if d.seg, err = ParseSegment(c.Segment); err != nil {
+		return nil, w.fail(ctx, id, err)
 	}
-	if _, err := cfg.Pool.Exec(ctx, queries.Get("start-campaign"), id); err != nil {
-		return fmt.Errorf("start campaign %d: %w", id, err)
-	}
-	client := river.ClientFromContext[pgx.Tx](ctx)
-
-	var (
-		mu       sync.Mutex
-		batch    []string
-		audience int
-	)
-	flush := func(ids []string) error {
-		if len(ids) == 0 {
-			return nil
+	if c.Trigger != nil && c.Trigger.CancelIf != "" {
+		if d.cancelIf, err = ParseCancelIf(c.Trigger.CancelIf); err != nil {
+			return nil, w.fail(ctx, id, err)
 		}
-		_, err := client.InsertMany(ctx, []river.InsertManyParams{{Args: RenderBatchArgs{CampaignID: id, CustomerIDs: ids}}})
-		return err
 	}
-	now := cfg.Now()
-	err = cfg.Profiles.Scan(ctx, cfg.ScanSegments, func(p *profile.Profile) error {
-		if !p.Reachable() {
-			return nil // no address (events only, or erased): not part of any audience
-		}
-		ok, err := seg.Match(p.Fields(now))
-		if err != nil || !ok {
-			return nil //nolint:nilerr // a profile the expression cannot evaluate is not in the segment
-		}
-		mu.Lock()
-		audience++
-		batch = append(batch, p.ID)
-		var full []string
-		if len(batch) >= cfg.BatchSize {
-			full, batch = batch, nil
-		}
-		mu.Unlock()
-		return flush(full)
-	})
-	if err != nil {
-		return fmt.Errorf("campaign %d fan-out: %w", id, err)
+	if c.Status == StatusDraft {
+		return d, nil // not cached: scheduling sets its send time
 	}
-	if err := flush(batch); err != nil {
-		return fmt.Errorf("campaign %d fan-out: %w", id, err)
+	w.mu.Lock()
+	if len(w.defs) > 1000 { // bound the cache; campaigns are few
+		clear(w.defs)
 	}
-	if _, err := cfg.Pool.Exec(ctx, queries.Get("finish-fanout"), id, audience); err != nil {
-		return err
-	}
-	// An empty audience (or batches that all finished before this point) completes here.
-	_, err = cfg.Pool.Exec(ctx, queries.Get("maybe-finish-campaign"), id)
-	cfg.Logger.Info("campaign fanned out", "campaign", id, "audience", audience)
-	return err
+	w.defs[id] = d
+	w.mu.Unlock()
+	return d, nil
 }
 
-type renderWorker struct {
-	river.WorkerDefaults[RenderBatchArgs]
-	w *campaignWorkers
+// fail marks the campaign failed with err and cancels the job for good.
+func (w *campaignWorkers) fail(ctx context.Context, id int64, err error) error {
+	if _, xerr := w.cfg.Pool.Exec(ctx, queries.Get("fail-campaign"), id, err.Error()); xerr != nil {
+		return fmt.Errorf("fail campaign %d: %w (after %w)", id, xerr, err)
+	}
+	w.cfg.Logger.Error("campaign failed", "campaign", id, "error", err)
+	return river.JobCancel(fmt.Errorf("campaign %d: %w", id, err))
 }
 
-// Work renders one batch and stores every recipient's outcome in one statement.
-func (r *renderWorker) Work(ctx context.Context, job *river.Job[RenderBatchArgs]) error {
-	cfg := r.w.cfg
-	id := job.Args.CampaignID
-	c, err := r.w.campaign(ctx, id)
+// status reads a campaign's status (every job does, so pause and cancel take effect quickly).
+func (w *campaignWorkers) status(ctx context.Context, id int64) (string, error) {
+	var s string
+	err := w.cfg.Pool.QueryRow(ctx, queries.Get("campaign-state"), id).Scan(&s)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", river.JobCancel(&NotFoundError{ID: id})
+	}
 	if err != nil {
-		return err
+		return "", fmt.Errorf("campaign %d status: %w", id, err)
 	}
-	tpl, err := r.w.template(c)
-	if err != nil {
-		_, _ = cfg.Pool.Exec(ctx, queries.Get("fail-campaign"), id, "template: "+err.Error())
-		return river.JobCancel(fmt.Errorf("campaign %d template: %w", id, err))
-	}
-	profiles, err := cfg.Profiles.BatchGet(ctx, job.Args.CustomerIDs)
-	if err != nil {
-		return err
-	}
-	campaign := map[string]any{"id": c.ID, "name": c.Name}
-	now := cfg.Now()
-	var rows messageRows
-	for _, cid := range job.Args.CustomerIDs {
-		p, ok := profiles[cid]
-		if !ok || !p.Reachable() {
-			// Erased or emptied since fan-out: recorded, so the campaign's count adds up.
-			rows.add(cid, "", "skipped", &templates.Message{}, "profile has no email address any more")
-			continue
-		}
-		email := p.CRM.Email
-		data := RenderData(p, campaign, now)
-		if cfg.Links != nil {
-			data.UnsubscribeURL, data.PreferencesURL = cfg.Links(id, "", cid)
-		}
-		msg, err := cfg.Renderer.Render(ctx, tpl, data)
-		switch {
-		case errors.Is(err, templates.ErrSkipRecipient):
-			rows.add(cid, email, "skipped", &templates.Message{}, err.Error())
-		case err != nil && ctx.Err() != nil:
-			return err
-		case templates.IsTemplateFault(err):
-			// The template breaches a budget whatever the recipient: every recipient would fail
-			// the same way, so the campaign fails now, with the budget and where.
-			_, _ = cfg.Pool.Exec(ctx, queries.Get("fail-campaign"), id, "template: "+err.Error())
-			return river.JobCancel(fmt.Errorf("campaign %d: %w", id, err))
-		case errors.Is(err, templates.ErrBudgetExceeded):
-			// This recipient's data (say, a huge content array) breaches a budget: only they go.
-			rows.add(cid, email, "skipped", &templates.Message{}, err.Error())
-		case err != nil:
-			rows.add(cid, email, "failed", &templates.Message{}, err.Error())
-		default:
-			rows.add(cid, email, "rendered", msg, "")
-		}
-	}
-	if _, err := cfg.Pool.Exec(ctx, queries.Get("insert-messages"), id, rows.customer, rows.email, rows.status, rows.subject,
-		rows.preheader, rows.html, rows.text, rows.headers, rows.provenance, rows.reason); err != nil {
-		return fmt.Errorf("store rendered messages: %w", err)
-	}
-	_, err = cfg.Pool.Exec(ctx, queries.Get("maybe-finish-campaign"), id)
-	return err
+	return s, nil
 }
 
-// messageRows holds a batch column-wise for the unnest insert.
-type messageRows struct {
-	customer, email, status, subject, preheader, html, text []string
-	headers, provenance                                     [][]byte
-	reason                                                  []*string
+// held says whether a job of a campaign in status s stops here, and with what: paused work
+// snoozes, finished campaigns' jobs end (true, nil), live ones go on (false).
+func (w *campaignWorkers) held(s string) (bool, error) {
+	switch s {
+	case StatusPaused, StatusDraft, StatusScheduled:
+		return true, river.JobSnooze(w.cfg.PauseSnooze)
+	case StatusCancelled, StatusFailed:
+		return true, nil
+	}
+	return false, nil
 }
 
-func (m *messageRows) add(customer, email, status string, msg *templates.Message, reason string) {
-	m.customer = append(m.customer, customer)
-	m.email = append(m.email, email)
-	m.status = append(m.status, status)
-	m.subject = append(m.subject, msg.Subject)
-	m.preheader = append(m.preheader, msg.Preheader)
-	m.html = append(m.html, msg.HTML)
-	m.text = append(m.text, msg.Text)
-	headers := msg.Headers
-	if headers == nil {
-		headers = map[string]string{}
-	}
-	h, _ := json.Marshal(headers)
-	prov, _ := json.Marshal(msg.Provenance)
-	m.headers = append(m.headers, h)
-	m.provenance = append(m.provenance, prov)
-	if reason == "" {
-		m.reason = append(m.reason, nil)
-	} else {
-		m.reason = append(m.reason, &reason)
-	}
-}
-
-// RenderData is what a recipient's message is rendered from: the profile's read view as
-// customer.*, with the recipient's id (variant assignment) and locale (money and dates).
-func RenderData(p *profile.Profile, campaign map[string]any, now time.Time) templates.RenderData {
-	return templates.RenderData{CustomerID: p.ID, Customer: p.Fields(now), Locale: p.CRM.Locale, Campaign: campaign, Now: now}
+// realAt converts a time of the campaign clock (Config.Now) to the real clock River schedules by.
+func (w *campaignWorkers) realAt(t time.Time) time.Time {
+	return time.Now().Add(t.Sub(w.cfg.Now()))
 }

@@ -28,12 +28,12 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 // cliEnv runs CLI commands against one test's isolated slice of the local stack.
 type cliEnv struct {
-	t    *testing.T
+	t    testing.TB
 	env  *testenv.Env
 	args []string
 }
 
-func newCLIEnv(t *testing.T) *cliEnv {
+func newCLIEnv(t testing.TB) *cliEnv {
 	env := testenv.New(t)
 	return &cliEnv{t: t, env: env, args: []string{"tailor", "--dir", env.Stack.Dir, "--database-url", env.DatabaseURL, "--prefix", env.Names.Prefix}}
 }
@@ -86,7 +86,7 @@ func TestCLI_PublishCampaignWorkList(t *testing.T) {
 	require.Equal(t, exitUsage, code, out)
 	require.Contains(t, out, "no published template")
 
-	out = e.ok("campaign", "create", "--template", "welcome@1", "--segment", "true", "--name", "cli test")
+	out = e.ok("campaign", "create", "--template", "welcome@1", "--segment", "true", "--name", "cli test", "--send-at", "now")
 	m := regexp.MustCompile(`campaign (\d+) created`).FindStringSubmatch(out)
 	require.NotNil(t, m, out)
 	id := m[1]
@@ -162,7 +162,7 @@ func (e *cliEnv) serve(args ...string) (base string, stop func()) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer l.Close()

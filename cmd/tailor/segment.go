@@ -2,11 +2,14 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/tailor-email/tailor/internal/app"
 	"github.com/tailor-email/tailor/jobs"
 	"github.com/tailor-email/tailor/pipeline/profile"
 )
@@ -37,6 +40,106 @@ an error pointing at the token (exit 2). Open CRM data is attributes.<name>; see
 				},
 			},
 			{
+				Name:      "count",
+				Usage:     "count the profiles a segment matches (exact, with a progress bar; --estimate from a sample)",
+				ArgsUsage: "EXPR",
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "estimate", Usage: "estimate from a sample scaled to the table's item count"},
+					&cli.IntFlag{Name: "sample", Value: 2000, Usage: "with --estimate: profiles read"},
+				},
+				Action: func(c *cli.Context) error {
+					seg, err := segmentArg(c)
+					if err != nil {
+						return err
+					}
+					b, err := openBackends(c)
+					if err != nil {
+						return err
+					}
+					defer b.Close()
+					profiles, err := app.ProfileReader(c.Context, b)
+					if err != nil {
+						return err
+					}
+					var n jobs.SegmentCount
+					if c.Bool("estimate") {
+						items, err := profiles.ItemCount(c.Context)
+						if err != nil {
+							return err
+						}
+						if n, err = jobs.EstimateSegment(c.Context, profiles, seg, c.Int("sample"), items); err != nil {
+							return err
+						}
+					} else {
+						tty := isTerminal(c.App.ErrWriter)
+						n, err = jobs.CountSegment(c.Context, profiles, seg, jobs.ScanSegmentsDefault, func(n jobs.SegmentCount) {
+							if tty {
+								fmt.Fprintf(c.App.ErrWriter, "\r\033[Kscanned %d, matched %d", n.Scanned, n.Matched)
+							}
+						})
+						if tty {
+							fmt.Fprintln(c.App.ErrWriter)
+						}
+						if err != nil {
+							return err
+						}
+					}
+					approx := ""
+					if n.Estimated {
+						approx = "~"
+					}
+					fmt.Fprintf(c.App.Writer, "%s%d profiles match (%s%d scanned, %s%d without an address, %s%d could not be evaluated)\n",
+						approx, n.Matched, approx, n.Scanned, approx, n.Unreachable, approx, n.Errors)
+					return nil
+				},
+			},
+			{
+				Name:      "sample",
+				Usage:     "print some profiles a segment matches: their key fields and the fields it reads",
+				ArgsUsage: "EXPR",
+				Flags:     []cli.Flag{&cli.IntFlag{Name: "n", Value: 5, Usage: "how many profiles"}},
+				Action: func(c *cli.Context) error {
+					seg, err := segmentArg(c)
+					if err != nil {
+						return err
+					}
+					b, err := openBackends(c)
+					if err != nil {
+						return err
+					}
+					defer b.Close()
+					profiles, err := app.ProfileReader(c.Context, b)
+					if err != nil {
+						return err
+					}
+					ps, err := jobs.SampleSegment(c.Context, profiles, seg, c.Int("n"))
+					if err != nil {
+						return err
+					}
+					cols := []string{"customer_id", "email", "first_name", "country", "timezone"}
+					for _, f := range seg.Fields() {
+						if !slices.Contains(cols, f) {
+							cols = append(cols, f)
+						}
+					}
+					w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(w, strings.ToUpper(strings.Join(cols, "\t")))
+					now := time.Now()
+					for _, p := range ps {
+						fields := p.Fields(now)
+						vals := make([]string, len(cols))
+						for i, col := range cols {
+							vals[i] = fmt.Sprint(fields[col])
+						}
+						fmt.Fprintln(w, strings.Join(vals, "\t"))
+					}
+					if len(ps) == 0 {
+						fmt.Fprintln(c.App.ErrWriter, "no profile matches")
+					}
+					return w.Flush()
+				},
+			},
+			{
 				Name:  "fields",
 				Usage: "list every profile field segments and templates (customer.*) can read",
 				Action: func(c *cli.Context) error {
@@ -50,4 +153,15 @@ an error pointing at the token (exit 2). Open CRM data is attributes.<name>; see
 			},
 		},
 	})
+}
+
+func segmentArg(c *cli.Context) (*jobs.Segment, error) {
+	if c.NArg() != 1 {
+		return nil, usagef("segment %s: want one expression (quote it)", c.Command.Name)
+	}
+	seg, err := jobs.ParseSegment(c.Args().First())
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return seg, nil
 }

@@ -60,7 +60,9 @@ type ConsumerOptions struct {
 	Shards        int // when the stream must be created; default 4
 	Writer        profile.WriterConfig
 	AfterApply    func(events.AppliedBatch)
-	Logger        *slog.Logger
+	// NoTriggers leaves triggered campaigns out (tests and benchmarks of the event path alone).
+	NoTriggers bool
+	Logger     *slog.Logger
 }
 
 // Consumer returns a consumer that reads the event stream with shard leases, dead-letters
@@ -72,6 +74,14 @@ func Consumer(ctx context.Context, b *backends.Backends, o ConsumerOptions) (*st
 	store, err := Profiles(ctx, b)
 	if err != nil {
 		return nil, err
+	}
+	if o.Writer.AfterWrite == nil && !o.NoTriggers {
+		// Triggered campaigns are evaluated once each profile write is durable.
+		trig, err := Triggers(b, store, o.Logger)
+		if err != nil {
+			return nil, err
+		}
+		o.Writer.AfterWrite = trig.AfterWrite
 	}
 	proc, err := events.NewProcessor(events.ProcessorConfig{
 		Sink: profile.NewWriter(store, o.Writer), DeadLetters: deadletter.NewStore(b.Pool), AfterApply: o.AfterApply,
@@ -100,15 +110,35 @@ func CDC(ctx context.Context, b *backends.Backends, cfg cdc.Config) (*cdc.CDC, e
 	return cdc.New(cfg, store)
 }
 
-// Workers returns the River client that works Tailor's queues over the backends' Postgres and
-// profiles. cfg's Pool and Profiles are filled in.
-func Workers(ctx context.Context, b *backends.Backends, cfg jobs.Config) (*river.Client[pgx.Tx], error) {
+// ProfileReader returns the profile reads the campaign jobs use (the store plus a parallel scan
+// from a cursor), creating the table when missing.
+func ProfileReader(ctx context.Context, b *backends.Backends) (*jobs.DynamoProfiles, error) {
 	store, err := Profiles(ctx, b)
 	if err != nil {
 		return nil, err
 	}
-	cfg.Pool, cfg.Profiles = b.Pool, store
+	return &jobs.DynamoProfiles{Store: store, DB: b.DynamoDB}, nil
+}
+
+// Workers returns the River client that works Tailor's queues over the backends' Postgres and
+// profiles. cfg's Pool and Profiles are filled in.
+func Workers(ctx context.Context, b *backends.Backends, cfg jobs.Config) (*river.Client[pgx.Tx], error) {
+	profiles, err := ProfileReader(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Pool, cfg.Profiles = b.Pool, profiles
 	return jobs.NewClient(cfg)
+}
+
+// Triggers returns the evaluator of triggered campaigns the consumer runs after each profile
+// write (profile.WriterConfig.AfterWrite).
+func Triggers(b *backends.Backends, store *profile.Store, logger *slog.Logger) (*jobs.Triggers, error) {
+	rc, err := jobs.NewInsertClient(b.Pool)
+	if err != nil {
+		return nil, err
+	}
+	return jobs.NewTriggers(jobs.TriggerConfig{Pool: b.Pool, Insert: rc, Profiles: store, Logger: logger})
 }
 
 // Registry returns a Prometheus registry with the Go and process collectors and every

@@ -59,6 +59,12 @@ var namedFigures = []named{
 	{"BenchmarkWebhook", "p99_ms", "webhook.latency_p99_ms", "ms", same, "tens of ms"},
 	{"BenchmarkWebhook", "to_profile_p99_ms", "webhook.to_profile_p99_ms", "ms", same, "at 100 changes/s"},
 	{"BenchmarkOneClickUnsubscribe", "p99_ms", "unsubscribe.latency_p99_ms", "ms", same, "4 concurrent clients"},
+	{"BenchmarkCampaignE2E_100k", "seconds", "campaign.e2e_100k.seconds", "s", same, "<= 10 on this machine (schedule now -> all rendered)"},
+	{"BenchmarkCampaignE2E_100k", "renders/s", "campaign.e2e.renders_per_sec", "renders/s", same, ""},
+	{"BenchmarkCampaignE2E_100k", "peak_rss_mb", "campaign.work_peak_rss_mb", "MB", same, "< 300, flat from 10k to 100k recipients"},
+	{"BenchmarkCampaignE2E_100k", "table_mb", "campaign.rendered_messages_100k_mb", "MB", same, "pg_total_relation_size, lz4"},
+	{"BenchmarkCampaignE2E_100kContent", "seconds", "campaign.e2e_100k_content.seconds", "s", same, "two sources at 20 ms, cached per URL"},
+	{"BenchmarkRiverInsertMany", "jobs/s", "river.insert_many.jobs_per_sec", "jobs/s", same, ""},
 }
 
 func main() {

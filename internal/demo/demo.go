@@ -205,7 +205,8 @@ func Run(ctx context.Context, b *backends.Backends, cfg Config) (*Result, error)
 	if err != nil {
 		return nil, err
 	}
-	camp, err := jobs.CreateCampaign(ctx, b.Pool, rc, jobs.NewCampaign{Name: "demo " + now.Format(time.RFC3339), Template: tpl, Segment: cfg.Segment})
+	camp, err := jobs.CreateCampaign(ctx, b.Pool, rc, jobs.NewCampaign{Name: "demo " + now.Format(time.RFC3339), Template: tpl,
+		Segment: cfg.Segment, SendAt: jobs.SendAt{At: now}})
 	if err != nil {
 		return nil, err
 	}

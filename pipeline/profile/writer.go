@@ -35,6 +35,11 @@ type WriterConfig struct {
 	// consumer that holds a shard is normally their only writer; a stale entry is detected by
 	// the version condition and re-read). Default 5000; negative disables the cache.
 	CacheSize int
+	// AfterWrite, when set, is called for each profile of an Apply once its write is durable
+	// (or found already applied: a redelivered batch calls it again, so it must be
+	// idempotent), with the profile's behaviour after the write and the batch's events for it.
+	// Triggered campaigns hook in here. An error fails the Apply (the batch is redelivered).
+	AfterWrite func(ctx context.Context, id string, f *Features, evs []events.Event) error
 }
 
 // Writer aggregates events into profiles: all of a batch's events for one customer become one
@@ -133,7 +138,7 @@ func (w *Writer) applyOne(ctx context.Context, id string, evs []events.Event) er
 		if f.Aggregate(evs) == 0 {
 			profileWrites.WithLabelValues("unchanged").Inc()
 			w.remember(id, f)
-			return nil
+			return w.after(ctx, id, f, evs)
 		}
 		err = w.write(ctx, id, f)
 		if errors.Is(err, errVersionConflict) {
@@ -145,9 +150,18 @@ func (w *Writer) applyOne(ctx context.Context, id string, evs []events.Event) er
 		}
 		profileWrites.WithLabelValues("ok").Inc()
 		w.remember(id, f)
-		return nil
+		return w.after(ctx, id, f, evs)
 	}
 	return fmt.Errorf("write profile %s: version conflict after %d attempts", id, writerMaxAttempts)
+}
+
+// after runs the AfterWrite hook on a copy of f (the cached Features stay the writer's).
+func (w *Writer) after(ctx context.Context, id string, f *Features, evs []events.Event) error {
+	if w.cfg.AfterWrite == nil {
+		return nil
+	}
+	cp := *f
+	return w.cfg.AfterWrite(ctx, id, &cp, evs)
 }
 
 var (
