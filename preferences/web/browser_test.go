@@ -64,7 +64,7 @@ func TestBrowser_PreferencePageFromARenderedMessage(t *testing.T) {
 	})
 	rc, err := jobs.NewInsertClient(s.env.Pool)
 	require.NoError(t, err)
-	camp, err := jobs.CreateCampaign(ctx, s.env.Pool, rc, jobs.NewCampaign{Name: "browser", Template: tpl, Segment: `customer_id == "c-1"`})
+	camp, err := jobs.CreateCampaign(ctx, s.env.Pool, rc, jobs.NewCampaign{Name: "browser", Template: tpl, Segment: `customer_id == "c-1"`, SendAt: jobs.SendAt{At: time.Now()}})
 	require.NoError(t, err)
 	done, err := jobs.WaitCampaign(ctx, s.env.Pool, camp.ID)
 	require.NoError(t, err)
