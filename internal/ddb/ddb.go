@@ -25,9 +25,18 @@ const BatchGetMax = 100
 const batchGetAttempts = 10
 
 // EnsureTable creates a pay-per-request table with a string hash key when it does not exist,
-// and waits until it is active. Idempotent.
+// and waits until it is active. Idempotent. It asks DescribeTable first, so a process whose IAM
+// role may not create tables (only the operator's migrate may) starts against an existing one.
 func EnsureTable(ctx context.Context, db *dynamodb.Client, table, hashKey string) error {
-	_, err := db.CreateTable(ctx, &dynamodb.CreateTableInput{
+	desc, err := db.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(table)})
+	var nf *types.ResourceNotFoundException
+	switch {
+	case err == nil && desc.Table != nil && desc.Table.TableStatus == types.TableStatusActive:
+		return nil
+	case err != nil && !errors.As(err, &nf):
+		return fmt.Errorf("describe table %s: %w", table, err)
+	}
+	_, err = db.CreateTable(ctx, &dynamodb.CreateTableInput{
 		TableName:            aws.String(table),
 		AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String(hashKey), AttributeType: types.ScalarAttributeTypeS}},
 		KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String(hashKey), KeyType: types.KeyTypeHash}},

@@ -35,9 +35,21 @@ const (
 )
 
 // EnsureStream creates the stream with shards shards when it does not exist and waits until it
-// is ACTIVE. Idempotent; an existing stream keeps its shard count.
+// is ACTIVE. Idempotent; an existing stream keeps its shard count. It asks
+// DescribeStreamSummary first, so a process whose IAM role may not create streams starts
+// against an existing one.
 func EnsureStream(ctx context.Context, client *kinesis.Client, name string, shards int) error {
-	_, err := client.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: aws.String(name), ShardCount: aws.Int32(int32(max(shards, 1)))})
+	sum, err := client.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(name)})
+	var nf *ktypes.ResourceNotFoundException
+	switch {
+	case err == nil && sum.StreamDescriptionSummary != nil && sum.StreamDescriptionSummary.StreamStatus == ktypes.StreamStatusActive:
+		return nil
+	case err == nil:
+		return WaitStreamActive(ctx, client, name) // being created or resharded
+	case !errors.As(err, &nf):
+		return fmt.Errorf("describe stream %s: %w", name, err)
+	}
+	_, err = client.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: aws.String(name), ShardCount: aws.Int32(int32(max(shards, 1)))})
 	var inUse *ktypes.ResourceInUseException
 	if err != nil && !errors.As(err, &inUse) {
 		return fmt.Errorf("create stream %s: %w", name, err)
