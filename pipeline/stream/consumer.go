@@ -26,6 +26,7 @@ import (
 const (
 	LeaseDurationDefault    = 10 * time.Second
 	PollIntervalDefault     = 200 * time.Millisecond
+	ReadIntervalDefault     = 200 * time.Millisecond
 	BalanceIntervalMax      = 2 * time.Second
 	DiscoverIntervalDefault = 5 * time.Second
 	BatchLimitDefault       = 10000
@@ -62,6 +63,10 @@ type ConsumerConfig struct {
 	// to live owners after it. Renewal and balancing run every third of it (at most every 2s).
 	// Default 10s.
 	LeaseDuration time.Duration
+	// ReadInterval is the least time between two GetRecords calls on one shard, so a shard
+	// whose batches process quickly stays within Kinesis's five calls per second per shard
+	// (shared by every consumer of the stream). Default 200ms.
+	ReadInterval time.Duration
 	// PollInterval is the wait after an empty GetRecords. Default 200ms (Kinesis allows five
 	// GetRecords per shard per second).
 	PollInterval time.Duration
@@ -86,6 +91,7 @@ func (c ConsumerConfig) withDefaults() ConsumerConfig {
 	c.StartPosition = cmp.Or(c.StartPosition, StartTrimHorizon)
 	c.LeaseDuration = cmp.Or(c.LeaseDuration, LeaseDurationDefault)
 	c.PollInterval = cmp.Or(c.PollInterval, PollIntervalDefault)
+	c.ReadInterval = cmp.Or(c.ReadInterval, ReadIntervalDefault)
 	c.DiscoverInterval = cmp.Or(c.DiscoverInterval, DiscoverIntervalDefault)
 	c.BatchLimit = cmp.Or(c.BatchLimit, BatchLimitDefault)
 	if c.Logger == nil {

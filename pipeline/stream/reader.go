@@ -91,7 +91,8 @@ type shardReader struct {
 	// the last record read before the iterator expired) and has read no record since, so an
 	// empty batch a retention period behind means that position is past the trim horizon.
 	atCheckpoint bool
-	attempt      int // consecutive failed GetRecords
+	attempt      int       // consecutive failed GetRecords
+	lastRead     time.Time // the last GetRecords call (ConsumerConfig.ReadInterval)
 }
 
 func newShardReader(c *Consumer, l Lease) *shardReader {
@@ -114,6 +115,12 @@ func (r *shardReader) next(ctx context.Context) (records []ktypes.Record, end bo
 				return nil, false, err
 			}
 		}
+		if wait := time.Until(r.lastRead.Add(r.c.cfg.ReadInterval)); wait > 0 {
+			if err := ctxtime.Sleep(ctx, wait); err != nil {
+				return nil, false, err
+			}
+		}
+		r.lastRead = time.Now()
 		out, err := r.c.kinesis.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: r.iter, Limit: aws.Int32(int32(r.c.cfg.BatchLimit))})
 		if err != nil {
 			var expired *ktypes.ExpiredIteratorException

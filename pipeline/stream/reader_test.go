@@ -171,8 +171,13 @@ func (nopProcessor) Process(context.Context, Batch) error { return nil }
 
 func newTestReader(t *testing.T, fk KinesisReader, l Lease, limit int) *shardReader {
 	t.Helper()
+	return newTestReaderEvery(t, fk, l, limit, time.Millisecond)
+}
+
+func newTestReaderEvery(t *testing.T, fk KinesisReader, l Lease, limit int, interval time.Duration) *shardReader {
+	t.Helper()
 	c, err := NewConsumer(fk, nil, ConsumerConfig{
-		Stream: "s", LeaseTable: "leases", Processor: nopProcessor{}, BatchLimit: limit, Logger: slog.New(slog.DiscardHandler),
+		Stream: "s", LeaseTable: "leases", Processor: nopProcessor{}, BatchLimit: limit, ReadInterval: interval, Logger: slog.New(slog.DiscardHandler),
 	})
 	require.NoError(t, err)
 	return newShardReader(c, l)
@@ -310,4 +315,23 @@ func (l *listsAnyway) ListShards(ctx context.Context, in *kinesis.ListShardsInpu
 		out.Shards = append(out.Shards, ktypes.Shard{ShardId: aws.String(l.id)})
 	}
 	return out, err
+}
+
+func TestShardReader_KeepsWithinFiveReadsPerSecondPerShard(t *testing.T) {
+	t.Parallel()
+	fk := &fakeKinesis{retention: 24 * time.Hour, shards: map[string]*fakeShard{"s0": {records: seqs(1, 6)}}}
+	const interval = 30 * time.Millisecond
+	r := newTestReaderEvery(t, fk, Lease{ShardID: "s0"}, 1, interval)
+	start := time.Now()
+	var got []string
+	for len(got) < 6 {
+		records, _, err := r.next(t.Context())
+		require.NoError(t, err)
+		for _, rec := range records {
+			got = append(got, aws.ToString(rec.SequenceNumber))
+		}
+	}
+	require.Equal(t, seqs(1, 6), got)
+	// Six reads of one record each: at least five intervals between the first and the last.
+	require.GreaterOrEqual(t, time.Since(start), 5*interval, "GetRecords calls are spaced by ReadInterval")
 }

@@ -71,6 +71,7 @@ func (e *Env) StartConsumer(t testing.TB, c Consumer) (*stream.Consumer, context
 	}
 	cfg.LeaseDuration = cmp.Or(cfg.LeaseDuration, 3*time.Second)
 	cfg.PollInterval = cmp.Or(cfg.PollInterval, 50*time.Millisecond)
+	cfg.ReadInterval = cmp.Or(cfg.ReadInterval, 20*time.Millisecond)
 	cfg.DiscoverInterval = cmp.Or(cfg.DiscoverInterval, 500*time.Millisecond)
 	consumer, err := stream.NewConsumer(e.Kinesis, e.DynamoDB, cfg)
 	require.NoError(t, err)
