@@ -139,6 +139,7 @@ func (s *Store) Forget(ctx context.Context, profiles ProfileEraser, ref string) 
 			{"preference_audit", "forget-audit", byID},
 			{"webhook_deliveries", "forget-deliveries", byID},
 			{"dead_letters", "forget-dead-letters", byBoth},
+			{"river_job", "forget-jobs", byBoth},
 		} {
 			tag, err := tx.Exec(ctx, queries.Get(step.query), step.args...)
 			if err != nil {

@@ -96,6 +96,9 @@ func TestForget_LeavesNoTraceAndEventsDoNotRecreateTheProfile(t *testing.T) {
 	exec(t, env, `INSERT INTO campaigns (name, template_name, template_version, template_files, segment) VALUES ('c', 't', 1, '{}', 'true')`)
 	exec(t, env, `INSERT INTO rendered_messages (campaign_id, customer_id, email, subject, html) VALUES (1, $1, $2, 'Bonjour Forgetta', '<p>Forgetta</p>'),
 			(1, 'keep-1', 'keep@example.org', 'Hi', '')`, id, email)
+	// A finished render job names the customer in its arguments (River keeps finished jobs a day).
+	exec(t, env, `INSERT INTO river_job (args, kind, max_attempts, state, finalized_at)
+			VALUES (jsonb_build_object('campaign_id', 1, 'customer_ids', jsonb_build_array($1::text, 'keep-1')), 'render.batch', 10, 'completed', now())`, id)
 	exec(t, env, `INSERT INTO dead_letters (source, reason, payload) VALUES
 			('events.api', 'bad event', convert_to('{"customer_id":"' || $1 || '","type":"x"}', 'UTF8')),
 			('webhook', 'bad', convert_to('{"email":"' || upper($2) || '"}', 'UTF8')),
@@ -140,7 +143,7 @@ func TestForget_LeavesNoTraceAndEventsDoNotRecreateTheProfile(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{id}, got.Customers)
 	require.Equal(t, int64(1), got.KeptSuppressions)
-	require.Equal(t, map[string]int64{"customers": 1, "subscriptions": 1, "consents": 1, "suppressions": 1, "rendered_messages": 1,
+	require.Equal(t, map[string]int64{"customers": 1, "subscriptions": 1, "consents": 1, "suppressions": 1, "rendered_messages": 1, "river_job": 1,
 		"preference_audit": 2, "webhook_deliveries": 1, "dead_letters": 3}, got.Deleted)
 
 	require.Empty(t, mentions(t, env, lower), "no table mentions the address")

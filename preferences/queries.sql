@@ -164,6 +164,15 @@ DELETE FROM webhook_deliveries WHERE customer_id = ANY($1::text[]);
 DELETE FROM dead_letters d
 WHERE dead_letter_mentions(d.payload, d.reason, $1::text[], $2::text[]);
 
+-- name: forget-jobs
+-- River jobs that are over (completed, cancelled, discarded) and whose arguments name the
+-- customer (render batches carry customer ids). Jobs still to run are left to finish: with the
+-- profile erased they render nothing for the customer, and they are deleted by River's
+-- retention once completed.
+DELETE FROM river_job j
+WHERE j.state IN ('completed', 'cancelled', 'discarded')
+  AND EXISTS (SELECT 1 FROM unnest($1::text[] || $2::text[]) AS x(v) WHERE position(to_json(x.v)::text IN j.args::text) > 0);
+
 -- name: forget-record
 INSERT INTO preference_audit (customer_id, source, occurred_at, changes, outcome)
 VALUES (NULL, 'erasure', now(), $1, $2) RETURNING id;
