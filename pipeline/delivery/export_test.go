@@ -1,0 +1,4 @@
+package delivery
+
+// HeaderText is headerText, for tests that check a header's round trip.
+var HeaderText = headerText
