@@ -146,6 +146,7 @@ AWS SDK's standard configuration and --database-url.`,
 			eventsCommand(),
 			consumeCommand(),
 			deadLettersCommand(), templateCommand(), contentCommand(),
+			smtpSinkCommand(),
 		},
 	}
 	addEnvVars(app.Commands, "TAILOR_")
