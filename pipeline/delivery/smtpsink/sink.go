@@ -544,5 +544,7 @@ func (c *trackedConn) Close() error {
 // slogLogger adapts slog to go-smtp's logger.
 type slogLogger struct{ l *slog.Logger }
 
-func (l slogLogger) Printf(format string, v ...any) { l.l.Debug("smtp sink: " + fmt.Sprintf(format, v...)) }
-func (l slogLogger) Println(v ...any)               { l.l.Debug("smtp sink: " + fmt.Sprintln(v...)) }
+func (l slogLogger) Printf(format string, v ...any) {
+	l.l.Debug("smtp sink: " + fmt.Sprintf(format, v...))
+}
+func (l slogLogger) Println(v ...any) { l.l.Debug("smtp sink: " + fmt.Sprintln(v...)) }
