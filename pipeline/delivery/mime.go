@@ -227,14 +227,12 @@ func (b *MIMEBuilder) Build(m Message) ([]byte, error) {
 			return nil, bad(f[0], "a run of %d characters without a space is too long to fold into a header line", w)
 		}
 	}
-	htmlBody := withPreheader(m.HTML, headerText(m.Preheader))
-
 	var parts []partSpec
 	if m.Text != "" {
-		parts = append(parts, partSpec{"text/plain", m.Text})
+		parts = append(parts, partSpec{"text/plain", []string{m.Text}})
 	}
-	if htmlBody != "" {
-		parts = append(parts, partSpec{"text/html", htmlBody})
+	if m.HTML != "" {
+		parts = append(parts, partSpec{"text/html", withPreheader(m.HTML, headerText(m.Preheader))})
 	}
 	if len(parts) == 1 {
 		h.Set("Content-Transfer-Encoding", "quoted-printable")
@@ -251,8 +249,10 @@ func (b *MIMEBuilder) Build(m Message) ([]byte, error) {
 		h.Add(fields[i][0], fields[i][1])
 	}
 
+	// Quoted-printable makes UTF-8 text about a quarter longer (=XX escapes, soft line
+	// breaks, CRLF): room for that and the headers, so the buffer grows once.
 	var buf bytes.Buffer
-	buf.Grow(len(m.HTML) + len(m.Text) + 2048)
+	buf.Grow((len(m.HTML)+len(m.Text))*5/4 + 4096)
 	if err := writeEntity(&buf, h.Header, parts); err != nil {
 		return nil, fmt.Errorf("build message %d: %w", m.ID, err)
 	}
@@ -262,7 +262,20 @@ func (b *MIMEBuilder) Build(m Message) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-type partSpec struct{ mediaType, body string }
+// partSpec is a part's media type and its body, in pieces written one after the other.
+type partSpec struct {
+	mediaType string
+	body      []string
+}
+
+func writePieces(w io.Writer, pieces []string) error {
+	for _, p := range pieces {
+		if _, err := io.WriteString(w, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // writeEntity writes the header and either the single part's body or each part.
 func writeEntity(w io.Writer, h message.Header, parts []partSpec) error {
@@ -271,7 +284,7 @@ func writeEntity(w io.Writer, h message.Header, parts []partSpec) error {
 		return err
 	}
 	if len(parts) == 1 {
-		if _, err := io.WriteString(mw, parts[0].body); err != nil {
+		if err := writePieces(mw, parts[0].body); err != nil {
 			return err
 		}
 		return mw.Close()
@@ -284,7 +297,7 @@ func writeEntity(w io.Writer, h message.Header, parts []partSpec) error {
 		if err != nil {
 			return err
 		}
-		if _, err := io.WriteString(pw, p.body); err != nil {
+		if err := writePieces(pw, p.body); err != nil {
 			return err
 		}
 		if err := pw.Close(); err != nil {
@@ -314,7 +327,7 @@ func (b *MIMEBuilder) boundary(m Message) (string, error) {
 			return "", err
 		}
 		s := "tailor-" + t
-		if !strings.Contains(m.HTML, s) && !strings.Contains(m.Text, s) {
+		if !strings.Contains(m.HTML, s) && !strings.Contains(m.Text, s) && !strings.Contains(m.Preheader, s) {
 			return s, nil
 		}
 	}
@@ -428,14 +441,14 @@ func longestWord(s string) int {
 var bodyTagRE = regexp.MustCompile(`(?i)<body\b[^>]*>`)
 
 // withPreheader puts the preheader at the top of the HTML body, hidden, where inbox previews
-// show it. HTML without a body tag gets it first.
-func withPreheader(htmlBody, preheader string) string {
-	if htmlBody == "" || preheader == "" {
-		return htmlBody
+// show it (HTML without a body tag gets it first), as pieces that do not copy the HTML.
+func withPreheader(htmlBody, preheader string) []string {
+	if preheader == "" {
+		return []string{htmlBody}
 	}
 	hidden := `<div style="display:none;max-height:0;overflow:hidden;mso-hide:all;">` + html.EscapeString(preheader) + `</div>`
 	if loc := bodyTagRE.FindStringIndex(htmlBody); loc != nil {
-		return htmlBody[:loc[1]] + "\n" + hidden + htmlBody[loc[1]:]
+		return []string{htmlBody[:loc[1]], "\n", hidden, htmlBody[loc[1]:]}
 	}
-	return hidden + "\n" + htmlBody
+	return []string{hidden, "\n", htmlBody}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/mail"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -20,7 +21,12 @@ import (
 	"github.com/tailor-email/tailor/pipeline/delivery/smtpsink"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(childSinkEnv) != "" {
+		os.Exit(runChildSink())
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // genMessage makes message id for recipient r<id>@example.com, in campaign 1 or 2.
 func genMessage(id int64) delivery.Message {
@@ -37,6 +43,8 @@ func newBuilder(t testing.TB) *delivery.MIMEBuilder {
 	require.NoError(t, err)
 	return b
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 type syncBuffer struct {
 	mu sync.Mutex
@@ -438,7 +446,7 @@ func TestRelay_RetriesWhatIsNotTheRecipientsFault(t *testing.T) {
 	source := newMemSource(4, genMessage)
 	r, err := delivery.NewRelay(delivery.RelayConfig{Source: source, Sender: sender, MIME: newBuilder(t),
 		MaxAttempts: 2, RetryBase: time.Millisecond, RetryMax: time.Millisecond, PollInterval: time.Millisecond, AckInterval: time.Millisecond,
-		Logger: slog.New(slog.DiscardHandler)})
+		Logger: discardLogger()})
 	require.NoError(t, err)
 	require.NoError(t, r.Start(t.Context()))
 	// r1 and r2 are retried past MaxAttempts, never bounced or failed.
