@@ -17,9 +17,9 @@ func smtpSinkCommand() *cli.Command {
 		Name:  "smtp-sink",
 		Usage: "run an SMTP server on loopback that accepts (or refuses, as told) every message: for demos and benchmarks",
 		Description: `Counts what it accepts and prints a line every --every and when stopped. It listens on
-loopback only. --answer scripts refusals: CODE[=ADDRESS|@DOMAIN|N%][,data][,times=N], e.g.
---answer 550=@bounce.example (hard bounces), --answer 451=10%,times=2 (a tenth of the
-recipients refused twice, then accepted), --answer 552=big@x.example,data (after DATA).`,
+loopback only. --answer scripts refusals: CODE[=ADDRESS|@DOMAIN|N%][:data][:times=N], e.g.
+--answer 550=@bounce.example (hard bounces), --answer 451=10%:times=2 (a tenth of the
+recipients refused twice, then accepted), --answer 552=big@x.example:data (after DATA).`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:2525", Usage: "loopback host:port to listen on"},
 			&cli.StringSliceFlag{Name: "answer", Usage: "a scripted refusal (repeat); the first that applies answers"},
@@ -46,7 +46,7 @@ recipients refused twice, then accepted), --answer 552=big@x.example,data (after
 				return err
 			}
 			w := c.App.Writer
-			fmt.Fprintf(w, "smtp sink listening on %s (try: tailor relay --smtp %s)\n", sink.Addr(), sink.URL())
+			fmt.Fprintf(w, "smtp sink listening on %s (%s)\n", sink.Addr(), sink.URL())
 			var tick <-chan time.Time
 			if every := c.Duration("every"); every > 0 {
 				t := time.NewTicker(every)

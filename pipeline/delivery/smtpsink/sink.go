@@ -69,15 +69,15 @@ func (r Rule) validate() error {
 	return nil
 }
 
-// ParseRule parses a command-line rule: CODE[=MATCH][,OPTION...], where MATCH is an address,
+// ParseRule parses a command-line rule: CODE[=MATCH][:OPTION...], where MATCH is an address,
 // @domain or a percentage of recipients ("5%"), and the options are "data" (answer after
-// DATA) and "times=N". Examples: "550=@bounce.example", "451=10%,times=2", "552=big@x.example,data".
+// DATA) and "times=N". Examples: "550=@bounce.example", "451=10%:times=2", "552=big@x.example:data".
 func ParseRule(s string) (Rule, error) {
-	head, opts, _ := strings.Cut(s, ",")
+	head, opts, _ := strings.Cut(s, ":")
 	codeText, match, _ := strings.Cut(head, "=")
 	code, err := strconv.Atoi(strings.TrimSpace(codeText))
 	if err != nil {
-		return Rule{}, fmt.Errorf("smtpsink: rule %q: want CODE[=ADDRESS|@DOMAIN|N%%][,data][,times=N], e.g. 550=@bounce.example", s)
+		return Rule{}, fmt.Errorf("smtpsink: rule %q: want CODE[=ADDRESS|@DOMAIN|N%%][:data][:times=N], e.g. 550=@bounce.example", s)
 	}
 	r := Rule{Code: code}
 	match = strings.TrimSpace(match)
@@ -90,7 +90,7 @@ func ParseRule(s string) (Rule, error) {
 	} else {
 		r.Recipient = match
 	}
-	for _, o := range strings.Split(opts, ",") {
+	for _, o := range strings.Split(opts, ":") {
 		switch o = strings.TrimSpace(o); {
 		case o == "":
 		case o == "data":

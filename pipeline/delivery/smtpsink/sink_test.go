@@ -137,14 +137,14 @@ func TestParseRule(t *testing.T) {
 		err  string
 	}{
 		{in: "550=@bounce.example", want: smtpsink.Rule{Code: 550, Recipient: "@bounce.example"}},
-		{in: "451=10%,times=2", want: smtpsink.Rule{Code: 451, Fraction: 0.1, Times: 2}},
-		{in: "552=big@x.example,data", want: smtpsink.Rule{Code: 552, Recipient: "big@x.example", AtData: true}},
+		{in: "451=10%:times=2", want: smtpsink.Rule{Code: 451, Fraction: 0.1, Times: 2}},
+		{in: "552=big@x.example:data", want: smtpsink.Rule{Code: 552, Recipient: "big@x.example", AtData: true}},
 		{in: "421", want: smtpsink.Rule{Code: 421}},
 		{in: "250=@x.example", err: "want 400 to 599"},
 		{in: "abc", err: "want CODE"},
 		{in: "550=0%", err: "above 0 and at most 100"},
-		{in: "550=@x.example,times=0", err: "times=N"},
-		{in: "550=@x.example,later", err: `unknown option "later"`},
+		{in: "550=@x.example:times=0", err: "times=N"},
+		{in: "550=@x.example:later", err: `unknown option "later"`},
 	} {
 		got, err := smtpsink.ParseRule(tc.in)
 		if tc.err != "" {
