@@ -312,6 +312,10 @@ func (s *Sink) Resume() {
 	}
 }
 
+// DropConnections closes every open connection, as a provider closing idle ones does; the
+// sink keeps listening.
+func (s *Sink) DropConnections() { s.ln.closeConns() }
+
 // Stop stops accepting connections and waits for open ones to end, then closes those left
 // when ctx ends. Held messages are let through first.
 func (s *Sink) Stop(ctx context.Context) error {
