@@ -5,7 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,31 +43,15 @@ func TestAnyOf_AcceptsWhatOneAcceptsAndPrefersTheMostSpecificRefusal(t *testing.
 	require.False(t, asked)
 }
 
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // POST /v1/events behind the keys tailor serve uses: the bootstrap key and the keys in
 // Postgres, with their scopes and revocations.
 func TestRequireScope_DatabaseKeysEndToEnd(t *testing.T) {
 	t.Parallel()
 	e := eventpath.New(t, 1)
 	ctx := t.Context()
-	clk := &testClock{now: time.Now()}
-	dbKeys, err := apikeys.NewChecker(apikeys.CheckerConfig{DB: e.Pool, Now: clk.Now})
+	var ahead atomic.Int64 // how far the checker's clock is ahead of time.Now
+	now := func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	dbKeys, err := apikeys.NewChecker(apikeys.CheckerConfig{DB: e.Pool, Now: now})
 	require.NoError(t, err)
 	static, err := httpapi.NewStaticKeys([]string{httpapi.HashKey(testAPIKey)})
 	require.NoError(t, err)
@@ -104,7 +88,7 @@ func TestRequireScope_DatabaseKeysEndToEnd(t *testing.T) {
 
 	_, err = store.Revoke(ctx, "ingest")
 	require.NoError(t, err)
-	clk.Advance(apikeys.MaxAgeDefault)
+	ahead.Add(int64(apikeys.MaxAgeDefault))
 	code, res = post(t, srv, ingest.Secret, event)
 	require.Equal(t, http.StatusUnauthorized, code, "revoked: refused once the cache is MaxAge old")
 	require.Contains(t, res.Error, "revoked")

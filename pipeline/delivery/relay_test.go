@@ -46,21 +46,32 @@ func newBuilder(t testing.TB) *delivery.MIMEBuilder {
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// logRecords is a slog handler that keeps every record as one line, "message key=value ...".
+type logRecords struct {
+	mu    sync.Mutex
+	lines []string
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
+func (l *logRecords) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logRecords) WithGroup(string) slog.Handler            { return l }
+
+func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
+	line := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		line += " " + a.String()
+		return true
+	})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, line)
+	return nil
 }
 
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+func (l *logRecords) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
 }
 
 type relayEnv struct {
@@ -68,7 +79,7 @@ type relayEnv struct {
 	sender *delivery.SMTPSender
 	source *memSource
 	relay  *delivery.Relay
-	logs   *syncBuffer
+	logs   *logRecords
 	cfg    delivery.RelayConfig
 }
 
@@ -99,8 +110,8 @@ func newRelayEnv(t *testing.T, s relaySetup) *relayEnv {
 		s.smtp.URL = sink.URL()
 	}
 	s.smtp.MaxConns = max(s.smtp.MaxConns, s.relay.Concurrency)
-	logs := &syncBuffer{}
-	logger := slog.New(slog.NewTextHandler(logs, nil))
+	logs := &logRecords{}
+	logger := slog.New(logs)
 	s.smtp.Logger = logger
 	sender, err := delivery.NewSMTPSender(s.smtp)
 	require.NoError(t, err)
@@ -178,8 +189,8 @@ func TestRelay_DeliversEveryMessageOnceOverPooledConnections(t *testing.T) {
 
 	// A progress line per campaign when the relay is done.
 	logs := e.logs.String()
-	require.Contains(t, logs, `msg="relay done" campaign=1 sent=300 bounced=0 failed=0 retried=0`)
-	require.Contains(t, logs, `msg="relay done" campaign=2 sent=300 bounced=0 failed=0 retried=0`)
+	require.Contains(t, logs, "relay done campaign=1 sent=300 bounced=0 failed=0 retried=0")
+	require.Contains(t, logs, "relay done campaign=2 sent=300 bounced=0 failed=0 retried=0")
 	require.Equal(t, []delivery.CampaignProgress{{CampaignID: 1, Sent: 300}, {CampaignID: 2, Sent: 300}}, e.relay.Progress())
 }
 
@@ -257,7 +268,7 @@ func TestRelay_MapsProviderAnswersToOutcomes(t *testing.T) {
 	}
 	require.Equal(t, map[int64]int{3: 3, 4: 3, 7: 2}, attempts, "hand-outs per message")
 	require.Equal(t, []delivery.CampaignProgress{{CampaignID: 9, Sent: 3, Bounced: 4, Failed: 1, Retried: 5, LastError: e.relay.Progress()[0].LastError}}, e.relay.Progress())
-	require.Contains(t, e.logs.String(), `msg="relay done" campaign=9 sent=3 bounced=4 failed=1 retried=5`)
+	require.Contains(t, e.logs.String(), "relay done campaign=9 sent=3 bounced=4 failed=1 retried=5")
 }
 
 func TestRelay_SendsConcurrentlyUpToItsConcurrency(t *testing.T) {
