@@ -9,7 +9,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 # The test suite's shared local stack lives here for the length of one `make test`.
 TEST_STACK  := $(CURDIR)/.tailor/test-stack
 # Fuzz targets run briefly in every `make test` (package:target).
-FUZZ        ?= ./pipeline/events:FuzzDecodeEvent ./templates:FuzzFromFiles ./templates:FuzzFast_MatchesLiquid ./pipeline/cdc:FuzzDecodeText ./preferences:FuzzDecodeChangeSet
+FUZZ        ?= ./pipeline/events:FuzzDecodeEvent ./templates:FuzzFromFiles ./templates:FuzzFast_MatchesLiquid ./pipeline/cdc:FuzzDecodeText ./preferences:FuzzDecodeChangeSet ./pipeline/delivery:FuzzBuildMIME
 FUZZTIME    ?= 5s
 
 .PHONY: help tools build demo test unit fuzz bench lint clean docs

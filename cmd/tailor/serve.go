@@ -2,13 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base32"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"regexp"
-	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -39,10 +35,12 @@ func serveCommand() *cli.Command {
 		Usage: "run the HTTP server: event ingestion (POST /v1/events), the preference center, /healthz, /readyz, Prometheus /metrics",
 		Description: `Listens on --addr (loopback by default: put a proxy in front, or set --addr to expose it).
 POST /v1/events takes one event or a batch of up to 500 (JSON array or NDJSON) with an API
-key in the Authorization header ("Bearer KEY"); create keys with 'tailor apikey new' and
-give the server only their hashes. /healthz answers while the process runs; /readyz asks
-Postgres and DynamoDB and answers 503 naming the backend that does not; /metrics serves
-Prometheus metrics.
+key in the Authorization header ("Bearer KEY") that grants the events scope: create keys with
+'tailor apikey create' (stored hashed in Postgres; a revocation takes effect within 2 s) or
+pass bootstrap keys, which grant every scope, as --api-key-hash (from 'tailor apikey new').
+An unknown or revoked key gets 401, a key without the scope 403. /healthz answers while the
+process runs; /readyz asks Postgres and DynamoDB and answers 503 naming the backend that does
+not; /metrics serves Prometheus metrics.
 
 The preference center: with --webhook-secret, POST /v1/webhooks/preferences takes change sets
 signed the Standard Webhooks way ('tailor webhook sign' shows the headers); with --token-key,
@@ -51,7 +49,7 @@ RFC 8058 one-click unsubscribe (a GET of it shows the page). Give 'tailor work' 
 --token-key and --public-url so rendered messages link here.`,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "addr", EnvVars: []string{"TAILOR_ADDR"}, Value: httpserver.AddrDefault, Usage: "listen address"},
-			&cli.StringSliceFlag{Name: "api-key-hash", EnvVars: []string{"TAILOR_API_KEY_HASHES"}, Usage: "SHA-256 (hex) of an accepted ingestion API key; repeat or comma-separate (without one, /v1/events is off)"},
+			&cli.StringSliceFlag{Name: "api-key-hash", EnvVars: []string{"TAILOR_API_KEY_HASHES"}, Usage: "SHA-256 (hex) of a bootstrap API key, which grants every scope ('tailor apikey new' prints one); repeat or comma-separate"},
 			&cli.IntFlag{Name: "shards", Value: shardsDefault, Usage: "shard count when the event stream must be created"},
 		}, servePreferenceFlags()...),
 		Action: func(c *cli.Context) error {
@@ -71,28 +69,24 @@ RFC 8058 one-click unsubscribe (a GET of it shows the page). Give 'tailor work' 
 				return err
 			}
 			mux := http.NewServeMux()
-			if len(hashes) > 0 {
-				keys, err := httpapi.NewStaticKeys(hashes)
-				if err != nil {
-					return usagef("--api-key-hash: %v", err)
-				}
-				ing, err := app.Ingestor(c.Context, b, c.Int("shards"))
-				if err != nil {
-					return err
-				}
-				h, err := httpapi.NewEventsHandler(httpapi.EventsConfig{Ingestor: ing, Logger: slog.Default()})
-				if err != nil {
-					return err
-				}
-				mux.Handle("POST /v1/events", httpapi.RequireScope(keys, httpapi.ScopeEvents, h))
-			} else {
-				slog.Warn("no --api-key-hash: POST /v1/events is off (create a key with 'tailor apikey new')")
+			keys, err := app.APIKeys(b, hashes, slog.Default())
+			if err != nil {
+				return usagef("--api-key-hash: %v", err)
 			}
 			purge, err := preferenceRoutes(c, b, mux)
 			if err != nil {
 				return err
 			}
 			defer purge.Wait()
+			ing, err := app.Ingestor(c.Context, b, c.Int("shards"))
+			if err != nil {
+				return err
+			}
+			h, err := httpapi.NewEventsHandler(httpapi.EventsConfig{Ingestor: ing, Logger: slog.Default()})
+			if err != nil {
+				return err
+			}
+			mux.Handle("POST /v1/events", httpapi.RequireScope(keys, httpapi.ScopeEvents, h))
 			srv, err := httpserver.Start(httpserver.Config{Addr: c.String("addr"), Checks: readinessChecks(b), Mux: mux, Registry: reg})
 			if err != nil {
 				return err
@@ -102,27 +96,5 @@ RFC 8058 one-click unsubscribe (a GET of it shows the page). Give 'tailor work' 
 			defer cancel()
 			return srv.Stop(ctx)
 		},
-	})
-}
-
-func apikeyCommand() *cli.Command {
-	return withUsageErrors(&cli.Command{
-		Name:  "apikey",
-		Usage: "create API keys for the ingestion API",
-		Subcommands: []*cli.Command{{
-			Name:  "new",
-			Usage: "print a new random API key and the hash to give 'tailor serve --api-key-hash'",
-			Description: `The key goes to the app that sends events (Authorization: Bearer KEY); only its hash
-goes to the server's configuration, so a leaked server config leaks no key.`,
-			Action: func(c *cli.Context) error {
-				raw := make([]byte, 24)
-				if _, err := rand.Read(raw); err != nil {
-					return err
-				}
-				key := "tlr_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(raw))
-				fmt.Fprintf(c.App.Writer, "key:  %s\nhash: %s\n", key, httpapi.HashKey(key))
-				return nil
-			},
-		}},
 	})
 }

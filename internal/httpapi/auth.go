@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -104,4 +105,30 @@ func RequireScope(kc KeyChecker, scope string, h http.Handler) http.Handler {
 			WriteError(w, http.StatusServiceUnavailable, "the API key could not be checked, retry later")
 		}
 	})
+}
+
+// AnyOf returns a KeyChecker that accepts a key any of checkers accepts for the scope, asking
+// them in order and stopping at the first that accepts (put checkers that need no I/O, such as
+// StaticKeys, first, so they keep working when a store is down). Otherwise it returns the
+// first ErrMissingScope (a known key without the scope: 403), else the first other error (the
+// check failed: 503), else ErrUnknownKey.
+func AnyOf(checkers ...KeyChecker) KeyChecker { return anyOf(checkers) }
+
+type anyOf []KeyChecker
+
+func (a anyOf) Check(ctx context.Context, key, scope string) error {
+	var missing, failed error
+	for _, kc := range a {
+		err := kc.Check(ctx, key, scope)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, ErrUnknownKey):
+		case errors.Is(err, ErrMissingScope):
+			missing = cmp.Or(missing, err)
+		default:
+			failed = cmp.Or(failed, err)
+		}
+	}
+	return cmp.Or(missing, failed, ErrUnknownKey)
 }
