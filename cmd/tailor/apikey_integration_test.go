@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"strings"
@@ -132,4 +133,39 @@ func TestCLI_APIKeyCreateListRevokeAgainstServe(t *testing.T) {
 	require.NotNil(t, rows[1]["revoked_at"])
 	require.NotNil(t, rows[1]["last_used_at"], "the server recorded the key's use")
 	require.NotContains(t, rows[1], "key", "no secret in the listing")
+}
+
+func TestCLI_RiverUIIsForAdminKeysOnly(t *testing.T) {
+	e := newCLIEnv(t)
+	keyRE := regexp.MustCompile(`key:    (tlr_[a-z2-7]+)\n`)
+	admin := keyRE.FindStringSubmatch(e.ok("apikey", "create", "--name", "ops", "--scopes", "admin"))
+	events := keyRE.FindStringSubmatch(e.ok("apikey", "create", "--name", "app", "--scopes", "events"))
+	require.NotNil(t, admin)
+	require.NotNil(t, events)
+	base := startServe(t, e, "--ui")
+	get := func(path, key string) (*http.Response, string) {
+		req, err := http.NewRequest(http.MethodGet, base+path, nil)
+		require.NoError(t, err)
+		req.Header.Set("Accept", "text/html,application/json") // as a browser asks
+		if key != "" {
+			req.SetBasicAuth("operator", key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp, string(body)
+	}
+	resp, _ := get("/riverui/", "")
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	require.Contains(t, resp.Header.Get("WWW-Authenticate"), "Basic", "the browser asks for the key")
+	resp, _ = get("/riverui/", events[1])
+	require.Equal(t, http.StatusForbidden, resp.StatusCode, "an events key is no admin key")
+	resp, body := get("/riverui/", admin[1])
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	require.Contains(t, body, "<html", "the UI's page")
+	resp, body = get("/riverui/api/queues", admin[1])
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	require.Contains(t, body, `"data"`, "the UI's API answers with River's data")
 }

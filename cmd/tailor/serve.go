@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 	"github.com/tailor-email/tailor/internal/backends"
 	"github.com/tailor-email/tailor/internal/httpapi"
 	"github.com/tailor-email/tailor/internal/httpserver"
+	"github.com/tailor-email/tailor/jobs"
 )
 
 // readinessChecks probes Postgres and the profiles table.
@@ -51,6 +53,7 @@ RFC 8058 one-click unsubscribe (a GET of it shows the page). Give 'tailor work' 
 			&cli.StringFlag{Name: "addr", EnvVars: []string{"TAILOR_ADDR"}, Value: httpserver.AddrDefault, Usage: "listen address"},
 			&cli.StringSliceFlag{Name: "api-key-hash", EnvVars: []string{"TAILOR_API_KEY_HASHES"}, Usage: "SHA-256 (hex) of a bootstrap API key, which grants every scope ('tailor apikey new' prints one); repeat or comma-separate"},
 			&cli.IntFlag{Name: "shards", Value: shardsDefault, Usage: "shard count when the event stream must be created"},
+			&cli.BoolFlag{Name: "ui", EnvVars: []string{"TAILOR_UI"}, Usage: "serve River's web UI at /riverui/ to keys with the admin scope (the browser asks: any user name, the key as password)"},
 		}, servePreferenceFlags()...),
 		Action: func(c *cli.Context) error {
 			hashes := c.StringSlice("api-key-hash")
@@ -87,6 +90,20 @@ RFC 8058 one-click unsubscribe (a GET of it shows the page). Give 'tailor work' 
 				return err
 			}
 			mux.Handle("POST /v1/events", httpapi.RequireScope(keys, httpapi.ScopeEvents, h))
+			if c.Bool("ui") {
+				rc, err := jobs.NewInsertClient(b.Pool)
+				if err != nil {
+					return err
+				}
+				ui, err := httpapi.NewRiverUI(rc, slog.Default())
+				if err != nil {
+					return err
+				}
+				if err := ui.Start(c.Context); err != nil {
+					return fmt.Errorf("river ui: %w", err)
+				}
+				mux.Handle(httpapi.RiverUIPrefix+"/", httpapi.RequireScopeBrowser(keys, httpapi.ScopeAdmin, ui))
+			}
 			srv, err := httpserver.Start(httpserver.Config{Addr: c.String("addr"), Checks: readinessChecks(b), Mux: mux, Registry: reg})
 			if err != nil {
 				return err

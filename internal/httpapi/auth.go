@@ -75,7 +75,8 @@ func (s *StaticKeys) Check(_ context.Context, key, _ string) error {
 	return nil
 }
 
-// RequestKey returns the API key of a request: Authorization: Bearer KEY, or X-API-Key.
+// RequestKey returns the API key of a request: Authorization: Bearer KEY, X-API-Key, or the
+// password of HTTP Basic authentication (what a browser sends for the operator UI).
 func RequestKey(r *http.Request) string {
 	if k := strings.TrimSpace(r.Header.Get("X-API-Key")); k != "" {
 		return k
@@ -84,6 +85,9 @@ func RequestKey(r *http.Request) string {
 	if len(auth) > 7 && strings.EqualFold(auth[:7], "bearer ") {
 		return strings.TrimSpace(auth[7:])
 	}
+	if _, pass, ok := r.BasicAuth(); ok {
+		return strings.TrimSpace(pass)
+	}
 	return ""
 }
 
@@ -91,13 +95,24 @@ func RequestKey(r *http.Request) string {
 // a missing, unknown or revoked key, 403 for a key without the scope, 503 when the check
 // fails. Answers are JSON {"error": reason}.
 func RequireScope(kc KeyChecker, scope string, h http.Handler) http.Handler {
+	return requireScope(kc, scope, `Bearer realm="tailor"`, h)
+}
+
+// RequireScopeBrowser is RequireScope for pages people open in a browser: a 401 asks for HTTP
+// Basic authentication, so the browser prompts and the API key goes in as the password (any
+// user name).
+func RequireScopeBrowser(kc KeyChecker, scope string, h http.Handler) http.Handler {
+	return requireScope(kc, scope, `Basic realm="tailor (API key as password)", charset="UTF-8"`, h)
+}
+
+func requireScope(kc KeyChecker, scope, challenge string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		err := kc.Check(r.Context(), RequestKey(r), scope)
 		switch {
 		case err == nil:
 			h.ServeHTTP(w, r)
 		case errors.Is(err, ErrUnknownKey):
-			w.Header().Set("WWW-Authenticate", `Bearer realm="tailor"`)
+			w.Header().Set("WWW-Authenticate", challenge)
 			WriteError(w, http.StatusUnauthorized, ErrUnknownKey.Error()+" (send Authorization: Bearer KEY)")
 		case errors.Is(err, ErrMissingScope):
 			WriteError(w, http.StatusForbidden, fmt.Sprintf("this API key lacks the %q scope", scope))
