@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -118,27 +119,28 @@ func (w *campaignWorkers) unrecorded(ctx context.Context, campaignID int64, ids 
 	return out, nil
 }
 
-// profiles returns a batch's profiles: decoded from the job (RenderFromScan) or read again.
+// profiles returns a batch's profiles: those the fan-out handed off in this process, and the
+// rest (all of them when the job runs elsewhere, or again) read with BatchGetItem.
 func (w *campaignWorkers) profiles(ctx context.Context, args RenderBatchArgs, ids []string) (map[string]*profile.Profile, error) {
-	if len(args.Profiles) == len(args.CustomerIDs) && len(args.Profiles) > 0 {
-		want := make(map[string]bool, len(ids))
-		for _, id := range ids {
-			want[id] = true
+	held := w.handoff.take(batchKey(args.CampaignID, args.SendAt, args.CustomerIDs))
+	out := make(map[string]*profile.Profile, len(ids))
+	var missing []string
+	for _, id := range ids {
+		if p, ok := held[id]; ok {
+			out[id] = p
+		} else {
+			missing = append(missing, id)
 		}
-		out := make(map[string]*profile.Profile, len(ids))
-		for i, e := range args.Profiles {
-			if !want[args.CustomerIDs[i]] {
-				continue
-			}
-			p, err := e.decode()
-			if err != nil {
-				return nil, river.JobCancel(fmt.Errorf("campaign %d: profile %s in job: %w", args.CampaignID, args.CustomerIDs[i], err))
-			}
-			out[p.ID] = p
-		}
+	}
+	if len(missing) == 0 {
 		return out, nil
 	}
-	return w.cfg.Profiles.BatchGet(ctx, ids)
+	read, err := w.cfg.Profiles.BatchGet(ctx, missing)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(out, read)
+	return out, nil
 }
 
 // recipient is one customer a render job records an outcome for.
