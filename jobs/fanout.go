@@ -198,7 +198,7 @@ func (f *fanout) page(ctx context.Context, segment int, last *string, page *Prof
 			counts[CounterNoAddress]++ // no address (events only, or erased)
 			continue
 		}
-		ok, err := f.seg.Match(p.Fields(now))
+		ok, err := f.seg.MatchProfile(p, now)
 		if err != nil {
 			counts[CounterSegmentError]++
 			counts[CounterSegmentError+": "+segmentErrorReason(err)]++

@@ -104,7 +104,6 @@ func benchCampaign(b *testing.B, content bool) {
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()
-	defer func() { _ = os.WriteFile("/tmp/work.log", logs.Bytes(), 0o644) }() // TEMP
 	cpu := stackCPU(stack)
 	work, err := processCPU(cmd.Process.Pid, false)
 	require.NoError(b, err)

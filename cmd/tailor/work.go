@@ -94,6 +94,10 @@ func startCPUProfile(path string) (stop func(), err error) {
 	}
 	return func() {
 		pprof.StopCPUProfile()
+		if h, err := os.Create(path + ".heap"); err == nil { // TEMP
+			_ = pprof.Lookup("allocs").WriteTo(h, 0)
+			h.Close()
+		}
 		if err := f.Close(); err != nil {
 			slog.Error("cpu profile", "path", path, "error", err)
 		}
