@@ -81,7 +81,7 @@ func (n *SegmentCount) countPage(p *ProfilePage, seg *Segment, now time.Time) {
 			n.Unreachable++
 			continue
 		}
-		ok, err := seg.Match(prof.Fields(now))
+		ok, err := seg.MatchProfile(prof, now)
 		switch {
 		case err != nil:
 			n.Errors++
@@ -121,7 +121,7 @@ func SampleSegment(ctx context.Context, r ProfileReader, seg *Segment, n int) ([
 			if len(out) >= n {
 				break
 			}
-			if ok, err := seg.Match(prof.Fields(now)); err == nil && ok && prof.Reachable() {
+			if ok, err := seg.MatchProfile(prof, now); err == nil && ok && prof.Reachable() {
 				out = append(out, prof)
 			}
 		}
@@ -192,7 +192,7 @@ func DryRun(ctx context.Context, cfg DryRunConfig, in NewCampaign) (*DryRunResul
 				res.LeftOut[preferences.ReasonNoAddress]++
 				continue
 			}
-			ok, err := seg.Match(prof.Fields(now))
+			ok, err := seg.MatchProfile(prof, now)
 			switch {
 			case err != nil:
 				res.LeftOut["segment_error"]++

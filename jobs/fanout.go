@@ -14,6 +14,7 @@ import (
 	"github.com/riverqueue/river"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tailor-email/tailor/pipeline/profile"
 	"github.com/tailor-email/tailor/preferences"
 )
 
@@ -185,22 +186,19 @@ func (f *fanout) segment(ctx context.Context, segment int, last *string) error {
 	}
 }
 
-// batchKey groups a page's recipients by send time.
-type batchKey = time.Time
-
 // page filters one page, groups the audience into batches by send time and commits them with
 // the segment's new cursor and the page's counters.
 func (f *fanout) page(ctx context.Context, segment int, last *string, page *ProfilePage) error {
 	cfg := f.w.cfg
 	counts := map[string]int64{}
-	groups := map[batchKey][]int{}
+	groups := map[time.Time][]int{} // by send time
 	now := cfg.Now()
 	for i, p := range page.Profiles {
 		if !p.Reachable() {
 			counts[CounterNoAddress]++ // no address (events only, or erased)
 			continue
 		}
-		ok, err := f.seg.Match(p.Fields(now))
+		ok, err := f.seg.MatchProfile(p, now)
 		if err != nil {
 			counts[CounterSegmentError]++
 			counts[CounterSegmentError+": "+segmentErrorReason(err)]++
@@ -230,11 +228,19 @@ func (f *fanout) page(ctx context.Context, segment int, last *string, page *Prof
 			args := RenderBatchArgs{CampaignID: f.c.ID, SendAt: at}
 			for _, i := range chunk {
 				args.CustomerIDs = append(args.CustomerIDs, page.Profiles[i].ID)
-				if cfg.RenderFromScan {
-					args.Profiles = append(args.Profiles, encodeItem(page.Items[i]))
-				}
 			}
 			params = append(params, river.InsertManyParams{Args: args, InsertOpts: opts})
+			if opts.ScheduledAt.IsZero() {
+				// Due now: this process's render jobs take the scanned profiles. (A batch due
+				// later reads them when it renders, fresh.)
+				ps := make(map[string]*profile.Profile, len(chunk))
+				for _, i := range chunk {
+					ps[page.Profiles[i].ID] = page.Profiles[i]
+				}
+				if err := f.w.handoff.put(ctx, batchKey(f.c.ID, at, args.CustomerIDs), ps); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	done := page.Last == ""

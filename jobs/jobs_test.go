@@ -336,6 +336,39 @@ func TestSegment_MatchesTheProfileView(t *testing.T) {
 	}
 }
 
+// MatchProfile gives Match's answer over the profile's view; literal segments (`true`) give
+// their constant without the view, time-dependent ones (now()) do not count as literal.
+func TestSegment_MatchProfileAgreesWithMatch(t *testing.T) {
+	t.Parallel()
+	now := time.Now().UTC()
+	fr := &profile.Profile{ID: "c1", CRM: profile.CRM{Country: "FR", CreatedAt: now.Add(-time.Hour)}}
+	de := &profile.Profile{ID: "c2", CRM: profile.CRM{Country: "DE", CreatedAt: now.Add(-1000 * time.Hour)}}
+	for _, tc := range []struct {
+		expr   string
+		fr, de bool
+	}{
+		{`true`, true, true},
+		{`false`, false, false},
+		{`1 < 2 && !false`, true, true},
+		{`country == "FR"`, true, false},
+		{`created_at > now() - duration("24h")`, true, false},
+	} {
+		seg, err := jobs.ParseSegment(tc.expr)
+		require.NoError(t, err, tc.expr)
+		for _, c := range []struct {
+			p    *profile.Profile
+			want bool
+		}{{fr, tc.fr}, {de, tc.de}} {
+			got, err := seg.MatchProfile(c.p, now)
+			require.NoError(t, err)
+			require.Equal(t, c.want, got, "%s for %s", tc.expr, c.p.ID)
+			viaView, err := seg.Match(c.p.Fields(now))
+			require.NoError(t, err)
+			require.Equal(t, viaView, got, "%s for %s", tc.expr, c.p.ID)
+		}
+	}
+}
+
 // Segments see behaviour as of the campaign's start: windowed counts are computed from the
 // stored event state when the audience is scanned, not stored (they change as time passes).
 func TestCampaign_SegmentOnWindowedBehaviour(t *testing.T) {

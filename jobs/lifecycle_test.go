@@ -416,3 +416,39 @@ func TestCampaign_TriggeredWithDelayAndCancelIfFiresOncePerWindow(t *testing.T) 
 	require.Equal(t, jobs.StatusRunning, p.Status, "a triggered campaign keeps listening")
 	require.Equal(t, int64(1), p.Counters["reason:"+jobs.ReasonCancelIf])
 }
+
+// A recipient recorded by another run of the batch (two runs of one job at once) makes the
+// batch's COPY conflict: the rest of the batch is recorded without a second row for that
+// recipient, its row is left as the other run wrote it, and the counters count it once.
+func TestCampaign_ARecipientRecordedMeanwhileIsNotRecordedTwice(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	var ps []*profile.Profile
+	for i := range 5 {
+		ps = append(ps, &profile.Profile{ID: fmt.Sprintf("d%d", i), CRM: profile.CRM{Email: fmt.Sprintf("d%d@example.com", i), FirstName: "D"}})
+	}
+	seedEncoded(t, b, ps)
+	tpl := writeFiles(t, map[string]string{"template.yaml": "name: dup\nversion: 1\n", "subject": "Hi {{ customer.first_name }}", "html": "<p>Hi</p>", "text": "Hi"})
+	camp := create(t, b, jobs.NewCampaign{Template: tpl, Segment: "true", SendAt: sendNow()})
+	// The other run: its row, its processed count and its counter, as store records them.
+	for _, stmt := range []string{
+		`INSERT INTO rendered_messages (campaign_id, customer_id, email, status, subject) VALUES ($1, 'd3', 'd3@example.com', 'rendered', 'the other run')`,
+		`UPDATE campaigns SET processed = processed + 1 WHERE id = $1`,
+		`INSERT INTO campaign_counters (campaign_id, key, n) VALUES ($1, 'rendered', 1)`,
+	} {
+		_, err := b.env.Pool.Exec(ctx, stmt, camp.ID)
+		require.NoError(t, err)
+	}
+	startClient(t, b, jobs.Config{})
+
+	p := wait(t, b, camp.ID, time.Minute)
+	require.Equal(t, jobs.StatusRendered, p.Status, p.Error)
+	got := outcomes(t, b, camp.ID)
+	require.Len(t, got, 5)
+	require.Equal(t, "the other run", got["d3/"].Subject)
+	require.Equal(t, "Hi D", got["d0/"].Subject)
+	require.Equal(t, 5, p.AudienceCount)
+	require.Equal(t, 5, p.Processed)
+	require.Equal(t, int64(5), p.Counters[jobs.MessageRendered])
+}

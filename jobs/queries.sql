@@ -110,11 +110,9 @@ SELECT key, n FROM campaign_counters WHERE campaign_id = $1 ORDER BY key;
 SELECT customer_id FROM rendered_messages WHERE campaign_id = $1 AND customer_id = ANY($2) AND occurrence = $3;
 
 -- name: insert-messages
--- One statement for a whole batch: unnest keeps it a single round trip; ON CONFLICT makes a
--- re-run of the job a no-op for recipients already recorded; the campaign's processed counter
--- grows by the rows actually inserted and the last one completes the campaign (the row lock
--- serialises this with finish-fanout and with cancel). It returns the inserted customers and
--- the campaign's status: a cancel that committed meanwhile shows here.
+-- A batch's rows when the COPY found one recorded already (two runs of one job at once): one
+-- statement for the whole batch (unnest keeps it a single round trip), ON CONFLICT skips the
+-- recipients recorded before. It returns the customers it recorded.
 WITH ins AS (
     INSERT INTO rendered_messages (campaign_id, customer_id, email, status, subject, preheader, html, text_body, headers,
                                    provenance, reason, not_before, occurrence, variant)
@@ -122,17 +120,22 @@ WITH ins AS (
                             $10::jsonb[], $11::text[], $12::timestamptz[], $13::text[], $14::text[])
     ON CONFLICT (campaign_id, customer_id, occurrence) DO NOTHING
     RETURNING customer_id
-), camp AS (
-    UPDATE campaigns c SET processed = processed + (SELECT count(*) FROM ins),
-           audience_count = audience_count + CASE WHEN c.kind = 'triggered' THEN (SELECT count(*) FROM ins) ELSE 0 END,
-           status = CASE WHEN c.kind = 'batch' AND status IN ('running', 'paused') AND fanout_done
-                              AND processed + (SELECT count(*) FROM ins) >= audience_count THEN 'rendered' ELSE status END,
-           finished_at = CASE WHEN c.kind = 'batch' AND status IN ('running', 'paused') AND fanout_done
-                              AND processed + (SELECT count(*) FROM ins) >= audience_count THEN now() ELSE finished_at END
-    WHERE id = $1
-    RETURNING status
 )
-SELECT (SELECT status FROM camp), COALESCE((SELECT array_agg(customer_id) FROM ins), '{}');
+SELECT COALESCE(array_agg(customer_id), '{}') FROM ins;
+
+-- name: count-recorded
+-- In the transaction that recorded $2 recipients: the campaign's processed counter grows by
+-- them (a triggered campaign's audience too) and the last one completes a batch campaign (the
+-- row lock serialises this with finish-fanout and with cancel). It returns the campaign's
+-- status: a cancel that committed meanwhile shows here.
+UPDATE campaigns c SET processed = processed + $2,
+       audience_count = audience_count + CASE WHEN c.kind = 'triggered' THEN $2 ELSE 0 END,
+       status = CASE WHEN c.kind = 'batch' AND status IN ('running', 'paused') AND fanout_done
+                          AND processed + $2 >= audience_count THEN 'rendered' ELSE status END,
+       finished_at = CASE WHEN c.kind = 'batch' AND status IN ('running', 'paused') AND fanout_done
+                          AND processed + $2 >= audience_count THEN now() ELSE finished_at END
+WHERE id = $1
+RETURNING status;
 
 -- name: cancel-inserted
 -- The campaign was cancelled while this batch rendered: its rows are cancelled too.

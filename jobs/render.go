@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/riverqueue/river"
 
 	"github.com/tailor-email/tailor/pipeline/profile"
@@ -118,27 +120,28 @@ func (w *campaignWorkers) unrecorded(ctx context.Context, campaignID int64, ids 
 	return out, nil
 }
 
-// profiles returns a batch's profiles: decoded from the job (RenderFromScan) or read again.
+// profiles returns a batch's profiles: those the fan-out handed off in this process, and the
+// rest (all of them when the job runs elsewhere, or again) read with BatchGetItem.
 func (w *campaignWorkers) profiles(ctx context.Context, args RenderBatchArgs, ids []string) (map[string]*profile.Profile, error) {
-	if len(args.Profiles) == len(args.CustomerIDs) && len(args.Profiles) > 0 {
-		want := make(map[string]bool, len(ids))
-		for _, id := range ids {
-			want[id] = true
+	held := w.handoff.take(batchKey(args.CampaignID, args.SendAt, args.CustomerIDs))
+	out := make(map[string]*profile.Profile, len(ids))
+	var missing []string
+	for _, id := range ids {
+		if p, ok := held[id]; ok {
+			out[id] = p
+		} else {
+			missing = append(missing, id)
 		}
-		out := make(map[string]*profile.Profile, len(ids))
-		for i, e := range args.Profiles {
-			if !want[args.CustomerIDs[i]] {
-				continue
-			}
-			p, err := e.decode()
-			if err != nil {
-				return nil, river.JobCancel(fmt.Errorf("campaign %d: profile %s in job: %w", args.CampaignID, args.CustomerIDs[i], err))
-			}
-			out[p.ID] = p
-		}
+	}
+	if len(missing) == 0 {
 		return out, nil
 	}
-	return w.cfg.Profiles.BatchGet(ctx, ids)
+	read, err := w.cfg.Profiles.BatchGet(ctx, missing)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(out, read)
+	return out, nil
 }
 
 // recipient is one customer a render job records an outcome for.
@@ -301,12 +304,13 @@ func (w *campaignWorkers) store(ctx context.Context, c *Campaign, outs []outcome
 		if len(rows.customer) == 0 {
 			return nil
 		}
+		inserted, err := insertMessages(ctx, tx, c.ID, &rows)
+		if err != nil {
+			return err
+		}
 		var status string
-		var inserted []string
-		if err := tx.QueryRow(ctx, queries.Get("insert-messages"), c.ID, rows.customer, rows.email, rows.status, rows.subject,
-			rows.preheader, rows.html, rows.text, rows.headers, rows.provenance, rows.reason, rows.notBefore, rows.occurrence,
-			rows.variant).Scan(&status, &inserted); err != nil {
-			return fmt.Errorf("store rendered messages: %w", err)
+		if err := tx.QueryRow(ctx, queries.Get("count-recorded"), c.ID, len(inserted)).Scan(&status); err != nil {
+			return fmt.Errorf("count recorded messages: %w", err)
 		}
 		counts := map[string]int64{}
 		for _, id := range inserted {
@@ -323,6 +327,39 @@ func (w *campaignWorkers) store(ctx context.Context, c *Campaign, outs []outcome
 		}
 		return addCounters(ctx, tx, c.ID, counts)
 	})
+}
+
+// messageColumns are the rendered_messages columns a batch writes, in messageRows.row order.
+var messageColumns = []string{"campaign_id", "customer_id", "email", "status", "subject", "preheader", "html", "text_body",
+	"headers", "provenance", "reason", "not_before", "occurrence", "variant"}
+
+// insertMessages records a batch's rows and returns the customers it recorded. It COPYs them,
+// streamed in 64 KB chunks (an INSERT of unnest arrays made pgx assemble every ~11 KB body of
+// the batch in one parameter buffer grown step by step: about seven times the batch's size in
+// allocations, most of the render workers' CPU and memory). The batch's recipients are not
+// recorded yet (a resumed job left out those it recorded before), so the COPY inserts them all;
+// should one be recorded after all (two runs of one job at once), the COPY's savepoint is
+// rolled back and the rows go in with INSERT ... ON CONFLICT DO NOTHING, which skips it.
+func insertMessages(ctx context.Context, tx pgx.Tx, campaignID int64, rows *messageRows) ([]string, error) {
+	err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
+		_, err := sp.CopyFrom(ctx, pgx.Identifier{"rendered_messages"}, messageColumns, pgx.CopyFromSlice(len(rows.customer),
+			func(i int) ([]any, error) { return rows.row(campaignID, i), nil }))
+		return err
+	})
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil:
+		return rows.customer, nil
+	case !errors.As(err, &pgErr) || pgErr.Code != "23505": // unique_violation
+		return nil, fmt.Errorf("store rendered messages: %w", err)
+	}
+	var inserted []string
+	if err := tx.QueryRow(ctx, queries.Get("insert-messages"), campaignID, rows.customer, rows.email, rows.status, rows.subject,
+		rows.preheader, rows.html, rows.text, rows.headers, rows.provenance, rows.reason, rows.notBefore, rows.occurrence,
+		rows.variant).Scan(&inserted); err != nil {
+		return nil, fmt.Errorf("store rendered messages: %w", err)
+	}
+	return inserted, nil
 }
 
 // count adds the outcome's counter keys: its status, its reason, and for a rendered message its
@@ -389,6 +426,12 @@ type messageRows struct {
 }
 
 var emptyJSON = []byte("{}")
+
+// row returns row i in messageColumns order.
+func (m *messageRows) row(campaignID int64, i int) []any {
+	return []any{campaignID, m.customer[i], m.email[i], m.status[i], m.subject[i], m.preheader[i], m.html[i], m.text[i],
+		m.headers[i], m.provenance[i], m.reason[i], m.notBefore[i], m.occurrence[i], m.variant[i]}
+}
 
 func (m *messageRows) add(o *outcome) {
 	msg := o.msg

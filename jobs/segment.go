@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
@@ -28,6 +29,9 @@ type Segment struct {
 	src   string
 	prog  *vm.Program
 	names []string
+	// constant is the result of an expression of literals only (`true` for everyone), which
+	// MatchProfile returns without building the profile's view.
+	constant *bool
 }
 
 // SegmentError explains why a segment does not compile: the message, the position (1-based
@@ -103,7 +107,14 @@ func parseExpr(src string, extra map[string]any) (*Segment, error) {
 	if err != nil {
 		return nil, segmentErr(src, err)
 	}
-	return &Segment{src: src, prog: prog, names: v.names()}, nil
+	seg := &Segment{src: src, prog: prog, names: v.names()}
+	if v.literalOnly() {
+		if out, err := expr.Run(prog, env); err == nil {
+			b, _ := out.(bool)
+			seg.constant = &b
+		}
+	}
+	return seg, nil
 }
 
 // isBuiltin reports whether name is one of expr-lang's built-in functions or constants, which
@@ -130,15 +141,35 @@ func (s *Segment) Match(fields map[string]any) (bool, error) {
 	return b, nil
 }
 
+// MatchProfile is Match over p's view as of now; a segment of literals only (`true`) does not
+// build the view. It is safe for concurrent use.
+func (s *Segment) MatchProfile(p *profile.Profile, now time.Time) (bool, error) {
+	if s.constant != nil {
+		return *s.constant, nil
+	}
+	return s.Match(p.Fields(now))
+}
+
 type identVisitor struct {
 	idents []*ast.IdentifierNode
+	other  bool // a node that is neither a literal nor an operator (a field, a call, ...)
 }
 
 func (v *identVisitor) Visit(node *ast.Node) {
-	if id, ok := (*node).(*ast.IdentifierNode); ok {
-		v.idents = append(v.idents, id)
+	switch n := (*node).(type) {
+	case *ast.IdentifierNode:
+		v.idents = append(v.idents, n)
+		v.other = true
+	case *ast.NilNode, *ast.BoolNode, *ast.IntegerNode, *ast.FloatNode, *ast.StringNode, *ast.ConstantNode,
+		*ast.UnaryNode, *ast.BinaryNode, *ast.ConditionalNode:
+	default:
+		v.other = true
 	}
 }
+
+// literalOnly reports whether the expression is made of literals and operators only, so its
+// value is the same for every profile and at every time.
+func (v *identVisitor) literalOnly() bool { return !v.other }
 
 func (v *identVisitor) names() []string {
 	var out []string

@@ -33,6 +33,7 @@ const (
 	RenderConcurrencyDefault = 8 // recipients of one batch rendered at once (content calls overlap)
 	FetchCooldownDefault     = 20 * time.Millisecond
 	CompletedRetainDefault   = 24 * time.Hour
+	HandoffDefault           = 8000 // profiles (80 batches); see Config.Handoff
 	PauseSnoozeDefault       = 5 * time.Second
 
 	// StartTimeoutDefault bounds one run of campaign.start; it scans for StartSliceDefault,
@@ -68,9 +69,6 @@ type RenderBatchArgs struct {
 	CampaignID  int64     `json:"campaign_id" river:"unique"`
 	CustomerIDs []string  `json:"customer_ids" river:"unique"`
 	SendAt      time.Time `json:"send_at" river:"unique"`
-	// Profiles are the scanned profile items (Config.RenderFromScan), in CustomerIDs order;
-	// without them the job reads the profiles with BatchGetItem.
-	Profiles []EncodedProfile `json:"profiles,omitempty"`
 }
 
 // Kind implements river.JobArgs.
@@ -107,9 +105,10 @@ type Config struct {
 	RenderWorkers int
 	// RenderConcurrency is recipients of one batch rendered at once. Default 8.
 	RenderConcurrency int
-	// RenderFromScan carries the scanned profiles in the render jobs instead of reading them
-	// again with BatchGetItem. Default false (see the closing note of issue 9 in jobs/doc.go).
-	RenderFromScan bool
+	// Handoff is how many scanned profiles the fan-out holds in memory for the render jobs
+	// of this process, which then skip their BatchGetItem (see handoff). Default
+	// HandoffDefault; negative: none, every render job reads its profiles.
+	Handoff int
 	// RenderAhead is how long before a recipient's send time the render job runs. Default
 	// RenderAheadDefault (10 minutes).
 	RenderAhead time.Duration
@@ -135,6 +134,7 @@ func (c Config) withDefaults() Config {
 	c.ScanPage = cmp.Or(c.ScanPage, ScanPageDefault)
 	c.RenderWorkers = cmp.Or(c.RenderWorkers, RenderWorkersDefault)
 	c.RenderConcurrency = cmp.Or(c.RenderConcurrency, RenderConcurrencyDefault)
+	c.Handoff = cmp.Or(c.Handoff, HandoffDefault)
 	c.RenderAhead = cmp.Or(c.RenderAhead, RenderAheadDefault)
 	c.FetchCooldown = cmp.Or(c.FetchCooldown, FetchCooldownDefault)
 	c.PauseSnooze = cmp.Or(c.PauseSnooze, PauseSnoozeDefault)
@@ -196,7 +196,8 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 		return nil, err
 	}
 	workers := river.NewWorkers()
-	w := &campaignWorkers{cfg: cfg, defs: map[int64]*definition{}}
+	w := &campaignWorkers{cfg: cfg, defs: map[int64]*definition{},
+		handoff: newHandoff(cfg.Handoff, handoffLag(cfg), handoffWait)}
 	river.AddWorker(workers, &startWorker{w: w})
 	river.AddWorker(workers, &renderWorker{w: w})
 	river.AddWorker(workers, &triggeredWorker{w: w})
@@ -215,10 +216,22 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 	})
 }
 
+// handoffWait is how long the fan-out waits for render jobs to take handed-off profiles
+// before it drops the oldest to make room.
+const handoffWait = time.Second
+
+// handoffLag is how many batches after an entry's a job may take before the entry counts as
+// another process's: a fetch's worth for every worker, and the batches of one page per scan
+// segment twice over, since the segments' pages commit (and become jobs) in any order.
+func handoffLag(cfg Config) int {
+	return 2*cfg.RenderWorkers + 2*cfg.ScanSegments*((cfg.ScanPage+cfg.BatchSize-1)/cfg.BatchSize)
+}
+
 type campaignWorkers struct {
-	cfg  Config
-	mu   sync.Mutex
-	defs map[int64]*definition // a campaign's definition never changes once it is scheduled
+	cfg     Config
+	mu      sync.Mutex
+	defs    map[int64]*definition // a campaign's definition never changes once it is scheduled
+	handoff *handoff              // nil without one
 }
 
 // definition is a campaign as the render jobs need it, parsed once per process.

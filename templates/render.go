@@ -399,8 +399,19 @@ func (t *Template) fallbacks() map[string]any {
 }
 
 // applyDefaults returns the profile with the manifest defaults filled in for fields that are
-// missing, null or the empty string. The caller's map is not modified.
+// missing, null or the empty string. The caller's map is not modified; it is returned as it is
+// when no default applies (the common case: one copy of a ~70-field view per recipient saved).
 func applyDefaults(profile, defaults map[string]any) map[string]any {
+	needed := false
+	for k := range defaults {
+		if cur, ok := profile[k]; !ok || cur == nil || cur == "" {
+			needed = true
+			break
+		}
+	}
+	if !needed && profile != nil {
+		return profile
+	}
 	out := make(map[string]any, len(profile)+len(defaults))
 	for k, v := range profile {
 		out[k] = v

@@ -3,6 +3,7 @@ package templates
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -162,4 +163,13 @@ func TestCache_StaysBounded(t *testing.T) {
 	}
 	require.Len(t, c.entries, 3)
 	require.NotNil(t, c.get("j"), "the newest entry is kept")
+
+	// A full cache makes room for an eighth of its size at once, not one entry per put.
+	big := newCache(800)
+	for i := range 800 {
+		big.put(strconv.Itoa(i), &entry{keepUntil: now.Add(time.Hour)}, now)
+	}
+	big.put("new", &entry{keepUntil: now.Add(time.Hour)}, now)
+	require.Len(t, big.entries, 701)
+	require.NotNil(t, big.get("new"))
 }

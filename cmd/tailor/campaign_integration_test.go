@@ -25,12 +25,19 @@ import (
 
 // seedProfiles writes n reachable profiles straight to the table (BatchWriteItem).
 func seedProfiles(t testing.TB, e *cliEnv, prefix string, n int) {
+	seedProfilesFunc(t, e, n, func(i int) *profile.Profile {
+		return &profile.Profile{ID: fmt.Sprintf("%s%05d", prefix, i), CRM: profile.CRM{Email: fmt.Sprintf("%s%d@example.com", prefix, i), FirstName: "F"}}
+	})
+}
+
+// seedProfilesFunc writes the n profiles build returns straight to the table.
+func seedProfilesFunc(t testing.TB, e *cliEnv, n int, build func(i int) *profile.Profile) {
 	t.Helper()
 	store := profile.NewStore(e.env.DynamoDB, e.env.Names.Profiles)
 	require.NoError(t, store.EnsureTable(context.Background()))
 	var reqs []types.WriteRequest
 	for i := range n {
-		item, err := profile.Encode(&profile.Profile{ID: fmt.Sprintf("%s%05d", prefix, i), CRM: profile.CRM{Email: fmt.Sprintf("%s%d@example.com", prefix, i), FirstName: "F"}})
+		item, err := profile.Encode(build(i))
 		require.NoError(t, err)
 		reqs = append(reqs, types.WriteRequest{PutRequest: &types.PutRequest{Item: item}})
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -27,6 +29,8 @@ and one-click unsubscribe (List-Unsubscribe and List-Unsubscribe-Post headers); 
 			&cli.IntFlag{Name: "render-workers", EnvVars: []string{"TAILOR_RENDER_WORKERS"}, Value: jobs.RenderWorkersDefault, Usage: "concurrent render.batch jobs in this process"},
 			&cli.IntFlag{Name: "batch-size", EnvVars: []string{"TAILOR_BATCH_SIZE"}, Value: jobs.BatchSizeDefault, Usage: "recipients per render.batch job (1-100)"},
 			&cli.DurationFlag{Name: "stop-timeout", EnvVars: []string{"TAILOR_STOP_TIMEOUT"}, Value: 30 * time.Second, Usage: "how long running jobs may finish after a stop signal"},
+			&cli.IntFlag{Name: "handoff", Value: jobs.HandoffDefault, Usage: "EXPERIMENT"},
+			&cli.StringFlag{Name: "cpuprofile", Usage: "write a Go CPU profile of this process to FILE until it stops (go tool pprof FILE)"},
 		}, linkFlags()...),
 		Action: func(c *cli.Context) error {
 			if bs := c.Int("batch-size"); bs < 1 || bs > ddb.BatchGetMax {
@@ -35,6 +39,13 @@ and one-click unsubscribe (List-Unsubscribe and List-Unsubscribe-Post headers); 
 			links, err := links(c)
 			if err != nil {
 				return err
+			}
+			if path := c.String("cpuprofile"); path != "" {
+				stop, err := startCPUProfile(path)
+				if err != nil {
+					return err
+				}
+				defer stop()
 			}
 			b, err := openBackends(c)
 			if err != nil {
@@ -46,6 +57,7 @@ and one-click unsubscribe (List-Unsubscribe and List-Unsubscribe-Post headers); 
 				RenderWorkers: c.Int("render-workers"),
 				BatchSize:     c.Int("batch-size"),
 				Links:         links,
+				Handoff:       c.Int("handoff"),
 				Logger:        slog.Default(),
 			})
 			if err != nil {
@@ -68,4 +80,26 @@ and one-click unsubscribe (List-Unsubscribe and List-Unsubscribe-Post headers); 
 			return nil
 		},
 	})
+}
+
+// startCPUProfile profiles the process's CPU into path until the returned function is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if h, err := os.Create(path + ".heap"); err == nil { // TEMP
+			_ = pprof.Lookup("allocs").WriteTo(h, 0)
+			h.Close()
+		}
+		if err := f.Close(); err != nil {
+			slog.Error("cpu profile", "path", path, "error", err)
+		}
+	}, nil
 }

@@ -199,29 +199,89 @@ func number(item map[string]types.AttributeValue, attr string) (uint64, error) {
 func decodeAttributes(item map[string]types.AttributeValue) (map[string]any, error) {
 	out := map[string]any{}
 	if v, ok := item[attrAttributes]; ok {
-		var m map[string]any
-		if err := attributevalue.Unmarshal(v, &m); err != nil {
-			// A jsonb that is not an object (an array, a number) is kept under its column name.
-			var anyV any
-			if err := attributevalue.Unmarshal(v, &anyV); err != nil {
-				return nil, decodeErr(attrAttributes, err)
-			}
-			out[attrAttributes] = anyV
+		x, err := anyOf(v)
+		if err != nil {
+			return nil, decodeErr(attrAttributes, err)
 		}
-		maps.Copy(out, m)
+		switch x := x.(type) {
+		case map[string]any:
+			maps.Copy(out, x)
+		case nil:
+		default:
+			// A jsonb that is not an object (an array, a number) is kept under its column name.
+			out[attrAttributes] = x
+		}
 	}
 	for k, v := range item {
 		col, ok := strings.CutPrefix(k, attrColumnPrefix)
 		if !ok {
 			continue
 		}
-		var x any
-		if err := attributevalue.Unmarshal(v, &x); err != nil {
+		x, err := anyOf(v)
+		if err != nil {
 			return nil, decodeErr(k, err)
 		}
 		out[col] = x
 	}
 	return out, nil
+}
+
+// anyOf converts an attribute value to what attributevalue.Unmarshal makes of it in an `any`
+// (strings, float64 numbers, bools, nil, []byte, []any, map[string]any and the sets as
+// []string, []float64, [][]byte), without reflection: every scanned profile's attributes pass
+// through here.
+func anyOf(av types.AttributeValue) (any, error) {
+	switch v := av.(type) {
+	case *types.AttributeValueMemberS:
+		return v.Value, nil
+	case *types.AttributeValueMemberN:
+		return strconv.ParseFloat(v.Value, 64)
+	case *types.AttributeValueMemberBOOL:
+		return v.Value, nil
+	case *types.AttributeValueMemberNULL:
+		return nil, nil
+	case *types.AttributeValueMemberB:
+		return bytes.Clone(v.Value), nil
+	case *types.AttributeValueMemberM:
+		m := make(map[string]any, len(v.Value))
+		for k, e := range v.Value {
+			x, err := anyOf(e)
+			if err != nil {
+				return nil, err
+			}
+			m[k] = x
+		}
+		return m, nil
+	case *types.AttributeValueMemberL:
+		l := make([]any, len(v.Value))
+		for i, e := range v.Value {
+			x, err := anyOf(e)
+			if err != nil {
+				return nil, err
+			}
+			l[i] = x
+		}
+		return l, nil
+	case *types.AttributeValueMemberSS:
+		return slices.Clone(v.Value), nil
+	case *types.AttributeValueMemberNS:
+		ns := make([]float64, len(v.Value))
+		for i, n := range v.Value {
+			f, err := strconv.ParseFloat(n, 64)
+			if err != nil {
+				return nil, err
+			}
+			ns[i] = f
+		}
+		return ns, nil
+	case *types.AttributeValueMemberBS:
+		bs := make([][]byte, len(v.Value))
+		for i, b := range v.Value {
+			bs[i] = bytes.Clone(b)
+		}
+		return bs, nil
+	}
+	return nil, fmt.Errorf("unsupported AttributeValue type, %T", av)
 }
 
 func decodeEntries[T any](item map[string]types.AttributeValue, kind EntryKind, conv func(map[string]any) T) (map[string]T, error) {

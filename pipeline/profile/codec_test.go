@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/stretchr/testify/require"
 
@@ -291,4 +292,57 @@ func TestCodec_VersionsAboveTwoToThe53AreExact(t *testing.T) {
 	require.Equal(t, v, back.CRMVersion)
 	require.Equal(t, v, back.Subscriptions["t"].Version)
 	require.Equal(t, v+2, back.Consents["p"].Version)
+}
+
+// The attributes decoder without reflection makes of every kind of attribute value what the
+// SDK's attributevalue.Unmarshal into an `any` makes of it.
+func TestAnyOf_AgreesWithAttributeValueUnmarshal(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(5, 6))
+	var gen func(depth int) types.AttributeValue
+	gen = func(depth int) types.AttributeValue {
+		k := r.IntN(10)
+		if depth > 3 && k >= 8 {
+			k = r.IntN(8)
+		}
+		switch k {
+		case 0:
+			return &types.AttributeValueMemberS{Value: fmt.Sprint("s", r.IntN(100))}
+		case 1:
+			return &types.AttributeValueMemberN{Value: fmt.Sprint(r.IntN(1e6)-5e5, ".", r.IntN(100))}
+		case 2:
+			return &types.AttributeValueMemberBOOL{Value: r.IntN(2) == 0}
+		case 3:
+			return &types.AttributeValueMemberNULL{Value: true}
+		case 4:
+			return &types.AttributeValueMemberB{Value: []byte{byte(r.IntN(256)), 1, 2}}
+		case 5:
+			return &types.AttributeValueMemberSS{Value: []string{"a", fmt.Sprint(r.IntN(9))}}
+		case 6:
+			return &types.AttributeValueMemberNS{Value: []string{"1", "2.5", "-3e2"}}
+		case 7:
+			return &types.AttributeValueMemberBS{Value: [][]byte{{1}, {2, 3}}}
+		case 8:
+			l := make([]types.AttributeValue, r.IntN(4))
+			for i := range l {
+				l[i] = gen(depth + 1)
+			}
+			return &types.AttributeValueMemberL{Value: l}
+		}
+		m := map[string]types.AttributeValue{}
+		for i := range r.IntN(4) {
+			m[fmt.Sprint("k", i)] = gen(depth + 1)
+		}
+		return &types.AttributeValueMemberM{Value: m}
+	}
+	for i := range 2000 {
+		av := gen(0)
+		var want any
+		require.NoError(t, attributevalue.Unmarshal(av, &want))
+		got, err := profile.AnyOfForTest(av)
+		require.NoError(t, err)
+		require.Equal(t, want, got, "value %d", i)
+	}
+	_, err := profile.AnyOfForTest(&types.AttributeValueMemberN{Value: "twelve"})
+	require.Error(t, err)
 }

@@ -9,3 +9,6 @@ func RefusedForTest(code, msg string) error {
 
 // StoredAttributesForTest lists the item's top-level attribute names.
 var StoredAttributesForTest = storedAttributes
+
+// AnyOfForTest converts an attribute value as decodeAttributes does.
+var AnyOfForTest = anyOf

@@ -167,15 +167,28 @@ func (p *Profile) Fields(now time.Time) map[string]any {
 	out["top_categories"] = topCategories(aff)
 	out["email_opens_30d"] = f.WindowCount(events.TypeEmailOpen, Window30d, now)
 	out["email_clicks_30d"] = f.WindowCount(events.TypeEmailClick, Window30d, now)
-	for _, typ := range events.Types {
-		name := CountField(typ)
-		out[name] = f.Counts[typ]
-		for _, w := range countWindows {
-			out[name+"_"+w.suffix] = f.WindowCount(typ, w.window, now)
+	names := countFieldNames()
+	for i, typ := range events.Types {
+		out[names[i][0]] = f.Counts[typ]
+		for j, w := range countWindows {
+			out[names[i][j+1]] = f.WindowCount(typ, w.window, now)
 		}
 	}
 	return out
 }
+
+// countFieldNames holds, per event type of events.Types, count_<type> and its windowed names
+// in countWindows order, built once (Fields runs once per recipient of every campaign).
+var countFieldNames = sync.OnceValue(func() [][]string {
+	out := make([][]string, len(events.Types))
+	for i, typ := range events.Types {
+		out[i] = []string{CountField(typ)}
+		for _, w := range countWindows {
+			out[i] = append(out[i], CountField(typ)+"_"+w.suffix)
+		}
+	}
+	return out
+})
 
 func topCategories(aff map[string]float64) []string {
 	cats := slices.Collect(maps.Keys(aff))
