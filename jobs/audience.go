@@ -91,26 +91,45 @@ func (n *SegmentCount) countPage(p *ProfilePage, seg *Segment, now time.Time) {
 	}
 }
 
-// EstimateSegment estimates the count from about sample profiles (the first pages of 16 scan
-// segments) scaled to the table's item count (DynamoDB updates it about every six hours).
+// EstimateSegment estimates the count from about sample profiles. It divides the table into
+// parallel-scan segments of about sample items each (by the table's item count; 16 when that
+// count is unknown, as on a new table or an emulator) and reads whole segments, in order, until it
+// has read sample profiles: DynamoDB assigns items to scan segments by the hash of their key, so
+// whole segments are a uniform sample, and the counts scale by segments in all / segments read.
+// Having read every segment it is exact (Estimated false).
 func EstimateSegment(ctx context.Context, r ProfileReader, seg *Segment, sample int, items int64) (SegmentCount, error) {
+	sample = max(sample, 1)
+	total := 16
+	if items > 0 {
+		total = int(min(max(items/int64(sample), 1), maxScanSegments))
+	}
 	var n SegmentCount
 	now := time.Now()
-	const segments = 16
-	err := ScanAudience(ctx, r, segments, max(sample/segments, 1), func(p *ProfilePage) (bool, error) {
-		n.countPage(p, seg, now)
-		return n.Scanned < sample, nil
-	})
-	if err != nil || n.Scanned == 0 || items <= int64(n.Scanned) {
-		return n, err
+	read := 0
+	for s := 0; s < total && n.Scanned < sample; s++ {
+		for after := ""; ; {
+			page, err := r.ScanPage(ctx, s, total, after, min(sample, ScanPageDefault))
+			if err != nil {
+				return n, err
+			}
+			n.countPage(page, seg, now)
+			if after = page.Last; after == "" {
+				break
+			}
+		}
+		read++
 	}
-	scale := float64(items) / float64(n.Scanned)
-	n.Matched = int(math.Round(float64(n.Matched) * scale))
-	n.Unreachable = int(math.Round(float64(n.Unreachable) * scale))
-	n.Errors = int(math.Round(float64(n.Errors) * scale))
-	n.Scanned, n.Estimated = int(items), true
+	if read == total {
+		return n, nil
+	}
+	scale := func(v int) int { return int(math.Round(float64(v) * float64(total) / float64(read))) }
+	n.Scanned, n.Matched, n.Unreachable, n.Errors = scale(n.Scanned), scale(n.Matched), scale(n.Unreachable), scale(n.Errors)
+	n.Estimated = true
 	return n, nil
 }
+
+// maxScanSegments is DynamoDB's limit on a parallel scan's TotalSegments.
+const maxScanSegments = 1_000_000
 
 // SampleSegment returns up to n reachable profiles seg matches.
 func SampleSegment(ctx context.Context, r ProfileReader, seg *Segment, n int) ([]*profile.Profile, error) {

@@ -44,7 +44,7 @@ an error pointing at the token (exit 2). Open CRM data is attributes.<name>; see
 				Usage:     "count the profiles a segment matches (exact, with a progress bar; --estimate from a sample)",
 				ArgsUsage: "EXPR",
 				Flags: []cli.Flag{
-					&cli.BoolFlag{Name: "estimate", Usage: "estimate from a sample scaled to the table's item count"},
+					&cli.BoolFlag{Name: "estimate", Usage: "estimate from whole parallel-scan segments of about --sample profiles, scaled to the table"},
 					&cli.IntFlag{Name: "sample", Value: 2000, Usage: "with --estimate: profiles read"},
 				},
 				Action: func(c *cli.Context) error {

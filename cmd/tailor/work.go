@@ -29,7 +29,7 @@ and one-click unsubscribe (List-Unsubscribe and List-Unsubscribe-Post headers); 
 			&cli.IntFlag{Name: "render-workers", EnvVars: []string{"TAILOR_RENDER_WORKERS"}, Value: jobs.RenderWorkersDefault, Usage: "concurrent render.batch jobs in this process"},
 			&cli.IntFlag{Name: "batch-size", EnvVars: []string{"TAILOR_BATCH_SIZE"}, Value: jobs.BatchSizeDefault, Usage: "recipients per render.batch job (1-100)"},
 			&cli.DurationFlag{Name: "stop-timeout", EnvVars: []string{"TAILOR_STOP_TIMEOUT"}, Value: 30 * time.Second, Usage: "how long running jobs may finish after a stop signal"},
-			&cli.IntFlag{Name: "handoff", Value: jobs.HandoffDefault, Usage: "EXPERIMENT"},
+			&cli.IntFlag{Name: "handoff", Value: jobs.HandoffDefault, Usage: "profiles the campaign scan may hold for this process's render jobs so they skip a second DynamoDB read; -1: none"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a Go CPU profile of this process to FILE until it stops (go tool pprof FILE)"},
 		}, linkFlags()...),
 		Action: func(c *cli.Context) error {
