@@ -336,6 +336,7 @@ func (r *Relay) claim() {
 		for range n - len(msgs) {
 			r.credits <- struct{}{}
 		}
+		relayClaimed.Add(float64(len(msgs)))
 		if err != nil && ctx.Err() == nil {
 			r.cfg.Logger.Error("relay: claim messages", "err", err)
 		}
@@ -487,11 +488,13 @@ func (r *Relay) ackBatch(outcomes []Outcome) {
 			break
 		}
 	}
+	relayAckFailures.Inc()
 	r.cfg.Logger.Error("relay: ack failed: these messages come back when their lease expires, and may be sent again",
 		"messages", len(outcomes), "err", err)
 }
 
 func (r *Relay) count(o Outcome) {
+	relayOutcomes.WithLabelValues(string(o.Status)).Inc()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p := r.progress[o.CampaignID]

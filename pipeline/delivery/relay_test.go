@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/tailor-email/tailor/internal/testenv"
 	"github.com/tailor-email/tailor/pipeline/delivery"
 	"github.com/tailor-email/tailor/pipeline/delivery/smtpsink"
 )
@@ -25,7 +26,14 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childSinkEnv) != "" {
 		os.Exit(runChildSink())
 	}
-	goleak.VerifyTestMain(m)
+	code := testenv.Run(m)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // genMessage makes message id for recipient r<id>@example.com, in campaign 1 or 2.
