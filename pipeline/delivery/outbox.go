@@ -194,3 +194,25 @@ func Pending(ctx context.Context, q Querier) (int64, error) {
 	}
 	return n, nil
 }
+
+// BatchSender is what EnqueueEvents writes through: a pgx.Tx, a *pgxpool.Pool or a *pgx.Conn.
+type BatchSender interface {
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+// EnqueueEvents puts evs in delivery_outbox through q, in q's transaction when q is one, for
+// an Outbox to publish. Tracking (opens and clicks) and acks write their events this way, so an
+// answered request never loses its event and never waits for Kinesis.
+func EnqueueEvents(ctx context.Context, q BatchSender, evs []events.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	batch := &pgx.Batch{}
+	if err := queueEvents(batch, evs); err != nil {
+		return err
+	}
+	if err := q.SendBatch(ctx, batch).Close(); err != nil {
+		return fmt.Errorf("delivery: outbox insert: %w", err)
+	}
+	return nil
+}
