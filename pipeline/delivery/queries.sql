@@ -133,3 +133,9 @@ UPDATE rendered_messages m
 SET body_sha256 = COALESCE(m.body_sha256, sha256(convert_to(m.html, 'UTF8') || '\x00'::bytea || convert_to(m.text_body, 'UTF8'))),
     html = '', text_body = '', body_deleted_at = $3
 FROM due WHERE m.id = due.id;
+
+-- name: campaign-pending
+-- Whether a campaign still has messages to deliver (EXISTS stops at the first, found through
+-- rendered_messages_claim_idx), with its status. No row: no such campaign.
+SELECT c.status, EXISTS (SELECT 1 FROM rendered_messages m WHERE m.campaign_id = c.id AND m.status = 'rendered' AND m.delivery IS NULL)
+FROM campaigns c WHERE c.id = $1;

@@ -676,3 +676,28 @@ func countsAt(ctx context.Context, q Querier, campaignID int64, now time.Time) (
 func (s *Store) Counts(ctx context.Context, campaignID int64) (Counts, error) {
 	return countsAt(ctx, s.db, campaignID, s.now())
 }
+
+// ErrCampaignNotFound: no campaign has the id.
+var ErrCampaignNotFound = errors.New("campaign not found")
+
+// CampaignDone says whether a campaign has nothing left for senders: it finished rendering
+// and every message has a final state, or it was cancelled or failed (nothing more will be
+// claimable; what senders hold they may still ack). An unknown id is ErrCampaignNotFound.
+func (s *Store) CampaignDone(ctx context.Context, campaignID int64) (bool, error) {
+	var status string
+	var pending bool
+	err := s.db.QueryRow(ctx, queries.Get("campaign-pending"), campaignID).Scan(&status, &pending)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, fmt.Errorf("campaign %d: %w", campaignID, ErrCampaignNotFound)
+	}
+	if err != nil {
+		return false, fmt.Errorf("campaign %d: %w", campaignID, err)
+	}
+	switch status {
+	case "cancelled", "failed":
+		return true, nil
+	case "rendered":
+		return !pending, nil
+	}
+	return false, nil
+}
