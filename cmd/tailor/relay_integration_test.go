@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -73,7 +74,9 @@ func TestCLI_RelayDeliversACampaignToTheSink(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, pending, "the relay's outbox published every outcome event before it exited")
 
-	require.Contains(t, e.ok("campaign", "status", id), "sent")
+	require.Contains(t, e.ok("campaign", "status", id), fmt.Sprintf("delivery: sent %d, bounced 1 (hard 1, soft 0), complained 0, failed 0, suppressed 0, waiting: ready 0", n-1))
+	report := e.ok("campaign", "report", id)
+	require.Regexp(t, fmt.Sprintf(`(?m)^delivery\n  sent +%d\n  bounced hard +1\n`, n-1), report)
 	code, out = e.run(context.Background(), "relay", "--from", "news@shop.example")
 	require.Equal(t, exitUsage, code)
 	require.Contains(t, out, "--smtp smtp://host:port or --ses")
