@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/textproto"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -116,6 +118,12 @@ type smtpConn struct {
 	messages int
 	idleAt   time.Time
 	broken   bool
+	// fast is set when the server offers PIPELINING and CHUNKING and conn is the connection
+	// the client talks on (not one go-smtp secured with STARTTLS inside): a transaction is
+	// then one write (MAIL, RCPT, BDAT LAST and the message) and one round trip, with no
+	// byte-by-byte dot-stuffing on either side.
+	fast *textproto.Conn
+	size bool // the server takes MAIL FROM's SIZE parameter
 }
 
 // NewSMTPSender checks cfg; it connects on the first Send (or Check).
@@ -230,6 +238,9 @@ func (s *SMTPSender) transaction(ctx context.Context, pc *smtpConn, env Envelope
 		}
 	}()
 	pc.messages++
+	if pc.fast != nil && plainAddress(env.From) && plainAddress(env.To) {
+		return s.pipelined(pc, env, raw)
+	}
 	if err := pc.c.Mail(env.From, &smtp.MailOptions{Size: int64(len(raw))}); err != nil {
 		return res, false, rejection(err, StageSender)
 	}
@@ -248,6 +259,62 @@ func (s *SMTPSender) transaction(ctx context.Context, pc *smtpConn, env Envelope
 		return res, true, rejection(err, StageData)
 	}
 	return SendResult{ProviderID: ProviderID(resp.StatusText), Reply: "250 " + resp.StatusText}, true, nil
+}
+
+// plainAddress: an ASCII address with nothing that could end or extend an SMTP command
+// (others take go-smtp's path, which checks them and adds SMTPUTF8).
+func plainAddress(a string) bool {
+	for i := 0; i < len(a); i++ {
+		if c := a[i]; c <= ' ' || c >= 0x7f || c == '<' || c == '>' {
+			return false
+		}
+	}
+	return a != ""
+}
+
+// pipelined sends MAIL FROM, RCPT TO and BDAT n LAST with the message in one write (RFC 2920
+// PIPELINING, RFC 3030 CHUNKING), then reads the three answers. The chunk follows its
+// command even when MAIL or RCPT was refused, and the server discards it then, so the
+// connection stays in step. sent is false only when the server answered nothing at all.
+func (s *SMTPSender) pipelined(pc *smtpConn, env Envelope, raw []byte) (res SendResult, sent bool, err error) {
+	t := pc.fast
+	_ = pc.conn.SetDeadline(s.now().Add(s.cfg.CommandTimeout))
+	defer pc.conn.SetDeadline(time.Time{}) //nolint:errcheck
+	w := t.W
+	w.WriteString("MAIL FROM:<")
+	w.WriteString(env.From)
+	w.WriteByte('>')
+	if pc.size {
+		w.WriteString(" SIZE=")
+		w.WriteString(strconv.Itoa(len(raw)))
+	}
+	w.WriteString("\r\nRCPT TO:<")
+	w.WriteString(env.To)
+	w.WriteString(">\r\nBDAT ")
+	w.WriteString(strconv.Itoa(len(raw)))
+	w.WriteString(" LAST\r\n")
+	w.Write(raw)
+	if err := w.Flush(); err != nil {
+		return res, false, err
+	}
+	var first error
+	for i, stage := range []Stage{StageSender, StageRecipient, StageData} {
+		code, msg, err := t.ReadResponse(250)
+		var te *textproto.Error
+		switch {
+		case err == nil:
+			if stage == StageData {
+				return SendResult{ProviderID: ProviderID(msg), Reply: fmt.Sprintf("%d %s", code, msg)}, true, first
+			}
+		case errors.As(err, &te):
+			if first == nil {
+				first = &RejectError{Code: te.Code, Stage: stage, Reply: fmt.Sprintf("%d %s", te.Code, te.Msg)}
+			}
+		default:
+			return res, i > 0, err // a broken connection
+		}
+	}
+	return res, true, first
 }
 
 // rejection turns a server's answer into a *RejectError; other errors pass through.
@@ -434,7 +501,14 @@ func (s *SMTPSender) open(ctx context.Context) (*smtpConn, error) {
 	if !stop() {
 		return fail(ctx.Err()) // the deadline was already cut short
 	}
-	return &smtpConn{c: c, conn: conn}, nil
+	pc := &smtpConn{c: c, conn: conn}
+	pipelining, _ := c.Extension("PIPELINING")
+	chunking, _ := c.Extension("CHUNKING")
+	if pipelining && chunking && (!secure || s.implicitTLS) {
+		pc.fast = textproto.NewConn(conn)
+		pc.size, _ = c.Extension("SIZE")
+	}
+	return pc, nil
 }
 
 func isLoopbackHost(host string) bool {
