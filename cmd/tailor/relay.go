@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -55,6 +57,8 @@ with --campaign and --exit-when-done until that campaign has nothing left to del
 			&cli.IntFlag{Name: "max-attempts", Value: delivery.MaxAttemptsDefault, Usage: "temporary refusals (4xx) before a soft bounce"},
 			&cli.DurationFlag{Name: "retry-base", Value: delivery.RetryBaseDefault, Usage: "first retry's delay; each further one doubles, up to --retry-max"},
 			&cli.DurationFlag{Name: "retry-max", Value: delivery.RetryMaxDefault, Usage: "longest retry delay"},
+			&cli.DurationFlag{Name: "poll-interval", Value: 200 * time.Millisecond, Usage: "wait after a claim found nothing"},
+			&cli.IntFlag{Name: "gc-percent", Value: 300, Usage: "Go GC target percentage of this process (GOGC; the heap is small and bounded: a higher value spends less CPU on GC)"},
 			&cli.DurationFlag{Name: "progress", Value: delivery.ProgressIntervalDefault, Usage: "how often to log a progress line per campaign (0: only at the end)"},
 			&cli.DurationFlag{Name: "stop-timeout", Value: 30 * time.Second, Usage: "how long held messages may still be sent after a stop signal"},
 			&cli.IntFlag{Name: "shards", Value: shardsDefault, Usage: "shard count when the event stream must be created"},
@@ -64,6 +68,9 @@ with --campaign and --exit-when-done until that campaign has nothing left to del
 			o, err := relayOptions(c)
 			if err != nil {
 				return err
+			}
+			if os.Getenv("GOGC") == "" {
+				debug.SetGCPercent(c.Int("gc-percent"))
 			}
 			if path := c.String("cpuprofile"); path != "" {
 				stop, err := startCPUProfile(path)
@@ -165,6 +172,8 @@ func relayOptions(c *cli.Context) (app.RelayOptions, error) {
 		return o, usagef("--smtp-messages-per-conn %d: want 1 or more", c.Int("smtp-messages-per-conn"))
 	case c.Duration("retry-base") <= 0 || c.Duration("retry-max") < c.Duration("retry-base"):
 		return o, usagef("--retry-base must be positive and --retry-max at least --retry-base")
+	case c.Duration("poll-interval") < 0 || c.Int("gc-percent") < 10:
+		return o, usagef("--poll-interval: want 0 or more; --gc-percent: want 10 or more")
 	case c.Duration("progress") < 0:
 		return o, usagef("--progress %v: want 0 or more", c.Duration("progress"))
 	}
@@ -183,6 +192,7 @@ func relayOptions(c *cli.Context) (app.RelayOptions, error) {
 	}
 	o.Relay = delivery.RelayConfig{EnvelopeFrom: c.String("envelope-from"), Concurrency: c.Int("concurrency"), Rate: c.Float64("rate"),
 		DomainRate: c.Float64("domain-rate"), ClaimBatch: c.Int("claim-batch"), Lease: c.Duration("lease"), MaxAttempts: c.Int("max-attempts"),
-		RetryBase: c.Duration("retry-base"), RetryMax: c.Duration("retry-max"), ProgressInterval: progress}
+		RetryBase: c.Duration("retry-base"), RetryMax: c.Duration("retry-max"), ProgressInterval: progress,
+		PollInterval: max(c.Duration("poll-interval"), time.Millisecond)}
 	return o, nil
 }

@@ -39,6 +39,8 @@ const (
 	AckBatchDefault = 100
 	// AckIntervalDefault is how long an outcome waits for others before it is acked.
 	AckIntervalDefault = 200 * time.Millisecond
+	// AckersDefault is how many Acks may be in flight at once.
+	AckersDefault = 4
 	// ProgressIntervalDefault is how often the per-campaign progress lines are logged.
 	ProgressIntervalDefault = 10 * time.Second
 	// maxDomainLimiters bounds the per-domain rate limiters kept; idle ones are dropped first.
@@ -90,6 +92,9 @@ type RelayConfig struct {
 	// AckIntervalDefault (200 ms).
 	AckBatch    int
 	AckInterval time.Duration
+	// Ackers is how many Acks may be in flight at once, so that a slow store round trip does
+	// not hold up the sends; default AckersDefault (4).
+	Ackers int
 	// ProgressInterval: default ProgressIntervalDefault (10 s).
 	ProgressInterval time.Duration
 	// Logger defaults to slog.Default().
@@ -112,6 +117,7 @@ func (c RelayConfig) withDefaults() RelayConfig {
 	c.RetryMax = cmp.Or(c.RetryMax, RetryMaxDefault)
 	c.AckBatch = cmp.Or(c.AckBatch, AckBatchDefault)
 	c.AckInterval = cmp.Or(c.AckInterval, AckIntervalDefault)
+	c.Ackers = cmp.Or(c.Ackers, AckersDefault)
 	c.ProgressInterval = cmp.Or(c.ProgressInterval, ProgressIntervalDefault)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -136,8 +142,8 @@ func (c RelayConfig) validate() error {
 		return errors.New("delivery: RelayConfig.Sender is required")
 	case c.MIME == nil:
 		return errors.New("delivery: RelayConfig.MIME is required")
-	case c.Concurrency < 1 || c.Burst < 1 || c.DomainBurst < 1 || c.AckBatch < 1 || c.MaxAttempts < 1:
-		return errors.New("delivery: RelayConfig: Concurrency, Burst, DomainBurst, AckBatch and MaxAttempts must be positive")
+	case c.Concurrency < 1 || c.Burst < 1 || c.DomainBurst < 1 || c.AckBatch < 1 || c.MaxAttempts < 1 || c.Ackers < 1:
+		return errors.New("delivery: RelayConfig: Concurrency, Burst, DomainBurst, AckBatch, Ackers and MaxAttempts must be positive")
 	case c.ClaimBatch < 1 || c.ClaimBatch > ClaimBatchMax:
 		return fmt.Errorf("delivery: RelayConfig.ClaimBatch %d: want 1 to %d", c.ClaimBatch, ClaimBatchMax)
 	case c.Rate < 0 || c.DomainRate < 0:
@@ -442,9 +448,18 @@ func (r *Relay) ack() {
 	var batch []Outcome
 	timer := time.NewTimer(r.cfg.AckInterval)
 	timer.Stop()
+	// Up to Ackers batches are acked at once; the last ones are waited for.
+	sem := make(chan struct{}, r.cfg.Ackers)
+	var inFlight sync.WaitGroup
+	defer inFlight.Wait()
 	flush := func() {
 		if len(batch) > 0 {
-			r.ackBatch(batch)
+			sem <- struct{}{}
+			b := batch
+			inFlight.Go(func() {
+				defer func() { <-sem }()
+				r.ackBatch(b)
+			})
 			batch = nil
 		}
 		timer.Stop()

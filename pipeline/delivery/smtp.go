@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"crypto/tls"
@@ -505,7 +506,8 @@ func (s *SMTPSender) open(ctx context.Context) (*smtpConn, error) {
 	pipelining, _ := c.Extension("PIPELINING")
 	chunking, _ := c.Extension("CHUNKING")
 	if pipelining && chunking && (!secure || s.implicitTLS) {
-		pc.fast = textproto.NewConn(conn)
+		// A write buffer that holds a whole typical message: one write per transaction.
+		pc.fast = &textproto.Conn{Reader: *textproto.NewReader(bufio.NewReader(conn)), Writer: *textproto.NewWriter(bufio.NewWriterSize(conn, 32<<10))}
 		pc.size, _ = c.Extension("SIZE")
 	}
 	return pc, nil

@@ -35,7 +35,7 @@ type storeEnv struct {
 	clock *testClock
 }
 
-func newStoreEnv(t *testing.T) *storeEnv {
+func newStoreEnv(t testing.TB) *storeEnv {
 	t.Helper()
 	env := testenv.New(t)
 	clock := newTestClock()
@@ -45,7 +45,7 @@ func newStoreEnv(t *testing.T) *storeEnv {
 }
 
 // campaign inserts a campaign in status with topic ("" for none).
-func (e *storeEnv) campaign(t *testing.T, status, topic string) int64 {
+func (e *storeEnv) campaign(t testing.TB, status, topic string) int64 {
 	t.Helper()
 	var id int64
 	var top *string
@@ -61,7 +61,7 @@ func (e *storeEnv) campaign(t *testing.T, status, topic string) int64 {
 
 // render records n rendered messages of a campaign for customers prefix1..prefixN
 // (prefixI@example.com), claimable from notBefore.
-func (e *storeEnv) render(t *testing.T, campaign int64, prefix string, n int, notBefore time.Time) []int64 {
+func (e *storeEnv) render(t testing.TB, campaign int64, prefix string, n int, notBefore time.Time) []int64 {
 	t.Helper()
 	rows, err := e.Pool.Query(t.Context(), `INSERT INTO rendered_messages (campaign_id, customer_id, email, subject, html, text_body, headers, not_before)
 		SELECT $1, $2 || g, $2 || g || '@example.com', 'Hi ' || g, '<p>Hi ' || g || '</p>', 'Hi ' || g,
