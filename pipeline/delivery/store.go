@@ -701,3 +701,24 @@ func (s *Store) CampaignDone(ctx context.Context, campaignID int64) (bool, error
 	}
 	return false, nil
 }
+
+// DeleteBodies deletes the HTML and text of up to limit messages whose final ack (or
+// claim-time suppression) is older than ackedBefore, keeping their metadata and body_sha256,
+// and stamps body_deleted_at with now. It returns how many it deleted; call it again until
+// that is below limit. Safe to run in several processes at once (SKIP LOCKED).
+func DeleteBodies(ctx context.Context, db BatchSender, ackedBefore, now time.Time, limit int) (int64, error) {
+	if limit < 1 {
+		return 0, errors.New("delivery: DeleteBodies: limit must be positive")
+	}
+	batch := &pgx.Batch{}
+	batch.Queue(queries.Get("delete-bodies"), ackedBefore, limit, now)
+	res := db.SendBatch(ctx, batch)
+	tag, err := res.Exec()
+	if cerr := res.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("delivery: delete bodies: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

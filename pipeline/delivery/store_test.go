@@ -365,3 +365,60 @@ func TestStore_PausedAndCancelledCampaignsAreNotClaimable(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, e.claim(t, 100, time.Minute, paused), 3, "resumed: claimable again")
 }
+
+func TestRetention_DeletesBodiesAWeekAfterTheFinalAckAndKeepsTheHash(t *testing.T) {
+	t.Parallel()
+	e := newStoreEnv(t)
+	ctx := t.Context()
+	camp := e.campaign(t, jobs.StatusRendered, "")
+	ids := e.render(t, camp, "k", 4, e.clock.Now().Add(-time.Minute))
+	var hashes [4][]byte
+	for i, id := range ids {
+		require.NoError(t, e.Pool.QueryRow(ctx, `SELECT body_sha256 FROM rendered_messages WHERE id = $1`, id).Scan(&hashes[i]))
+		require.Len(t, hashes[i], 32, "the insert trigger hashed the body")
+	}
+	msgs := e.claim(t, 3, time.Minute, camp) // ids[3] stays ready
+	byID := map[int64]delivery.Message{}
+	for _, m := range msgs {
+		byID[m.ID] = m
+	}
+	e.ack(t, sentOutcomes([]delivery.Message{byID[ids[0]]})...)
+	e.ack(t, delivery.Outcome{MessageID: ids[1], Receipt: byID[ids[1]].Receipt, Status: delivery.StatusFailed, Reason: "x"})
+	e.clock.Advance(6 * 24 * time.Hour)
+	e.ack(t, sentOutcomes([]delivery.Message{byID[ids[2]]})...) // a lease that expired unclaimed may still be acked
+
+	cfg := jobs.Config{Pool: e.Pool, Now: e.clock.Now, Logger: discardLogger()}
+	n, err := jobs.DeleteExpiredBodies(ctx, cfg, time.Minute)
+	require.NoError(t, err)
+	require.Zero(t, n, "nothing is a week past its final ack yet")
+	e.clock.Advance(24*time.Hour + time.Minute)
+	n, err = jobs.DeleteExpiredBodies(ctx, cfg, time.Minute)
+	require.NoError(t, err)
+	require.Equal(t, int64(2), n, "the two acked a week ago")
+	for i, id := range ids {
+		var html, text string
+		var hash []byte
+		var deleted *time.Time
+		require.NoError(t, e.Pool.QueryRow(ctx, `SELECT html, text_body, body_sha256, body_deleted_at FROM rendered_messages WHERE id = $1`, id).
+			Scan(&html, &text, &hash, &deleted))
+		require.Equal(t, hashes[i], hash, "the content hash stays")
+		if i < 2 {
+			require.Empty(t, html)
+			require.Empty(t, text)
+			require.NotNil(t, deleted)
+			require.Equal(t, fmt.Sprintf("%x", hash), e.state(t, id).BodySHA256)
+		} else {
+			require.NotEmpty(t, html, "message %d: acked less than a week ago, or never", i)
+			require.Nil(t, deleted)
+		}
+	}
+	require.Equal(t, delivery.StateSent, e.state(t, ids[0]).State, "the delivery record stays")
+	n, err = jobs.DeleteExpiredBodies(ctx, cfg, time.Minute)
+	require.NoError(t, err)
+	require.Zero(t, n, "deleted once")
+	cfg.BodyRetention = -1
+	e.clock.Advance(30 * 24 * time.Hour)
+	n, err = jobs.DeleteExpiredBodies(ctx, cfg, time.Minute)
+	require.NoError(t, err)
+	require.Zero(t, n, "negative retention keeps bodies")
+}
