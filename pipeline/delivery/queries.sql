@@ -139,3 +139,10 @@ FROM due WHERE m.id = due.id;
 -- rendered_messages_claim_idx), with its status. No row: no such campaign.
 SELECT c.status, EXISTS (SELECT 1 FROM rendered_messages m WHERE m.campaign_id = c.id AND m.status = 'rendered' AND m.delivery IS NULL)
 FROM campaigns c WHERE c.id = $1;
+
+-- name: mark-exported
+-- Messages a batch sender took through tailor messages export: final, under the receipt of
+-- the claim that handed them out (one whose lease expired and went elsewhere is not marked).
+UPDATE rendered_messages m SET delivery = 'exported', last_outcome = 'exported', lease_until = NULL, acked_at = $1
+FROM unnest($2::bigint[], $3::text[]) AS e(id, receipt)
+WHERE m.id = e.id AND m.receipt = e.receipt AND m.delivery IS NULL AND m.lease_until IS NOT NULL;

@@ -722,3 +722,42 @@ func DeleteBodies(ctx context.Context, db BatchSender, ackedBefore, now time.Tim
 	}
 	return tag.RowsAffected(), nil
 }
+
+// ExportLease is how long Export holds a batch while it is written out.
+const ExportLease = 10 * time.Minute
+
+// Export hands a campaign's ready messages to a batch sender: it claims them a batch at a
+// time (the claim's semantics: paused and cancelled campaigns give nothing, the recipients
+// are checked again and the ineligible suppressed), passes each batch to write, and marks
+// the batch exported (a final state) once write returned nil. When write fails, nothing of
+// that batch is marked and its messages come back after ExportLease. It returns how many
+// messages were exported.
+func (s *Store) Export(ctx context.Context, campaignID int64, batch int, write func([]Message) error) (int, error) {
+	if campaignID <= 0 {
+		return 0, &RequestError{Field: "campaign", Reason: "want a campaign id", kind: ErrInvalidClaim}
+	}
+	total := 0
+	for {
+		msgs, err := s.Claim(ctx, ClaimRequest{Limit: batch, Lease: ExportLease, CampaignID: campaignID})
+		if err != nil {
+			return total, err
+		}
+		if len(msgs) == 0 {
+			return total, nil
+		}
+		if err := write(msgs); err != nil {
+			return total, err
+		}
+		ids := make([]int64, len(msgs))
+		receipts := make([]string, len(msgs))
+		for i, m := range msgs {
+			ids[i], receipts[i] = m.ID, m.Receipt
+		}
+		tag, err := s.db.Exec(ctx, queries.Get("mark-exported"), s.now(), ids, receipts)
+		if err != nil {
+			return total, fmt.Errorf("mark exported: %w", err)
+		}
+		acksTotal.WithLabelValues(string(statusExported)).Add(float64(tag.RowsAffected()))
+		total += int(tag.RowsAffected())
+	}
+}
