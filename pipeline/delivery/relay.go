@@ -325,14 +325,26 @@ func (r *Relay) claim() {
 		case <-ctx.Done():
 			return
 		}
+		// While the workers have queued messages left, wait for room for half a batch, so that
+		// claims stay large (each is a transaction and a re-check in Postgres); when the
+		// queue runs dry, claim what there is room for at once.
 		n := 1
 	more:
 		for n < r.cfg.ClaimBatch {
 			select {
 			case <-r.credits:
 				n++
+				continue
 			default:
+			}
+			if n >= r.cfg.ClaimBatch/2 || len(r.jobs) == 0 {
 				break more
+			}
+			select {
+			case <-r.credits:
+				n++
+			case <-ctx.Done():
+				return
 			}
 		}
 		msgs, err := r.cfg.Source.Claim(ctx, n, r.cfg.Lease)
