@@ -102,8 +102,12 @@ with --campaign and --exit-when-done until that campaign has nothing left to del
 				return err
 			}
 			defer func() {
+				// The last acks' events go out before the process does.
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
+				if err := outbox.Flush(ctx); err != nil {
+					slog.Warn("relay: events left in the outbox for the next publisher", "err", err)
+				}
 				_ = outbox.Stop(ctx)
 			}()
 			// The relay runs on its own context so a signal becomes a soft stop.

@@ -281,6 +281,7 @@ func deliver(ctx context.Context, b *backends.Backends, campaignID int64, cfg Co
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
+		_ = outbox.Flush(sctx)
 		_ = outbox.Stop(sctx)
 	}()
 	if err := relay.Start(ctx); err != nil {

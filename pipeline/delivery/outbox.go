@@ -216,3 +216,18 @@ func EnqueueEvents(ctx context.Context, q BatchSender, evs []events.Event) error
 	}
 	return nil
 }
+
+// Flush publishes until the outbox is empty (or ctx ends, or the stream fails): a process
+// that acked messages calls it before it exits, so its last events do not wait for the next
+// publisher. Safe alongside a running publisher.
+func (o *Outbox) Flush(ctx context.Context) error {
+	for {
+		n, err := o.PublishOnce(ctx)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+}
