@@ -361,8 +361,15 @@ func (r *Relay) claim() {
 		for _, m := range msgs {
 			r.jobs <- m // never blocks for long: jobs holds a batch, credits bound the rest
 		}
-		if len(msgs) == 0 || err != nil {
+		switch {
+		case len(msgs) == 0 || err != nil:
 			if ctx.Err() != nil || ctxtime.Sleep(ctx, r.cfg.PollInterval) != nil {
+				return
+			}
+		case len(msgs) < n/2:
+			// Messages trickle in (a campaign still rendering): let a few more become ready
+			// rather than claim them one transaction each.
+			if ctxtime.Sleep(ctx, r.cfg.PollInterval/4) != nil {
 				return
 			}
 		}
