@@ -59,6 +59,11 @@ func BenchmarkCampaignE2E_100kDelivered(b *testing.B) {
 	}
 	relay, relayLogs := start(relayArgs...)
 
+	if v := os.Getenv("RELAY_BENCH_TABLE_OPTIONS"); v != "" {
+		// e.g. autovacuum_enabled=false: what the table's maintenance costs during the run.
+		_, err := e.env.Pool.Exec(ctx, "ALTER TABLE rendered_messages SET ("+v+")")
+		require.NoError(b, err)
+	}
 	stack := testenv.Stack(b)
 	cpu0 := stackCPU(stack)
 	kin0, _ := processCPU(stack.Kinesis.PID, false)

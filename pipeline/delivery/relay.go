@@ -41,6 +41,8 @@ const (
 	AckIntervalDefault = 200 * time.Millisecond
 	// AckersDefault is how many Acks may be in flight at once.
 	AckersDefault = 4
+	// ClaimersDefault is how many Claims may be in flight at once.
+	ClaimersDefault = 2
 	// ProgressIntervalDefault is how often the per-campaign progress lines are logged.
 	ProgressIntervalDefault = 10 * time.Second
 	// maxDomainLimiters bounds the per-domain rate limiters kept; idle ones are dropped first.
@@ -92,6 +94,10 @@ type RelayConfig struct {
 	// AckIntervalDefault (200 ms).
 	AckBatch    int
 	AckInterval time.Duration
+	// Claimers is how many Claims may be in flight at once (each of up to ClaimBatch
+	// messages), so that the workers do not wait for one store round trip; default
+	// ClaimersDefault (2).
+	Claimers int
 	// Ackers is how many Acks may be in flight at once, so that a slow store round trip does
 	// not hold up the sends; default AckersDefault (4).
 	Ackers int
@@ -118,6 +124,7 @@ func (c RelayConfig) withDefaults() RelayConfig {
 	c.AckBatch = cmp.Or(c.AckBatch, AckBatchDefault)
 	c.AckInterval = cmp.Or(c.AckInterval, AckIntervalDefault)
 	c.Ackers = cmp.Or(c.Ackers, AckersDefault)
+	c.Claimers = cmp.Or(c.Claimers, ClaimersDefault)
 	c.ProgressInterval = cmp.Or(c.ProgressInterval, ProgressIntervalDefault)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -142,8 +149,8 @@ func (c RelayConfig) validate() error {
 		return errors.New("delivery: RelayConfig.Sender is required")
 	case c.MIME == nil:
 		return errors.New("delivery: RelayConfig.MIME is required")
-	case c.Concurrency < 1 || c.Burst < 1 || c.DomainBurst < 1 || c.AckBatch < 1 || c.MaxAttempts < 1 || c.Ackers < 1:
-		return errors.New("delivery: RelayConfig: Concurrency, Burst, DomainBurst, AckBatch, Ackers and MaxAttempts must be positive")
+	case c.Concurrency < 1 || c.Burst < 1 || c.DomainBurst < 1 || c.AckBatch < 1 || c.MaxAttempts < 1 || c.Ackers < 1 || c.Claimers < 1:
+		return errors.New("delivery: RelayConfig: Concurrency, Burst, DomainBurst, AckBatch, Ackers, Claimers and MaxAttempts must be positive")
 	case c.ClaimBatch < 1 || c.ClaimBatch > ClaimBatchMax:
 		return fmt.Errorf("delivery: RelayConfig.ClaimBatch %d: want 1 to %d", c.ClaimBatch, ClaimBatchMax)
 	case c.Rate < 0 || c.DomainRate < 0:
@@ -167,7 +174,7 @@ func (c RelayConfig) validate() error {
 
 // inFlight is how many claimed messages the relay holds at most: a batch queued for each
 // worker's next message, and one being sent by each.
-func (c RelayConfig) inFlight() int { return c.ClaimBatch + c.Concurrency }
+func (c RelayConfig) inFlight() int { return c.Claimers*c.ClaimBatch + c.Concurrency }
 
 // Relay claims messages from a Source, builds them, sends them through a Sender with a
 // concurrency and rate limits, and acks each outcome:
@@ -218,7 +225,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		return nil, err
 	}
 	r := &Relay{
-		cfg: cfg, credits: make(chan struct{}, cfg.inFlight()), jobs: make(chan Message, cfg.ClaimBatch),
+		cfg: cfg, credits: make(chan struct{}, cfg.inFlight()), jobs: make(chan Message, cfg.Claimers*cfg.ClaimBatch),
 		outcomes: make(chan Outcome, cfg.AckBatch), stopped: make(chan struct{}),
 		progress: map[int64]*CampaignProgress{}, logged: map[int64]CampaignProgress{},
 	}
@@ -262,7 +269,12 @@ func (r *Relay) Start(ctx context.Context) error {
 	claimed := make(chan struct{})
 	go func() {
 		defer close(claimed)
-		r.claim()
+		var claimers sync.WaitGroup
+		for range r.cfg.Claimers {
+			claimers.Go(r.claim)
+		}
+		claimers.Wait()
+		close(r.jobs)
 	}()
 	progressDone := make(chan struct{})
 	go func() {
@@ -316,7 +328,6 @@ func (r *Relay) Progress() []CampaignProgress {
 
 // claim feeds jobs until the soft stop, holding at most inFlight messages.
 func (r *Relay) claim() {
-	defer close(r.jobs)
 	ctx := r.softCtx
 	for {
 		// Wait for room for one message, then take what else is free, up to a batch.
