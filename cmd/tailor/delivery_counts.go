@@ -14,12 +14,15 @@ import (
 // printDeliveryLine adds the delivery counts of a campaign's rendered messages to campaign
 // status (nothing before anything rendered).
 func printDeliveryLine(ctx context.Context, w io.Writer, b *backends.Backends, p *jobs.Progress) error {
-	if p.Counters[jobs.MessageRendered] == 0 {
+	if p.Status == jobs.StatusDraft || p.Status == jobs.StatusScheduled {
 		return nil
 	}
 	d, err := delivery.CampaignCounts(ctx, b.Pool, p.ID)
 	if err != nil {
 		return err
+	}
+	if d.Delivered()+d.Ready+d.Leased+d.Retrying+d.Scheduled == 0 {
+		return nil // nothing rendered yet
 	}
 	fmt.Fprintf(w, "  delivery: %s\n", deliverySummary(d))
 	return nil

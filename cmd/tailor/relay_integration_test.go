@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -86,4 +90,52 @@ func TestCLI_RelayDeliversACampaignToTheSink(t *testing.T) {
 	code, out = e.run(context.Background(), "relay", "--smtp", "http://x", "--from", "news@shop.example")
 	require.Equal(t, exitUsage, code)
 	require.True(t, strings.Contains(out, "SMTP URL"), out)
+}
+
+// tailor serve's sender API as a sender sees it: a send-scoped key claims (MIME, with
+// --from), acks, and the ack's event leaves the outbox that serve publishes.
+func TestCLI_ServeSenderAPI(t *testing.T) {
+	e := newCLIEnv(t)
+	camp := renderedCampaign(t, e, "s", 3)
+	m := regexp.MustCompile(`key:    (tlr_[a-z2-7]+)\n`).FindStringSubmatch(e.ok("apikey", "create", "--name", "relay", "--scopes", "send"))
+	require.NotNil(t, m)
+	key := m[1]
+	base, stop := e.serve("--from", "Shop <news@shop.example>")
+	defer stop()
+
+	post := func(path, body string, out any) int {
+		req, err := http.NewRequest("POST", base+path, strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(out))
+		return resp.StatusCode
+	}
+	var claim struct {
+		Messages []struct {
+			ID      int64  `json:"id"`
+			Receipt string `json:"receipt"`
+			Raw     string `json:"raw"`
+		} `json:"messages"`
+	}
+	require.Equal(t, http.StatusOK, post("/v1/messages/claim", fmt.Sprintf(`{"limit": 10, "campaign": %d, "format": "mime"}`, camp), &claim))
+	require.Len(t, claim.Messages, 3)
+	require.Contains(t, claim.Messages[0].Raw, "From: \"Shop\" <news@shop.example>\r\n")
+	var ack struct {
+		Results []struct{ Result string } `json:"results"`
+	}
+	body := fmt.Sprintf(`{"outcomes": [{"id": %d, "receipt": %q, "status": "bounced", "bounce": "hard", "reply": "550 no such user"}]}`,
+		claim.Messages[0].ID, claim.Messages[0].Receipt)
+	require.Equal(t, http.StatusOK, post("/v1/messages/ack", body, &ack))
+	require.Equal(t, "acked", ack.Results[0].Result)
+	waitFor(t, 30*time.Second, func() error {
+		n, err := delivery.Pending(context.Background(), e.env.Pool)
+		if err == nil && n > 0 {
+			err = fmt.Errorf("%d events still in the outbox", n)
+		}
+		return err
+	})
+	require.Contains(t, e.ok("campaign", "status", fmt.Sprint(camp)), "bounced 1 (hard 1, soft 0)")
 }
