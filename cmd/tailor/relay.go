@@ -53,6 +53,7 @@ with --campaign and --exit-when-done until that campaign has nothing left to del
 			&cli.Float64Flag{Name: "rate", Usage: "messages per second at most, over all recipients (0: unbounded)"},
 			&cli.Float64Flag{Name: "domain-rate", Usage: "messages per second at most to one recipient domain (0: unbounded)"},
 			&cli.IntFlag{Name: "claim-batch", Value: delivery.ClaimBatchDefault, Usage: "messages per claim (1-500)"},
+			&cli.IntFlag{Name: "claimers", Value: delivery.ClaimersDefault, Usage: "claims in flight at once (1-8)"},
 			&cli.DurationFlag{Name: "lease", Value: delivery.LeaseDefault, Usage: "how long claimed messages stay this relay's"},
 			&cli.IntFlag{Name: "max-attempts", Value: delivery.MaxAttemptsDefault, Usage: "temporary refusals (4xx) before a soft bounce"},
 			&cli.DurationFlag{Name: "retry-base", Value: delivery.RetryBaseDefault, Usage: "first retry's delay; each further one doubles, up to --retry-max"},
@@ -166,6 +167,8 @@ func relayOptions(c *cli.Context) (app.RelayOptions, error) {
 		return o, usagef("--concurrency %d: want 1 to 1000", c.Int("concurrency"))
 	case c.Int("claim-batch") < 1 || c.Int("claim-batch") > delivery.ClaimBatchMax:
 		return o, usagef("--claim-batch %d: want 1 to %d", c.Int("claim-batch"), delivery.ClaimBatchMax)
+	case c.Int("claimers") < 1 || c.Int("claimers") > 8:
+		return o, usagef("--claimers %d: want 1 to 8", c.Int("claimers"))
 	case c.Float64("rate") < 0 || c.Float64("domain-rate") < 0:
 		return o, usagef("--rate and --domain-rate: want 0 (unbounded) or more")
 	case c.Duration("lease") < time.Second || c.Duration("lease") > delivery.LeaseMax:
@@ -195,7 +198,7 @@ func relayOptions(c *cli.Context) (app.RelayOptions, error) {
 		progress = 1<<63 - 1 // only the final line
 	}
 	o.Relay = delivery.RelayConfig{EnvelopeFrom: c.String("envelope-from"), Concurrency: c.Int("concurrency"), Rate: c.Float64("rate"),
-		DomainRate: c.Float64("domain-rate"), ClaimBatch: c.Int("claim-batch"), Lease: c.Duration("lease"), MaxAttempts: c.Int("max-attempts"),
+		DomainRate: c.Float64("domain-rate"), ClaimBatch: c.Int("claim-batch"), Claimers: c.Int("claimers"), Lease: c.Duration("lease"), MaxAttempts: c.Int("max-attempts"),
 		RetryBase: c.Duration("retry-base"), RetryMax: c.Duration("retry-max"), ProgressInterval: progress,
 		PollInterval: max(c.Duration("poll-interval"), time.Millisecond)}
 	return o, nil
