@@ -422,3 +422,26 @@ func TestRetention_DeletesBodiesAWeekAfterTheFinalAckAndKeepsTheHash(t *testing.
 	require.NoError(t, err)
 	require.Zero(t, n, "negative retention keeps bodies")
 }
+
+func TestStore_CancelTakesMessagesWhoseLeaseExpired(t *testing.T) {
+	t.Parallel()
+	e := newStoreEnv(t)
+	ctx := t.Context()
+	camp := e.campaign(t, jobs.StatusRunning, "")
+	e.render(t, camp, "e", 2, e.clock.Now().Add(-time.Hour))
+	// Claimed two minutes ago for one minute (the cancel compares with Postgres's clock):
+	// the sender is gone. The other is leased now, for a minute.
+	live := e.claim(t, 1, time.Minute, camp)
+	e.clock.Advance(-2 * time.Minute)
+	gone := e.claim(t, 1, time.Minute, camp)
+	e.clock.Advance(2 * time.Minute)
+	require.Len(t, gone, 1)
+	require.Len(t, live, 1)
+	_, err := jobs.Cancel(ctx, e.Pool, camp)
+	require.NoError(t, err)
+	require.Equal(t, delivery.State(jobs.MessageCancelled), e.state(t, gone[0].ID).State, "its lease expired: cancelled")
+	require.Equal(t, delivery.StateLeased, e.state(t, live[0].ID).State, "with a sender: it may still ack")
+	c, err := e.store.Counts(ctx, camp)
+	require.NoError(t, err)
+	require.Equal(t, delivery.Counts{Leased: 1}, c, "nothing of a cancelled campaign waits as ready")
+}
