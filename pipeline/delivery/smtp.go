@@ -121,8 +121,8 @@ type smtpConn struct {
 	broken   bool
 	// fast is set when the server offers PIPELINING and CHUNKING and conn is the connection
 	// the client talks on (not one go-smtp secured with STARTTLS inside): a transaction is
-	// then one write (MAIL, RCPT, BDAT LAST and the message) and one round trip, with no
-	// byte-by-byte dot-stuffing on either side.
+	// then two writes and two round trips (MAIL and RCPT; BDAT LAST and the message), with
+	// no byte-by-byte dot-stuffing on either side.
 	fast *textproto.Conn
 	size bool // the server takes MAIL FROM's SIZE parameter
 }
@@ -273,10 +273,11 @@ func plainAddress(a string) bool {
 	return a != ""
 }
 
-// pipelined sends MAIL FROM, RCPT TO and BDAT n LAST with the message in one write (RFC 2920
-// PIPELINING, RFC 3030 CHUNKING), then reads the three answers. The chunk follows its
-// command even when MAIL or RCPT was refused, and the server discards it then, so the
-// connection stays in step. sent is false only when the server answered nothing at all.
+// pipelined sends MAIL FROM and RCPT TO in one write (RFC 2920 PIPELINING) and, once both
+// were accepted, BDAT n LAST with the message in a second (RFC 3030 CHUNKING): two round
+// trips per message, no dot-stuffing. The message goes out only after the server accepted
+// the envelope, so a server that does not skip a refused chunk as RFC 3030 asks can never
+// read message lines as commands. sent is false until the message was written.
 func (s *SMTPSender) pipelined(pc *smtpConn, env Envelope, raw []byte) (res SendResult, sent bool, err error) {
 	t := pc.fast
 	_ = pc.conn.SetDeadline(s.now().Add(s.cfg.CommandTimeout))
@@ -291,31 +292,44 @@ func (s *SMTPSender) pipelined(pc *smtpConn, env Envelope, raw []byte) (res Send
 	}
 	w.WriteString("\r\nRCPT TO:<")
 	w.WriteString(env.To)
-	w.WriteString(">\r\nBDAT ")
+	w.WriteString(">\r\n")
+	if err := w.Flush(); err != nil {
+		return res, false, err
+	}
+	var refused error
+	for _, stage := range []Stage{StageSender, StageRecipient} {
+		_, _, err := t.ReadResponse(250)
+		var te *textproto.Error
+		switch {
+		case err == nil:
+		case errors.As(err, &te):
+			if refused == nil {
+				refused = &RejectError{Code: te.Code, Stage: stage, Reply: fmt.Sprintf("%d %s", te.Code, te.Msg)}
+			}
+		default:
+			return res, false, err // a broken connection: nothing was sent
+		}
+	}
+	if refused != nil {
+		return res, false, refused
+	}
+	w.WriteString("BDAT ")
 	w.WriteString(strconv.Itoa(len(raw)))
 	w.WriteString(" LAST\r\n")
 	w.Write(raw)
 	if err := w.Flush(); err != nil {
-		return res, false, err
+		return res, true, err
 	}
-	var first error
-	for i, stage := range []Stage{StageSender, StageRecipient, StageData} {
-		code, msg, err := t.ReadResponse(250)
-		var te *textproto.Error
-		switch {
-		case err == nil:
-			if stage == StageData {
-				return SendResult{ProviderID: ProviderID(msg), Reply: fmt.Sprintf("%d %s", code, msg)}, true, first
-			}
-		case errors.As(err, &te):
-			if first == nil {
-				first = &RejectError{Code: te.Code, Stage: stage, Reply: fmt.Sprintf("%d %s", te.Code, te.Msg)}
-			}
-		default:
-			return res, i > 0, err // a broken connection
-		}
+	code, msg, err := t.ReadResponse(250)
+	var te *textproto.Error
+	switch {
+	case err == nil:
+		return SendResult{ProviderID: ProviderID(msg), Reply: fmt.Sprintf("%d %s", code, msg)}, true, nil
+	case errors.As(err, &te):
+		return res, true, &RejectError{Code: te.Code, Stage: StageData, Reply: fmt.Sprintf("%d %s", te.Code, te.Msg)}
+	default:
+		return res, true, err
 	}
-	return res, true, first
 }
 
 // rejection turns a server's answer into a *RejectError; other errors pass through.

@@ -71,8 +71,8 @@ func TestSMTPSender_OpensANewConnectionAfterMessagesPerConn(t *testing.T) {
 	require.ErrorContains(t, err, "SMTP sender closed")
 }
 
-// Pipelined (MAIL, RCPT and BDAT in one write): a refusal of MAIL is answered as the sender's
-// fault, the chunk that followed is discarded by the server, and the connection stays in step
+// Pipelined (MAIL and RCPT in one write): a refusal of MAIL is answered as the sender's fault,
+// RCPT's answer to it is read too, the message is not sent, and the connection stays in step
 // for the next message.
 func TestSMTPSender_PipelinedRefusalKeepsTheConnectionInStep(t *testing.T) {
 	t.Parallel()
@@ -84,7 +84,7 @@ func TestSMTPSender_PipelinedRefusalKeepsTheConnectionInStep(t *testing.T) {
 		require.ErrorAs(t, err, &rej)
 		require.Equal(t, delivery.StageSender, rej.Stage, rej.Reply)
 		require.Equal(t, 5, rej.Code/100, rej.Reply)
-		require.Contains(t, rej.Reply, "authenticate", "MAIL's own answer, not RCPT's or BDAT's")
+		require.Contains(t, rej.Reply, "authenticate", "MAIL's own answer, not RCPT's")
 	}
 	require.Equal(t, int64(1), sender.Dials(), "one connection throughout")
 	require.Zero(t, sink.Stats().Accepted)
