@@ -51,9 +51,12 @@ UPDATE campaigns SET status = 'cancelled', cancelled_at = now(), finished_at = C
 
 -- name: cancel-messages
 -- No sender ever gets a message of a cancelled campaign: the unclaimed ones are cancelled in
--- the transaction that cancels the campaign (a render job that commits later sees the status).
+-- the transaction that cancels the campaign (a render job that commits later sees the status),
+-- and so are the undelivered ones whose lease expired (their sender is gone). Messages under a
+-- live lease stay with their sender, who may still ack them.
 UPDATE rendered_messages SET status = 'cancelled', reason = 'campaign cancelled'
-WHERE campaign_id = $1 AND status = 'rendered' AND claimed_at IS NULL;
+WHERE campaign_id = $1 AND status = 'rendered'
+  AND (claimed_at IS NULL OR (delivery IS NULL AND lease_until IS NOT NULL AND lease_until <= now()));
 
 -- name: start-campaign
 -- Only a scheduled campaign starts; a retried start job finds it running and resumes fan-out.

@@ -122,6 +122,12 @@ type Config struct {
 	StartSlice, RenderSlice                  time.Duration
 	StartTimeout, RenderTimeout, RescueAfter time.Duration
 	Logger                                   *slog.Logger
+	// BodyRetention is how long a rendered body (HTML and text) is kept after its message's
+	// final ack; the periodic delivery.retention job deletes it then (metadata and
+	// body_sha256 stay). Default BodyRetentionDefault (7 days); negative: keep bodies.
+	BodyRetention time.Duration
+	// RetentionInterval is how often that job runs. Default RetentionIntervalDefault (10 min).
+	RetentionInterval time.Duration
 	// Now is the campaign clock: send times, local time, quiet hours and the templates' `now`.
 	// Default time.Now. River schedules by the real clock: a job due at clock time t is
 	// scheduled at time.Now() + (t - Now()).
@@ -143,6 +149,8 @@ func (c Config) withDefaults() Config {
 	c.StartTimeout = cmp.Or(c.StartTimeout, StartTimeoutDefault)
 	c.RenderTimeout = cmp.Or(c.RenderTimeout, RenderTimeoutDefault)
 	c.RescueAfter = cmp.Or(c.RescueAfter, RescueAfterDefault)
+	c.BodyRetention = cmp.Or(c.BodyRetention, BodyRetentionDefault)
+	c.RetentionInterval = cmp.Or(c.RetentionInterval, RetentionIntervalDefault)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -163,6 +171,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("jobs: Config.BatchSize %d: want 1 to 100", c.BatchSize)
 	case c.StartSlice >= c.StartTimeout || c.RenderSlice >= c.RenderTimeout:
 		return errors.New("jobs: Config.StartSlice and RenderSlice must be below their timeouts")
+	case c.RetentionInterval < time.Second:
+		return errors.New("jobs: Config.RetentionInterval must be at least 1s")
 	case c.RescueAfter <= max(c.StartTimeout, c.RenderTimeout):
 		return errors.New("jobs: Config.RescueAfter must exceed every job timeout, or running jobs would be rescued")
 	}
@@ -201,11 +211,15 @@ func NewClient(cfg Config) (*river.Client[pgx.Tx], error) {
 	river.AddWorker(workers, &startWorker{w: w})
 	river.AddWorker(workers, &renderWorker{w: w})
 	river.AddWorker(workers, &triggeredWorker{w: w})
+	river.AddWorker(workers, &retentionWorker{w: w})
 	return river.NewClient(riverpgxv5.New(cfg.Pool), &river.Config{
 		Queues: map[string]river.QueueConfig{
-			QueueCampaigns: {MaxWorkers: 2},
-			QueueRender:    {MaxWorkers: cfg.RenderWorkers},
+			QueueCampaigns:   {MaxWorkers: 2},
+			QueueRender:      {MaxWorkers: cfg.RenderWorkers},
+			QueueMaintenance: {MaxWorkers: 1},
 		},
+		PeriodicJobs: []*river.PeriodicJob{river.NewPeriodicJob(river.PeriodicInterval(cfg.RetentionInterval),
+			func() (river.JobArgs, *river.InsertOpts) { return RetentionArgs{}, nil }, &river.PeriodicJobOpts{RunOnStart: true})},
 		Workers:                     workers,
 		FetchCooldown:               cfg.FetchCooldown,
 		JobTimeout:                  max(cfg.StartTimeout, cfg.RenderTimeout),

@@ -164,7 +164,7 @@ evaluates EXPR over event.* and the updated profile, e.g.
 						return err
 					}
 					printCampaignReport(c.App.Writer, p)
-					return nil
+					return printDeliveryReport(c.Context, c.App.Writer, b, p)
 				}),
 			},
 		},
@@ -395,7 +395,7 @@ func campaignStatus(c *cli.Context) error {
 		case !c.Bool("watch"):
 			fmt.Fprintln(w, line)
 			printBreakdown(w, p)
-			return nil
+			return printDeliveryLine(c.Context, w, b, p)
 		case tty:
 			fmt.Fprintf(w, "\r\033[K%s %s", progressBar(p, 24), line)
 		case line != last:
@@ -407,7 +407,7 @@ func campaignStatus(c *cli.Context) error {
 				fmt.Fprintln(w)
 			}
 			printBreakdown(w, p)
-			return nil
+			return printDeliveryLine(c.Context, w, b, p)
 		}
 		select {
 		case <-c.Context.Done():

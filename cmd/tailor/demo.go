@@ -9,10 +9,12 @@ import (
 func demoCommand() *cli.Command {
 	return withUsageErrors(&cli.Command{
 		Name:  "demo",
-		Usage: "seed sample data and run the pipeline end to end: CDC, events, campaign, rendering",
+		Usage: "seed sample data and run the pipeline end to end: CDC, events, campaign, rendering, delivery",
 		Description: `Inserts sample customers in Postgres and product views on Kinesis, runs CDC, the
 Kinesis consumer, a demo content service and River workers in this process, creates a
-campaign from the welcome template, waits until it is rendered and prints some emails.
+campaign from the welcome template, waits until it is rendered and prints some emails, then
+delivers it with the relay of 'tailor relay' to an in-repo SMTP sink on 127.0.0.1 (the
+recipient the demo unsubscribes in one click is suppressed at claim).
 Run 'tailor dev up' and 'tailor migrate' first (make demo does).`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "template", Value: "templates/examples/welcome", Usage: "template folder"},

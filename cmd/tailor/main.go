@@ -148,6 +148,7 @@ AWS SDK's standard configuration and --database-url.`,
 			deadLettersCommand(), templateCommand(), contentCommand(),
 			topicCommand(), webhookCommand(), customerCommand(),
 			smtpSinkCommand(),
+			relayCommand(),
 		},
 	}
 	addEnvVars(app.Commands, "TAILOR_")

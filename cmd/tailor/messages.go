@@ -20,6 +20,7 @@ func messagesCommand() *cli.Command {
 		Name:  "messages",
 		Usage: "inspect rendered messages",
 		Subcommands: []*cli.Command{
+			messagesExportCommand(),
 			{
 				Name:  "list",
 				Usage: "list a campaign's rendered messages",

@@ -29,10 +29,14 @@ and one-click unsubscribe (List-Unsubscribe and List-Unsubscribe-Post headers); 
 			&cli.IntFlag{Name: "render-workers", EnvVars: []string{"TAILOR_RENDER_WORKERS"}, Value: jobs.RenderWorkersDefault, Usage: "concurrent render.batch jobs in this process"},
 			&cli.IntFlag{Name: "batch-size", EnvVars: []string{"TAILOR_BATCH_SIZE"}, Value: jobs.BatchSizeDefault, Usage: "recipients per render.batch job (1-100)"},
 			&cli.DurationFlag{Name: "stop-timeout", EnvVars: []string{"TAILOR_STOP_TIMEOUT"}, Value: 30 * time.Second, Usage: "how long running jobs may finish after a stop signal"},
+			&cli.DurationFlag{Name: "body-retention", Value: jobs.BodyRetentionDefault, Usage: "delete a rendered body (HTML and text; metadata and content hash stay) this long after its message's final ack (negative: keep)"},
 			&cli.IntFlag{Name: "handoff", Value: jobs.HandoffDefault, Usage: "profiles the campaign scan may hold for this process's render jobs so they skip a second DynamoDB read; -1: none"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a Go CPU profile of this process to FILE until it stops (go tool pprof FILE)"},
 		}, linkFlags()...),
 		Action: func(c *cli.Context) error {
+			if c.Duration("body-retention") == 0 {
+				return usagef("--body-retention 0: want a duration (e.g. 168h), or a negative one to keep bodies")
+			}
 			if bs := c.Int("batch-size"); bs < 1 || bs > ddb.BatchGetMax {
 				return usagef("--batch-size %d: want 1 to %d", bs, ddb.BatchGetMax)
 			}
@@ -58,6 +62,7 @@ and one-click unsubscribe (List-Unsubscribe and List-Unsubscribe-Post headers); 
 				BatchSize:     c.Int("batch-size"),
 				Links:         links,
 				Handoff:       c.Int("handoff"),
+				BodyRetention: c.Duration("body-retention"),
 				Logger:        slog.Default(),
 			})
 			if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/tailor-email/tailor/jobs"
 	"github.com/tailor-email/tailor/pipeline/cdc"
 	"github.com/tailor-email/tailor/pipeline/deadletter"
+	"github.com/tailor-email/tailor/pipeline/delivery"
 	"github.com/tailor-email/tailor/pipeline/events"
 	"github.com/tailor-email/tailor/pipeline/profile"
 	"github.com/tailor-email/tailor/pipeline/stream"
@@ -141,13 +142,23 @@ func Triggers(b *backends.Backends, store *profile.Store, logger *slog.Logger) (
 	return jobs.NewTriggers(jobs.TriggerConfig{Pool: b.Pool, Insert: rc, Profiles: store, Logger: logger})
 }
 
+// Outbox returns the publisher of delivery_outbox to the event stream (created with shards
+// when missing). Every process that acks messages (tailor serve, tailor relay) runs one.
+func Outbox(ctx context.Context, b *backends.Backends, shards int, logger *slog.Logger) (*delivery.Outbox, error) {
+	p, err := Producer(ctx, b, shards)
+	if err != nil {
+		return nil, err
+	}
+	return delivery.NewOutbox(delivery.OutboxConfig{DB: b.Pool, Stream: p, Logger: logger})
+}
+
 // Registry returns a Prometheus registry with the Go and process collectors and every
 // component's metrics, so each command exposes the same names.
 func Registry() (*prometheus.Registry, error) {
 	reg := httpserver.NewRegistry()
 	for _, cs := range [][]prometheus.Collector{
 		events.MetricsCollectors(), stream.MetricsCollectors(), profile.MetricsCollectors(), deadletter.MetricsCollectors(),
-		cdc.MetricsCollectors(), rendermetrics.MetricsCollectors(), web.MetricsCollectors(),
+		cdc.MetricsCollectors(), rendermetrics.MetricsCollectors(), web.MetricsCollectors(), delivery.MetricsCollectors(),
 	} {
 		if err := metrics.Register(reg, cs...); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)

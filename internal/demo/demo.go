@@ -21,6 +21,8 @@ import (
 	"github.com/tailor-email/tailor/internal/backends"
 	"github.com/tailor-email/tailor/jobs"
 	"github.com/tailor-email/tailor/pipeline/cdc"
+	"github.com/tailor-email/tailor/pipeline/delivery"
+	"github.com/tailor-email/tailor/pipeline/delivery/smtpsink"
 	"github.com/tailor-email/tailor/pipeline/events"
 	"github.com/tailor-email/tailor/pipeline/profile"
 	"github.com/tailor-email/tailor/templates"
@@ -72,7 +74,8 @@ type Result struct {
 	Customers  int
 	Events     int
 	Messages   []jobs.Message
-	Outcomes   map[string]int // content source outcome -> count, over all messages and sources
+	Outcomes   map[string]int  // content source outcome -> count, over all messages and sources
+	Delivery   delivery.Counts // the sender stage's outcome
 	Elapsed    time.Duration
 }
 
@@ -237,9 +240,79 @@ func Run(ctx context.Context, b *backends.Backends, cfg Config) (*Result, error)
 			return nil, err
 		}
 	}
-	fmt.Fprintf(cfg.Out, "\ndemo: %d customers, %d events -> campaign %d rendered %d messages (content: %s) in %s\n",
-		res.Customers, res.Events, res.CampaignID, len(msgs), outcomeSummary(res.Outcomes), res.Elapsed.Round(10*time.Millisecond))
+	if res.Delivery, err = deliver(ctx, b, camp.ID, cfg); err != nil {
+		return nil, err
+	}
+	res.Elapsed = time.Since(start)
+	fmt.Fprintf(cfg.Out, "\ndemo: %d customers, %d events -> campaign %d rendered %d messages (content: %s), delivered %d, suppressed %d, in %s\n",
+		res.Customers, res.Events, res.CampaignID, len(msgs), outcomeSummary(res.Outcomes), res.Delivery.Sent, res.Delivery.Suppressed,
+		res.Elapsed.Round(10*time.Millisecond))
 	return res, nil
+}
+
+// deliver is the sender stage: the relay that tailor relay runs (app.Relay, claiming from
+// Postgres, its outbox publishing the outcome events) delivers the campaign to the in-repo
+// SMTP sink on 127.0.0.1 until the campaign has nothing left; recipients who unsubscribed
+// since rendering are left out at claim.
+func deliver(ctx context.Context, b *backends.Backends, campaignID int64, cfg Config) (delivery.Counts, error) {
+	var none delivery.Counts
+	sink, err := smtpsink.Start(smtpsink.Config{Addr: "127.0.0.1:0", Logger: cfg.Logger})
+	if err != nil {
+		return none, err
+	}
+	defer sink.Close()
+	relay, store, closeSender, err := app.Relay(b, app.RelayOptions{
+		SMTP:       delivery.SMTPConfig{URL: sink.URL()},
+		MIME:       delivery.MIMEConfig{From: "Example Shop <news@shop.example>"},
+		Relay:      delivery.RelayConfig{PollInterval: 100 * time.Millisecond, ProgressInterval: time.Hour},
+		CampaignID: campaignID, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return none, err
+	}
+	defer closeSender()
+	outbox, err := app.Outbox(ctx, b, 2, cfg.Logger)
+	if err != nil {
+		return none, err
+	}
+	if err := outbox.Start(ctx); err != nil {
+		return none, err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = outbox.Flush(sctx)
+		_ = outbox.Stop(sctx)
+	}()
+	if err := relay.Start(ctx); err != nil {
+		return none, err
+	}
+	fmt.Fprintf(cfg.Out, "\nrelay: delivering campaign %d to the SMTP sink at %s\n", campaignID, sink.Addr())
+	for {
+		done, err := store.CampaignDone(ctx, campaignID)
+		if err != nil || done {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			stopErr := relay.Stop(sctx)
+			cancel()
+			if err = errors.Join(err, stopErr); err != nil {
+				return none, fmt.Errorf("demo: relay: %w", err)
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return none, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	counts, err := delivery.CampaignCounts(ctx, b.Pool, campaignID)
+	if err != nil {
+		return none, err
+	}
+	st := sink.Stats()
+	fmt.Fprintf(cfg.Out, "relay: the sink accepted %d messages (%d bytes); delivery: sent %d, bounced %d, failed %d, suppressed %d at claim\n",
+		st.Accepted, st.Bytes, counts.Sent, counts.BouncedHard+counts.BouncedSoft, counts.Failed, counts.Suppressed)
+	return counts, nil
 }
 
 func seedCustomers(ctx context.Context, b *backends.Backends, n int) ([]string, error) {

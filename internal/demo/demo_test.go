@@ -12,6 +12,7 @@ import (
 
 	"github.com/tailor-email/tailor/internal/demo"
 	"github.com/tailor-email/tailor/internal/testenv"
+	"github.com/tailor-email/tailor/pipeline/delivery"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -52,4 +53,9 @@ func TestRun_SkeletonEndToEnd(t *testing.T) {
 	// Real preference links on the demo's preference center, and a working one-click unsubscribe.
 	require.Regexp(t, `Unsubscribe: http://127\.0\.0\.1:\d+/unsubscribe/[A-Za-z0-9_-]+`, res.Messages[0].Text)
 	require.Regexp(t, `one-click unsubscribe \(RFC 8058\).* -> 200 OK; demo-\d+ no longer receives marketing email \(suppressed\)`, out.String())
+	// The sender stage: the relay delivers everyone but the recipient who just unsubscribed,
+	// who is left out at claim.
+	require.Equal(t, delivery.Counts{Sent: 11, Suppressed: 1}, res.Delivery)
+	require.Contains(t, out.String(), "relay: the sink accepted 11 messages")
+	require.Contains(t, out.String(), "delivered 11, suppressed 1")
 }

@@ -29,12 +29,16 @@ var (
 // binary if it is killed). Call it from TestMain: func TestMain(m *testing.M) { testenv.Main(m) }.
 // Under -short (make unit) and while fuzzing (the coordinator and every fuzz worker) no stack is
 // started: those tests need no backends, and Integration skips the ones that do.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main without the exit: it returns the tests' exit code once the stack it started (if
+// any) is stopped, so a TestMain can check more after the tests (goleak.Find).
+func Run(m *testing.M) int {
 	flag.Parse()
 	if testing.Short() || flagSet("test.fuzz") || flagSet("test.fuzzworker") {
-		os.Exit(m.Run())
+		return m.Run()
 	}
-	os.Exit(run(m))
+	return run(m)
 }
 
 func flagSet(name string) bool {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/metrics"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -181,6 +182,13 @@ func runChildSink() int {
 		return 1
 	}
 	defer sink.Close()
+	if path := os.Getenv("DELIVERY_TEST_CHILD_SINK_CPUPROFILE"); path != "" {
+		// Where the sink's time goes (go tool pprof delivery.test PATH).
+		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
+	}
 	fmt.Println(sink.URL())
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {

@@ -25,6 +25,8 @@ type Message struct {
 	// Receipt identifies this claim's lease; an Outcome carries it back so that the Source can
 	// refuse the ack of a lease that expired and went to another sender. Opaque to senders.
 	Receipt string `json:"receipt"`
+	// LeaseExpires is when the lease ends: after it, the message may go to another sender.
+	LeaseExpires time.Time `json:"lease_expires_at,omitzero"`
 }
 
 // Status is the outcome of one delivery attempt, as a sender acks it.

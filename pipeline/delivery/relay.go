@@ -39,6 +39,10 @@ const (
 	AckBatchDefault = 100
 	// AckIntervalDefault is how long an outcome waits for others before it is acked.
 	AckIntervalDefault = 200 * time.Millisecond
+	// AckersDefault is how many Acks may be in flight at once.
+	AckersDefault = 4
+	// ClaimersDefault is how many Claims may be in flight at once.
+	ClaimersDefault = 2
 	// ProgressIntervalDefault is how often the per-campaign progress lines are logged.
 	ProgressIntervalDefault = 10 * time.Second
 	// maxDomainLimiters bounds the per-domain rate limiters kept; idle ones are dropped first.
@@ -90,6 +94,13 @@ type RelayConfig struct {
 	// AckIntervalDefault (200 ms).
 	AckBatch    int
 	AckInterval time.Duration
+	// Claimers is how many Claims may be in flight at once (each of up to ClaimBatch
+	// messages), so that the workers do not wait for one store round trip; default
+	// ClaimersDefault (2).
+	Claimers int
+	// Ackers is how many Acks may be in flight at once, so that a slow store round trip does
+	// not hold up the sends; default AckersDefault (4).
+	Ackers int
 	// ProgressInterval: default ProgressIntervalDefault (10 s).
 	ProgressInterval time.Duration
 	// Logger defaults to slog.Default().
@@ -112,6 +123,8 @@ func (c RelayConfig) withDefaults() RelayConfig {
 	c.RetryMax = cmp.Or(c.RetryMax, RetryMaxDefault)
 	c.AckBatch = cmp.Or(c.AckBatch, AckBatchDefault)
 	c.AckInterval = cmp.Or(c.AckInterval, AckIntervalDefault)
+	c.Ackers = cmp.Or(c.Ackers, AckersDefault)
+	c.Claimers = cmp.Or(c.Claimers, ClaimersDefault)
 	c.ProgressInterval = cmp.Or(c.ProgressInterval, ProgressIntervalDefault)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -136,8 +149,8 @@ func (c RelayConfig) validate() error {
 		return errors.New("delivery: RelayConfig.Sender is required")
 	case c.MIME == nil:
 		return errors.New("delivery: RelayConfig.MIME is required")
-	case c.Concurrency < 1 || c.Burst < 1 || c.DomainBurst < 1 || c.AckBatch < 1 || c.MaxAttempts < 1:
-		return errors.New("delivery: RelayConfig: Concurrency, Burst, DomainBurst, AckBatch and MaxAttempts must be positive")
+	case c.Concurrency < 1 || c.Burst < 1 || c.DomainBurst < 1 || c.AckBatch < 1 || c.MaxAttempts < 1 || c.Ackers < 1 || c.Claimers < 1:
+		return errors.New("delivery: RelayConfig: Concurrency, Burst, DomainBurst, AckBatch, Ackers, Claimers and MaxAttempts must be positive")
 	case c.ClaimBatch < 1 || c.ClaimBatch > ClaimBatchMax:
 		return fmt.Errorf("delivery: RelayConfig.ClaimBatch %d: want 1 to %d", c.ClaimBatch, ClaimBatchMax)
 	case c.Rate < 0 || c.DomainRate < 0:
@@ -161,7 +174,7 @@ func (c RelayConfig) validate() error {
 
 // inFlight is how many claimed messages the relay holds at most: a batch queued for each
 // worker's next message, and one being sent by each.
-func (c RelayConfig) inFlight() int { return c.ClaimBatch + c.Concurrency }
+func (c RelayConfig) inFlight() int { return c.Claimers*c.ClaimBatch + c.Concurrency }
 
 // Relay claims messages from a Source, builds them, sends them through a Sender with a
 // concurrency and rate limits, and acks each outcome:
@@ -212,7 +225,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		return nil, err
 	}
 	r := &Relay{
-		cfg: cfg, credits: make(chan struct{}, cfg.inFlight()), jobs: make(chan Message, cfg.ClaimBatch),
+		cfg: cfg, credits: make(chan struct{}, cfg.inFlight()), jobs: make(chan Message, cfg.Claimers*cfg.ClaimBatch),
 		outcomes: make(chan Outcome, cfg.AckBatch), stopped: make(chan struct{}),
 		progress: map[int64]*CampaignProgress{}, logged: map[int64]CampaignProgress{},
 	}
@@ -256,7 +269,12 @@ func (r *Relay) Start(ctx context.Context) error {
 	claimed := make(chan struct{})
 	go func() {
 		defer close(claimed)
-		r.claim()
+		var claimers sync.WaitGroup
+		for range r.cfg.Claimers {
+			claimers.Go(r.claim)
+		}
+		claimers.Wait()
+		close(r.jobs)
 	}()
 	progressDone := make(chan struct{})
 	go func() {
@@ -310,7 +328,6 @@ func (r *Relay) Progress() []CampaignProgress {
 
 // claim feeds jobs until the soft stop, holding at most inFlight messages.
 func (r *Relay) claim() {
-	defer close(r.jobs)
 	ctx := r.softCtx
 	for {
 		// Wait for room for one message, then take what else is free, up to a batch.
@@ -319,14 +336,26 @@ func (r *Relay) claim() {
 		case <-ctx.Done():
 			return
 		}
+		// While the workers have queued messages left, wait for room for half a batch, so that
+		// claims stay large (each is a transaction and a re-check in Postgres); when the
+		// queue runs dry, claim what there is room for at once.
 		n := 1
 	more:
 		for n < r.cfg.ClaimBatch {
 			select {
 			case <-r.credits:
 				n++
+				continue
 			default:
+			}
+			if n >= r.cfg.ClaimBatch/2 || len(r.jobs) == 0 {
 				break more
+			}
+			select {
+			case <-r.credits:
+				n++
+			case <-ctx.Done():
+				return
 			}
 		}
 		msgs, err := r.cfg.Source.Claim(ctx, n, r.cfg.Lease)
@@ -336,14 +365,22 @@ func (r *Relay) claim() {
 		for range n - len(msgs) {
 			r.credits <- struct{}{}
 		}
+		relayClaimed.Add(float64(len(msgs)))
 		if err != nil && ctx.Err() == nil {
 			r.cfg.Logger.Error("relay: claim messages", "err", err)
 		}
 		for _, m := range msgs {
 			r.jobs <- m // never blocks for long: jobs holds a batch, credits bound the rest
 		}
-		if len(msgs) == 0 || err != nil {
+		switch {
+		case len(msgs) == 0 || err != nil:
 			if ctx.Err() != nil || ctxtime.Sleep(ctx, r.cfg.PollInterval) != nil {
+				return
+			}
+		case len(msgs) < n/2:
+			// Messages trickle in (a campaign still rendering): let a few more become ready
+			// rather than claim them one transaction each.
+			if ctxtime.Sleep(ctx, r.cfg.PollInterval/4) != nil {
 				return
 			}
 		}
@@ -441,9 +478,18 @@ func (r *Relay) ack() {
 	var batch []Outcome
 	timer := time.NewTimer(r.cfg.AckInterval)
 	timer.Stop()
+	// Up to Ackers batches are acked at once; the last ones are waited for.
+	sem := make(chan struct{}, r.cfg.Ackers)
+	var inFlight sync.WaitGroup
+	defer inFlight.Wait()
 	flush := func() {
 		if len(batch) > 0 {
-			r.ackBatch(batch)
+			sem <- struct{}{}
+			b := batch
+			inFlight.Go(func() {
+				defer func() { <-sem }()
+				r.ackBatch(b)
+			})
 			batch = nil
 		}
 		timer.Stop()
@@ -487,11 +533,13 @@ func (r *Relay) ackBatch(outcomes []Outcome) {
 			break
 		}
 	}
+	relayAckFailures.Inc()
 	r.cfg.Logger.Error("relay: ack failed: these messages come back when their lease expires, and may be sent again",
 		"messages", len(outcomes), "err", err)
 }
 
 func (r *Relay) count(o Outcome) {
+	relayOutcomes.WithLabelValues(string(o.Status)).Inc()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p := r.progress[o.CampaignID]

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/tailor-email/tailor/internal/testenv"
 	"github.com/tailor-email/tailor/pipeline/delivery"
 	"github.com/tailor-email/tailor/pipeline/delivery/smtpsink"
 )
@@ -25,7 +26,16 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childSinkEnv) != "" {
 		os.Exit(runChildSink())
 	}
-	goleak.VerifyTestMain(m)
+	code := testenv.Run(m)
+	if code == 0 {
+		// The AWS SDK's pooled HTTP connections (the outbox test's Kinesis client) idle on.
+		if err := goleak.Find(goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+			goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop")); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // genMessage makes message id for recipient r<id>@example.com, in campaign 1 or 2.

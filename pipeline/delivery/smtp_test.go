@@ -70,3 +70,31 @@ func TestSMTPSender_OpensANewConnectionAfterMessagesPerConn(t *testing.T) {
 	_, err := sender.Send(t.Context(), delivery.Envelope{From: "news@shop.example", To: "a@example.com"}, testRaw)
 	require.ErrorContains(t, err, "SMTP sender closed")
 }
+
+// Pipelined (MAIL and RCPT in one write): a refusal of MAIL is answered as the sender's fault,
+// RCPT's answer to it is read too, the message is not sent, and the connection stays in step
+// for the next message.
+func TestSMTPSender_PipelinedRefusalKeepsTheConnectionInStep(t *testing.T) {
+	t.Parallel()
+	sink, sender := newSinkAndSender(t, smtpsink.Config{Username: "u", Password: "p"}, delivery.SMTPConfig{MaxConns: 1})
+	env := delivery.Envelope{From: "news@shop.example", To: "a@example.com"}
+	for range 3 {
+		_, err := sender.Send(t.Context(), env, testRaw)
+		var rej *delivery.RejectError
+		require.ErrorAs(t, err, &rej)
+		require.Equal(t, delivery.StageSender, rej.Stage, rej.Reply)
+		require.Equal(t, 5, rej.Code/100, rej.Reply)
+		require.Contains(t, rej.Reply, "authenticate", "MAIL's own answer, not RCPT's")
+	}
+	require.Equal(t, int64(1), sender.Dials(), "one connection throughout")
+	require.Zero(t, sink.Stats().Accepted)
+}
+
+// A recipient address that could extend the SMTP command is never written as it is.
+func TestSMTPSender_RefusesAddressesThatWouldInjectCommands(t *testing.T) {
+	t.Parallel()
+	sink, sender := newSinkAndSender(t, smtpsink.Config{}, delivery.SMTPConfig{MaxConns: 1})
+	_, err := sender.Send(t.Context(), delivery.Envelope{From: "news@shop.example", To: "a@example.com>\r\nRCPT TO:<b@example.com"}, testRaw)
+	require.Error(t, err)
+	require.Zero(t, sink.Stats().Accepted)
+}

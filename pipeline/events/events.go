@@ -19,21 +19,26 @@ import (
 
 // Event types of schema version 1.
 const (
-	TypePageView       = "page_view"
-	TypeProductView    = "product_view"
-	TypeSearch         = "search"
-	TypeAddToCart      = "add_to_cart"
-	TypeRemoveFromCart = "remove_from_cart"
-	TypePurchase       = "purchase"
-	TypeEmailOpen      = "email_open"
-	TypeEmailClick     = "email_click"
-	TypeCustom         = "custom"
+	TypePageView        = "page_view"
+	TypeProductView     = "product_view"
+	TypeSearch          = "search"
+	TypeAddToCart       = "add_to_cart"
+	TypeRemoveFromCart  = "remove_from_cart"
+	TypePurchase        = "purchase"
+	TypeEmailOpen       = "email_open"
+	TypeEmailClick      = "email_click"
+	TypeEmailSent       = "email_sent"       // a sender's provider accepted the message
+	TypeEmailBounced    = "email_bounced"    // refused for the recipient, hard or soft
+	TypeEmailComplained = "email_complained" // the recipient reported it as spam
+	TypeEmailFailed     = "email_failed"     // it could not be sent as it was
+	TypeCustom          = "custom"
 )
 
 // Types lists every event type the schema accepts, in a stable order.
 var Types = []string{
 	TypePageView, TypeProductView, TypeSearch, TypeAddToCart, TypeRemoveFromCart,
-	TypePurchase, TypeEmailOpen, TypeEmailClick, TypeCustom,
+	TypePurchase, TypeEmailOpen, TypeEmailClick, TypeEmailSent, TypeEmailBounced, TypeEmailComplained,
+	TypeEmailFailed, TypeCustom,
 }
 
 // SchemaVersion is the version of the event contract (Schema).
@@ -167,15 +172,19 @@ func (o DecodeOptions) withDefaults() DecodeOptions {
 
 // per-type allowed and required properties; the embedded schema says the same (a test checks).
 var propertySpec = map[string]struct{ allowed, required []string }{
-	TypePageView:       {[]string{"url", "title", "referrer"}, []string{"url"}},
-	TypeProductView:    {[]string{"product_id", "category", "price", "currency"}, []string{"product_id"}},
-	TypeSearch:         {[]string{"query", "results"}, []string{"query"}},
-	TypeAddToCart:      {[]string{"product_id", "category", "price", "currency", "quantity"}, []string{"product_id"}},
-	TypeRemoveFromCart: {[]string{"product_id", "category", "price", "currency", "quantity"}, []string{"product_id"}},
-	TypePurchase:       {[]string{"order_id", "total", "currency", "items"}, []string{"order_id", "total", "currency"}},
-	TypeEmailOpen:      {[]string{"campaign_id", "message_id"}, []string{"campaign_id"}},
-	TypeEmailClick:     {[]string{"campaign_id", "message_id", "url"}, []string{"campaign_id"}},
-	TypeCustom:         {[]string{"name", "data"}, []string{"name"}},
+	TypePageView:        {[]string{"url", "title", "referrer"}, []string{"url"}},
+	TypeProductView:     {[]string{"product_id", "category", "price", "currency"}, []string{"product_id"}},
+	TypeSearch:          {[]string{"query", "results"}, []string{"query"}},
+	TypeAddToCart:       {[]string{"product_id", "category", "price", "currency", "quantity"}, []string{"product_id"}},
+	TypeRemoveFromCart:  {[]string{"product_id", "category", "price", "currency", "quantity"}, []string{"product_id"}},
+	TypePurchase:        {[]string{"order_id", "total", "currency", "items"}, []string{"order_id", "total", "currency"}},
+	TypeEmailOpen:       {[]string{"campaign_id", "message_id"}, []string{"campaign_id"}},
+	TypeEmailClick:      {[]string{"campaign_id", "message_id", "url"}, []string{"campaign_id"}},
+	TypeEmailSent:       {[]string{"campaign_id", "message_id"}, []string{"campaign_id"}},
+	TypeEmailBounced:    {[]string{"campaign_id", "message_id"}, []string{"campaign_id"}},
+	TypeEmailComplained: {[]string{"campaign_id", "message_id"}, []string{"campaign_id"}},
+	TypeEmailFailed:     {[]string{"campaign_id", "message_id"}, []string{"campaign_id"}},
+	TypeCustom:          {[]string{"name", "data"}, []string{"name"}},
 }
 
 var topLevel = []string{"event_id", "customer_id", "anonymous_id", "type", "timestamp", "properties", "schema_version"}
