@@ -1,6 +1,7 @@
 package tracking
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/url"
@@ -73,13 +74,16 @@ func (r *Rewriter) Rewrite(src string, m Message) string {
 		pixel = `<img src="` + r.base + OpenPath + tok + pixelAttrs
 	}
 	clicks := m.Track.Clicks && containsFold(src, "<a")
-	if !clicks && !containsFold(src, "</body") {
-		return src + pixel
+	if !clicks && pixel == "" {
+		return src
 	}
 	claims.Kind = KindClick
 	out := make([]byte, 0, len(src)+len(src)/4+len(pixel))
 	z := html.NewTokenizer(strings.NewReader(src))
 	consumed, bodyAt := 0, -1
+	// Where the input ends matters when the pixel goes at the end: inside an unclosed raw-text
+	// element, comment or tag it would be swallowed (or shown as text), so it is left out.
+	rawOpen, openEnd := "", false
 	var attrs []html.Attribute
 	for {
 		tt := z.Next()
@@ -90,13 +94,19 @@ func (r *Rewriter) Rewrite(src string, m Message) string {
 		start := len(out)
 		consumed += len(raw)
 		out = append(out, raw...)
+		openEnd = false
 		switch tt {
+		case html.TextToken:
+			openEnd = rawOpen != "" || bytes.IndexByte(raw, '<') >= 0
+		case html.CommentToken:
+			openEnd = !bytes.HasSuffix(raw, []byte(">"))
 		case html.StartTagToken, html.SelfClosingTagToken:
-			if !clicks {
-				continue
-			}
 			name, more := z.TagName()
-			if len(name) != 1 || name[0] != 'a' || !more {
+			if tt == html.StartTagToken && rawText[string(name)] {
+				rawOpen = string(name)
+				openEnd = true
+			}
+			if !clicks || len(name) != 1 || name[0] != 'a' || !more {
 				continue
 			}
 			attrs = attrs[:0]
@@ -111,6 +121,9 @@ func (r *Rewriter) Rewrite(src string, m Message) string {
 					}
 				case NoTrackAttr:
 					notrack = true
+				}
+				if !plainName(k) {
+					notrack = true // written anew it might read differently: leave the tag as it is
 				}
 				attrs = append(attrs, html.Attribute{Key: string(k), Val: string(v)})
 			}
@@ -129,16 +142,28 @@ func (r *Rewriter) Rewrite(src string, m Message) string {
 			attrs[href].Val = r.base + ClickPath + tok
 			out = appendTag(out[:start], attrs, tt == html.SelfClosingTagToken)
 		case html.EndTagToken:
-			if pixel != "" {
-				if name, _ := z.TagName(); string(name) == "body" {
-					bodyAt = start
-				}
+			name, _ := z.TagName()
+			if string(name) == rawOpen {
+				rawOpen = ""
+			}
+			if pixel != "" && string(name) == "body" {
+				bodyAt = start
 			}
 		}
 	}
-	out = append(out, src[consumed:]...) // whatever the tokenizer left (it reports the rest as text; this is a safety net)
+	if consumed < len(src) {
+		openEnd = true // an unfinished tag the tokenizer gave up on: copied as it is
+		out = append(out, src[consumed:]...)
+	}
+	if bodyAt < 0 && openEnd {
+		pixel = ""
+	}
 	return insertPixel(string(out), pixel, bodyAt)
 }
+
+// rawText are the elements whose content the tokenizer reads as text up to their end tag.
+var rawText = map[string]bool{"script": true, "style": true, "textarea": true, "title": true, "xmp": true,
+	"iframe": true, "noembed": true, "noframes": true, "noscript": true, "plaintext": true}
 
 // trackable reports whether a link's target gets a click redirect.
 func (r *Rewriter) trackable(target string) bool {
@@ -152,6 +177,17 @@ func (r *Rewriter) trackable(target string) bool {
 		}
 	}
 	return true
+}
+
+// plainName reports whether an attribute name is one that reads back the same when written
+// as name="value".
+func plainName(k []byte) bool {
+	for _, c := range k {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == ':' || c == '.') {
+			return false
+		}
+	}
+	return len(k) > 0
 }
 
 // appendTag writes an <a> start tag with attrs, values escaped and double-quoted.
