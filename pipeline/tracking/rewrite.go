@@ -1,7 +1,6 @@
 package tracking
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net/url"
@@ -37,7 +36,8 @@ type Rewriter struct {
 // recipients reach `tailor serve`) and returns the rewriter.
 func NewRewriter(publicURL string, tokens *Tokens) (*Rewriter, error) {
 	u, err := url.Parse(publicURL)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" ||
+		strings.ContainsAny(publicURL, "\"'<>&` \t\r\n") {
 		return nil, fmt.Errorf("tracking: public URL %q: want an absolute http(s) URL without query, e.g. https://t.example.com", publicURL)
 	}
 	if tokens == nil {
@@ -56,9 +56,12 @@ const pixelAttrs = `" width="1" height="1" alt="" border="0" style="display:bloc
 //     token signing the link's URL. mailto:, tel:, #anchors and relative links stay.
 //   - opens: a 1x1 <img src="PUBLIC_URL/t/o/TOKEN"> goes before the last </body>, or at the end.
 //
-// Everything else is copied byte for byte, malformed HTML included; only a rewritten <a> tag is
-// written anew (lower-case names, double-quoted values). A token that cannot be minted (an
-// over-long customer id) leaves the message untracked rather than failing it.
+// It reads the HTML as golang.org/x/net/html's tokenizer does (comments, raw text such as
+// <style>, quoted and unquoted attributes; see scanner) and copies everything byte for byte
+// but the href values it replaces, malformed HTML included. When the input ends inside a tag,
+// comment or raw-text element and has no </body>, the pixel is left out rather than swallowed.
+// A token that cannot be minted (an over-long customer id) leaves the message untracked rather
+// than failing it.
 func (r *Rewriter) Rewrite(src string, m Message) string {
 	if m.Track.IsZero() {
 		return src
@@ -78,59 +81,26 @@ func (r *Rewriter) Rewrite(src string, m Message) string {
 		return src
 	}
 	claims.Kind = KindClick
-	out := make([]byte, 0, len(src)+len(src)/4+len(pixel))
-	z := html.NewTokenizer(strings.NewReader(src))
-	consumed, bodyAt := 0, -1
-	// Where the input ends matters when the pixel goes at the end: inside an unclosed raw-text
-	// element, comment or tag it would be swallowed (or shown as text), so it is left out.
-	rawOpen, openEnd := "", false
-	var attrs []html.Attribute
+	var out []byte
+	sc := scanner{src: src}
+	var a anchor
+	last, bodyAt, kind := 0, -1, tokEOF
 	for {
-		tt := z.Next()
-		if tt == html.ErrorToken {
+		k, start := sc.next(&a)
+		if k == tokEOF {
 			break
 		}
-		raw := z.Raw()
-		start := len(out)
-		consumed += len(raw)
-		out = append(out, raw...)
-		openEnd = false
-		switch tt {
-		case html.TextToken:
-			openEnd = rawOpen != "" || bytes.IndexByte(raw, '<') >= 0
-		case html.CommentToken:
-			openEnd = !bytes.HasSuffix(raw, []byte(">"))
-		case html.StartTagToken, html.SelfClosingTagToken:
-			name, more := z.TagName()
-			if tt == html.StartTagToken && rawText[string(name)] {
-				rawOpen = string(name)
-				openEnd = true
+		kind = k
+		switch k {
+		case tokEndBody:
+			if pixel != "" {
+				bodyAt = len(out) + start - last
 			}
-			if !clicks || len(name) != 1 || name[0] != 'a' || !more {
+		case tokStartA:
+			if !clicks || a.notrack || a.whole.start < 0 {
 				continue
 			}
-			attrs = attrs[:0]
-			href, notrack := -1, false
-			for more {
-				var k, v []byte
-				k, v, more = z.TagAttr()
-				switch string(k) {
-				case "href":
-					if href < 0 {
-						href = len(attrs)
-					}
-				case NoTrackAttr:
-					notrack = true
-				}
-				if !plainName(k) {
-					notrack = true // written anew it might read differently: leave the tag as it is
-				}
-				attrs = append(attrs, html.Attribute{Key: string(k), Val: string(v)})
-			}
-			if href < 0 || notrack {
-				continue
-			}
-			target := strings.TrimSpace(attrs[href].Val)
+			target := strings.TrimSpace(attrValue(src[a.val.start:a.val.end], src[a.whole.start:a.whole.end]))
 			if !r.trackable(target) {
 				continue
 			}
@@ -139,31 +109,54 @@ func (r *Rewriter) Rewrite(src string, m Message) string {
 			if err != nil {
 				continue
 			}
-			attrs[href].Val = r.base + ClickPath + tok
-			out = appendTag(out[:start], attrs, tt == html.SelfClosingTagToken)
-		case html.EndTagToken:
-			name, _ := z.TagName()
-			if string(name) == rawOpen {
-				rawOpen = ""
+			if out == nil {
+				out = make([]byte, 0, len(src)+len(src)/2+len(pixel))
 			}
-			if pixel != "" && string(name) == "body" {
-				bodyAt = start
-			}
+			out = append(out, src[last:a.whole.start]...)
+			out = append(out, '"')
+			out = append(out, r.base...)
+			out = append(out, ClickPath...)
+			out = append(out, tok...)
+			out = append(out, '"')
+			last = a.whole.end
 		}
 	}
-	if consumed < len(src) {
-		openEnd = true // an unfinished tag the tokenizer gave up on: copied as it is
-		out = append(out, src[consumed:]...)
-	}
-	if bodyAt < 0 && openEnd {
+	if pixel != "" && bodyAt < 0 && (kind == tokOpen || kind == tokStartRaw || sc.unclosed) {
+		// The input ends inside a tag, a comment or a raw-text element, where the pixel would
+		// be swallowed or shown as text: it is left out.
 		pixel = ""
 	}
-	return insertPixel(string(out), pixel, bodyAt)
+	if out == nil {
+		if bodyAt < 0 {
+			return src + pixel
+		}
+		return src[:bodyAt] + pixel + src[bodyAt:]
+	}
+	out = append(out, src[last:]...)
+	if bodyAt < 0 {
+		return string(append(out, pixel...))
+	}
+	return string(out[:bodyAt]) + pixel + string(out[bodyAt:])
 }
 
-// rawText are the elements whose content the tokenizer reads as text up to their end tag.
-var rawText = map[string]bool{"script": true, "style": true, "textarea": true, "title": true, "xmp": true,
-	"iframe": true, "noembed": true, "noframes": true, "noscript": true, "plaintext": true}
+// attrValue decodes the character references in an attribute value (val, written as whole,
+// its quotes included) as browsers do in attributes, where "&copy=2" stays as it is but
+// "&reg_id" is "®_id": the common "&amp;" directly, anything else through the x/net tokenizer.
+func attrValue(val, whole string) string {
+	n := strings.Count(val, "&")
+	if n == 0 {
+		return val
+	}
+	if strings.Count(val, "&amp;") == n {
+		return strings.ReplaceAll(val, "&amp;", "&")
+	}
+	z := html.NewTokenizer(strings.NewReader("<a href=" + whole + ">"))
+	if z.Next() != html.StartTagToken {
+		return ""
+	}
+	_, v, _ := z.TagAttr()
+	return string(v)
+}
 
 // trackable reports whether a link's target gets a click redirect.
 func (r *Rewriter) trackable(target string) bool {
@@ -177,43 +170,6 @@ func (r *Rewriter) trackable(target string) bool {
 		}
 	}
 	return true
-}
-
-// plainName reports whether an attribute name is one that reads back the same when written
-// as name="value".
-func plainName(k []byte) bool {
-	for _, c := range k {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == ':' || c == '.') {
-			return false
-		}
-	}
-	return len(k) > 0
-}
-
-// appendTag writes an <a> start tag with attrs, values escaped and double-quoted.
-func appendTag(out []byte, attrs []html.Attribute, selfClosing bool) []byte {
-	out = append(out, "<a"...)
-	for _, a := range attrs {
-		out = append(out, ' ')
-		out = append(out, a.Key...)
-		out = append(out, `="`...)
-		out = append(out, html.EscapeString(a.Val)...)
-		out = append(out, '"')
-	}
-	if selfClosing {
-		out = append(out, '/')
-	}
-	return append(out, '>')
-}
-
-func insertPixel(s, pixel string, at int) string {
-	if pixel == "" {
-		return s
-	}
-	if at < 0 {
-		return s + pixel
-	}
-	return s[:at] + pixel + s[at:]
 }
 
 // containsFold reports whether s contains sub, ASCII case-insensitively (sub lower-case).
