@@ -105,18 +105,19 @@ func (r *Rewriter) Rewrite(src string, m Message) string {
 				continue
 			}
 			claims.URL = target
-			tok, err := r.tokens.Mint(claims)
-			if err != nil {
-				continue
-			}
 			if out == nil {
 				out = make([]byte, 0, len(src)+len(src)/2+len(pixel))
 			}
+			mark := len(out)
 			out = append(out, src[last:a.whole.start]...)
 			out = append(out, '"')
 			out = append(out, r.base...)
 			out = append(out, ClickPath...)
-			out = append(out, tok...)
+			var err error
+			if out, err = r.tokens.AppendMint(out, claims); err != nil {
+				out = out[:mark] // not trackable after all: the link stays
+				continue
+			}
 			out = append(out, '"')
 			last = a.whole.end
 		}
@@ -136,7 +137,11 @@ func (r *Rewriter) Rewrite(src string, m Message) string {
 	if bodyAt < 0 {
 		return string(append(out, pixel...))
 	}
-	return string(out[:bodyAt]) + pixel + string(out[bodyAt:])
+	n := len(out)
+	out = append(out, pixel...)
+	copy(out[bodyAt+len(pixel):], out[bodyAt:n])
+	copy(out[bodyAt:], pixel)
+	return string(out)
 }
 
 // attrValue decodes the character references in an attribute value (val, written as whole,

@@ -144,7 +144,7 @@ func NewTokens(cfg TokensConfig) (*Tokens, error) {
 		return nil, errors.New("tracking: TokensConfig.TTL must not be negative")
 	}
 	t := &Tokens{keys: map[string][]byte{}, sign: cfg.Keys[0], ttl: cmp.Or(cfg.TTL, TokenTTLDefault), now: cfg.Now}
-	t.macs.New = func() any { return hmac.New(sha256.New, t.sign.Secret) }
+	t.macs.New = func() any { return &minter{h: hmac.New(sha256.New, t.sign.Secret), buf: make([]byte, 0, 256)} }
 	if t.now == nil {
 		t.now = time.Now
 	}
@@ -166,35 +166,48 @@ func NewTokens(cfg TokensConfig) (*Tokens, error) {
 // Mint returns a token for c signed with the first key, expiring TTL from now (c.ExpiresAt is
 // ignored). A click needs an http(s) URL of at most MaxURLLen bytes; ids are at most MaxIDLen.
 func (t *Tokens) Mint(c Claims) (string, error) {
+	b, err := t.AppendMint(nil, c)
+	return string(b), err
+}
+
+// minter is the scratch of one mint: a keyed HMAC of the signing key and a payload buffer.
+type minter struct {
+	h   hash.Hash
+	buf []byte
+	sum [sha256.Size]byte
+}
+
+// AppendMint is Mint appending the token to dst (the rewriter writes it straight into the
+// message) and allocating nothing of its own once warm.
+func (t *Tokens) AppendMint(dst []byte, c Claims) ([]byte, error) {
 	switch {
 	case c.Kind != KindOpen && c.Kind != KindClick:
-		return "", fmt.Errorf("tracking: mint: unknown kind %v", c.Kind)
+		return dst, fmt.Errorf("tracking: mint: unknown kind %v", c.Kind)
 	case c.CampaignID < 0 || c.CustomerID == "" || len(c.CustomerID) > MaxIDLen || len(c.Occurrence) > MaxIDLen:
-		return "", fmt.Errorf("tracking: mint: a campaign id >= 0, a customer id of 1 to %d bytes and an occurrence of at most %d needed", MaxIDLen, MaxIDLen)
+		return dst, fmt.Errorf("tracking: mint: a campaign id >= 0, a customer id of 1 to %d bytes and an occurrence of at most %d needed", MaxIDLen, MaxIDLen)
 	case c.Kind == KindClick && !validTarget(c.URL):
-		return "", fmt.Errorf("tracking: mint: a click needs an http(s) URL of at most %d bytes", MaxURLLen)
+		return dst, fmt.Errorf("tracking: mint: a click needs an http(s) URL of at most %d bytes", MaxURLLen)
 	case c.Kind == KindOpen && c.URL != "":
-		return "", errors.New("tracking: mint: an open carries no URL")
+		return dst, errors.New("tracking: mint: an open carries no URL")
 	}
 	exp := t.now().Add(t.ttl).Unix()
-	b := make([]byte, 0, 32+len(t.sign.ID)+len(c.CustomerID)+len(c.Occurrence)+len(c.URL)+macLen)
-	b = append(b, tokenVersion, byte(len(t.sign.ID)))
+	m := t.macs.Get().(*minter)
+	defer t.macs.Put(m)
+	b := append(m.buf[:0], tokenVersion, byte(len(t.sign.ID)))
 	b = append(b, t.sign.ID...)
 	b = append(b, byte(c.Kind))
 	b = binary.AppendUvarint(b, uint64(exp))
 	b = binary.AppendUvarint(b, uint64(c.CampaignID))
-	for _, s := range []string{c.CustomerID, c.Occurrence, c.URL} {
+	for _, s := range [...]string{c.CustomerID, c.Occurrence, c.URL} {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
 	}
-	h := t.macs.Get().(hash.Hash)
-	h.Reset()
-	h.Write([]byte(macContext))
-	h.Write(b)
-	var sum [sha256.Size]byte
-	b = append(b, h.Sum(sum[:0])[:macLen]...)
-	t.macs.Put(h)
-	return base64.RawURLEncoding.EncodeToString(b), nil
+	m.h.Reset()
+	m.h.Write([]byte(macContext))
+	m.h.Write(b)
+	b = append(b, m.h.Sum(m.sum[:0])[:macLen]...)
+	m.buf = b
+	return base64.RawURLEncoding.AppendEncode(dst, b), nil
 }
 
 func mac(secret, payload []byte) []byte {
