@@ -57,7 +57,8 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	return &Handler{cfg: cfg}, nil
 }
 
-// Register mounts GET /t/o/{token} and GET /t/c/{token} on mux.
+// Register mounts GET /t/o/{token} and GET /t/c/{token} on mux (HEAD is answered alike and
+// records nothing).
 func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+OpenPath+"{token}", h.Open)
 	mux.HandleFunc("GET "+ClickPath+"{token}", h.Click)
@@ -79,7 +80,7 @@ func noCache(w http.ResponseWriter) {
 // Open answers GET /t/o/{token} with the 1x1 GIF, whatever the token; only a valid open token
 // records an email_open.
 func (h *Handler) Open(w http.ResponseWriter, r *http.Request) {
-	if c, err := h.cfg.Tokens.Parse(r.PathValue("token")); err == nil && c.Kind == KindOpen {
+	if c, err := h.cfg.Tokens.Parse(r.PathValue("token")); err == nil && c.Kind == KindOpen && r.Method == http.MethodGet {
 		h.record(r.Context(), c)
 	}
 	noCache(w)
@@ -98,8 +99,8 @@ func (h *Handler) Click(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "this link is not valid", http.StatusBadRequest)
 		return
 	}
-	if err == nil {
-		h.record(r.Context(), c)
+	if err == nil && r.Method == http.MethodGet {
+		h.record(r.Context(), c) // a HEAD (link checkers, prefetchers) is answered, not counted
 	}
 	noCache(w)
 	w.Header().Set("Location", c.URL)

@@ -132,6 +132,15 @@ func TestHandler_ClickRedirectsOnlyToTheSignedTarget(t *testing.T) {
 	require.Equal(t, click.URL, w.Header().Get("Location"))
 	require.Len(t, rec.got, 1, "but records nothing")
 
+	w = httptest.NewRecorder()
+	mux.ServeHTTP(w, httptest.NewRequest(http.MethodHead, "/t/c/"+s, nil))
+	require.Equal(t, http.StatusFound, w.Code)
+	now = fixedNow
+	w = httptest.NewRecorder()
+	mux.ServeHTTP(w, httptest.NewRequest(http.MethodHead, "/t/c/"+s, nil))
+	require.Equal(t, http.StatusFound, w.Code)
+	require.Len(t, rec.got, 1, "a HEAD (a link checker) is answered, not recorded")
+
 	require.Equal(t, http.StatusMethodNotAllowed, func() int {
 		w := httptest.NewRecorder()
 		mux.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/t/c/"+s, nil))
