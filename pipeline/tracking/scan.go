@@ -8,6 +8,8 @@ package tracking
 // clones every attribute name of every tag, which made a rewrite cost several times a render.
 // A differential fuzz test holds it to the tokenizer's reading.
 
+import "strings"
+
 // span is a byte range of the input; start < 0 means none.
 type span struct{ start, end int }
 
@@ -78,7 +80,15 @@ func (s *scanner) next(a *anchor) (int, int) {
 		}
 	}
 	i := start
-	for i < len(src) && (src[i] != '<' || i+1 >= len(src) || !isMarkupStart(src[i+1])) {
+	for {
+		j := strings.IndexByte(src[i:], '<')
+		if j < 0 {
+			i = len(src)
+			break
+		}
+		if i += j; i+1 < len(src) && isMarkupStart(src[i+1]) {
+			break
+		}
 		i++
 	}
 	if i > start {
