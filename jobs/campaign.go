@@ -14,6 +14,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/tailor-email/tailor/internal/sqlfile"
+	"github.com/tailor-email/tailor/pipeline/tracking"
 	"github.com/tailor-email/tailor/templates"
 )
 
@@ -79,6 +80,7 @@ type Campaign struct {
 	QuietHours      QuietHours
 	Cap             Cap
 	Trigger         *Trigger
+	Track           tracking.Track // what the render jobs add tracking for; nothing by default
 	Status          string
 	AudienceCount   int
 	Processed       int
@@ -104,6 +106,7 @@ type NewCampaign struct {
 	QuietHours QuietHours
 	Cap        Cap
 	Trigger    *Trigger
+	Track      tracking.Track // engagement tracking (opens, clicks); nothing by default
 }
 
 // querier is the part of pgx (pool, connection, transaction) the read functions use.
@@ -172,7 +175,7 @@ func CreateCampaign(ctx context.Context, pool *pgxpool.Pool, rc *river.Client[pg
 	}
 	c := &Campaign{Name: name, Kind: KindBatch, TemplateName: in.Template.Name(), TemplateVersion: in.Template.Version(),
 		TemplateFiles: in.Template.Files(), Segment: in.Segment, Topic: in.Topic, Timezone: cmpOr(in.Timezone, "UTC"),
-		QuietHours: in.QuietHours, Cap: in.Cap, Trigger: in.Trigger, Status: StatusDraft}
+		QuietHours: in.QuietHours, Cap: in.Cap, Trigger: in.Trigger, Track: in.Track, Status: StatusDraft}
 	var trigger, cancelIf *string
 	var delay, oncePer int64
 	if t := in.Trigger; t != nil {
@@ -183,7 +186,7 @@ func CreateCampaign(ctx context.Context, pool *pgxpool.Pool, rc *river.Client[pg
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, queries.Get("insert-campaign"), c.Name, c.Kind, c.TemplateName, c.TemplateVersion, files, c.Segment,
 			nullable(c.Topic), c.Timezone, nullable(c.QuietHours.String()), nullInt(int64(c.Cap.Count)), nullInt(int64(c.Cap.Window/time.Second)),
-			trigger, delay, cancelIf, nullInt(oncePer)).Scan(&c.ID, &c.CreatedAt); err != nil {
+			trigger, delay, cancelIf, nullInt(oncePer), c.Track.Values()).Scan(&c.ID, &c.CreatedAt); err != nil {
 			return fmt.Errorf("insert campaign: %w", err)
 		}
 		if in.SendAt.IsZero() {
@@ -230,9 +233,10 @@ func GetCampaign(ctx context.Context, q interface {
 		sendAt                    *time.Time
 		capCount                  *int32
 		capWindow, delay, oncePer *int64
+		track                     []string
 	)
 	err := q.QueryRow(ctx, queries.Get("get-campaign"), id).Scan(&c.ID, &c.Name, &c.Kind, &c.TemplateName, &c.TemplateVersion, &files,
-		&c.Segment, &topic, &sendAt, &local, &c.Timezone, &quiet, &capCount, &capWindow, &trigger, &delay, &cancelIf, &oncePer,
+		&c.Segment, &topic, &sendAt, &local, &c.Timezone, &quiet, &capCount, &capWindow, &trigger, &delay, &cancelIf, &oncePer, &track,
 		&c.Status, &c.AudienceCount, &c.Processed, &c.FanoutDone, &c.Error,
 		&c.CreatedAt, &c.ScheduledAt, &c.StartedAt, &c.PausedAt, &c.FinishedAt, &c.CancelledAt)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -246,6 +250,9 @@ func GetCampaign(ctx context.Context, q interface {
 	}
 	if topic != nil {
 		c.Topic = *topic
+	}
+	if c.Track, err = tracking.TrackOf(track); err != nil {
+		return nil, fmt.Errorf("campaign %d: %w", id, err)
 	}
 	if sendAt != nil {
 		c.SendAt.At = *sendAt

@@ -7,7 +7,8 @@
 //	     its cursor; time-sliced (snoozes to go on), so every run is bounded.
 //	  -> render.batch: read the profiles (BatchGetItem, or the scanned items with
 //	     Config.RenderFromScan), check eligibility against Postgres (preferences.Check:
-//	     suppression, topic subscription, consent), render, apply the frequency cap under
+//	     suppression, topic subscription, consent), render (a campaign created with Track gets
+//	     its HTML rewritten by Config.Tracker: pipeline/tracking), apply the frequency cap under
 //	     per-customer advisory locks, and record one rendered_messages row per recipient with
 //	     its send time (not_before) or the reason it was left out; the insert keeps the
 //	     campaign's counters, and the last one completes the campaign.

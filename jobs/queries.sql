@@ -1,12 +1,12 @@
 -- name: insert-campaign
 INSERT INTO campaigns (name, kind, template_name, template_version, template_files, segment, topic, timezone, quiet_hours,
-                       cap_count, cap_window_s, trigger_expr, delay_s, cancel_if, once_per_s)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                       cap_count, cap_window_s, trigger_expr, delay_s, cancel_if, once_per_s, track)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 RETURNING id, created_at;
 
 -- name: get-campaign
 SELECT id, name, kind, template_name, template_version, template_files, segment, topic, send_at, send_local, timezone,
-       quiet_hours, cap_count, cap_window_s, trigger_expr, delay_s, cancel_if, once_per_s,
+       quiet_hours, cap_count, cap_window_s, trigger_expr, delay_s, cancel_if, once_per_s, track,
        status, audience_count, processed, fanout_done, COALESCE(error, ''),
        created_at, scheduled_at, started_at, paused_at, finished_at, cancelled_at
 FROM campaigns WHERE id = $1;

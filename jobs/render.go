@@ -15,6 +15,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/tailor-email/tailor/pipeline/profile"
+	"github.com/tailor-email/tailor/pipeline/tracking"
 	"github.com/tailor-email/tailor/preferences"
 	"github.com/tailor-email/tailor/templates"
 )
@@ -266,6 +267,10 @@ func (w *campaignWorkers) render(ctx context.Context, d *definition, campaign ma
 	msg, err := cfg.Renderer.Render(ctx, d.tpl, data)
 	switch {
 	case err == nil:
+		if !d.c.Track.IsZero() && cfg.Tracker != nil {
+			msg.HTML = cfg.Tracker.Rewrite(msg.HTML, tracking.Message{CampaignID: d.c.ID, CustomerID: o.r.id,
+				Occurrence: o.r.occurrence, Track: d.c.Track})
+		}
 		o.status, o.msg = MessageRendered, msg
 	case errors.Is(err, templates.ErrSkipRecipient):
 		o.status, o.reason, o.key = MessageSkipped, err.Error(), "skip_recipient"

@@ -15,6 +15,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/tailor-email/tailor/pipeline/profile"
+	"github.com/tailor-email/tailor/pipeline/tracking"
 	"github.com/tailor-email/tailor/templates"
 )
 
@@ -86,6 +87,14 @@ type ProfileReader interface {
 	BatchGet(ctx context.Context, ids []string) (map[string]*profile.Profile, error)
 }
 
+// Tracker rewrites one rendered message's HTML for engagement tracking: an open pixel, click
+// redirects. *tracking.Rewriter implements it.
+type Tracker interface {
+	Rewrite(html string, m tracking.Message) string
+}
+
+var _ Tracker = (*tracking.Rewriter)(nil)
+
 // Config wires the workers. Zero values mean defaults.
 type Config struct {
 	Pool     *pgxpool.Pool
@@ -95,6 +104,10 @@ type Config struct {
 	// recipient's message; topic is the campaign's topic ("" for none), which scopes the one-click
 	// unsubscribe. preferences.Links.For implements it; nil leaves both URLs empty.
 	Links func(campaignID int64, topic, customerID string) (unsubscribe, preferences string)
+	// Tracker adds engagement tracking to the HTML of the messages of campaigns that track
+	// opens or clicks (tracking.Rewriter implements it). nil renders every message untracked,
+	// and a tracking campaign's render jobs log a warning.
+	Tracker Tracker
 	// BatchSize is recipients per render.batch job. Default 100.
 	BatchSize int
 	// ScanSegments is the parallel scan's segment count. Default 4.
@@ -283,6 +296,10 @@ func (w *campaignWorkers) definition(ctx context.Context, id int64) (*definition
 		if d.cancelIf, err = ParseCancelIf(c.Trigger.CancelIf); err != nil {
 			return nil, w.fail(ctx, id, err)
 		}
+	}
+	if !c.Track.IsZero() && w.cfg.Tracker == nil {
+		w.cfg.Logger.Warn("campaign tracks engagement but this worker has no --public-url and --token-key: its messages render untracked",
+			"campaign", id, "track", c.Track.String())
 	}
 	if c.Status == StatusDraft {
 		return d, nil // not cached: scheduling sets its send time

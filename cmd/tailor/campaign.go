@@ -62,6 +62,7 @@ evaluates EXPR over event.* and the updated profile, e.g.
 					&cli.DurationFlag{Name: "delay", Usage: "with --trigger: render this long after the event"},
 					&cli.StringFlag{Name: "cancel-if", Usage: "with --trigger: do not send when this holds after the delay (profile fields, event.*, triggered_at)"},
 					&cli.StringFlag{Name: "once-per", Usage: "with --trigger: at most one message per customer per window, e.g. 7d"},
+					trackFlag,
 					&cli.BoolFlag{Name: "dry-run", Usage: "write nothing: print the audience, exclusions, samples per variant and expected content calls"},
 					&cli.IntFlag{Name: "sample", Value: 200, Usage: "with --dry-run: profiles rendered to count content calls"},
 					&cli.BoolFlag{Name: "wait", Usage: "wait until the campaign is rendered (needs 'tailor work' running)"},
@@ -239,6 +240,9 @@ func campaignInput(c *cli.Context, now time.Time) (jobs.NewCampaign, error) {
 	if in.Cap, err = jobs.ParseCap(c.String("max-per-customer")); err != nil {
 		return in, usageError{err}
 	}
+	if in.Track, err = trackInput(c); err != nil {
+		return in, err
+	}
 	if expr := c.String("trigger"); expr != "" {
 		t := &jobs.Trigger{Expr: expr, Delay: c.Duration("delay"), CancelIf: c.String("cancel-if")}
 		if s := c.String("once-per"); s != "" {
@@ -341,6 +345,7 @@ func printDefinition(w io.Writer, c *jobs.Campaign) {
 	line("timezone", c.Timezone)
 	line("quiet", c.QuietHours.String())
 	line("cap", c.Cap.String())
+	line("track", c.Track.String())
 	if t := c.Trigger; t != nil {
 		line("trigger", t.Expr)
 		line("delay", t.Delay.String())
@@ -471,6 +476,9 @@ func printBreakdown(w io.Writer, p *jobs.Progress) {
 	}
 	for _, r := range p.Reasons("scan:") {
 		fmt.Fprintf(w, "  left out by the scan: %s %d\n", r.Key, r.N)
+	}
+	if !p.Track.IsZero() {
+		fmt.Fprintf(w, "  tracking: %s\n", p.Track)
 	}
 }
 

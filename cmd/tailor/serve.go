@@ -59,8 +59,9 @@ outbox this process publishes. format mime needs --from.
 The preference center: with --webhook-secret, POST /v1/webhooks/preferences takes change sets
 signed the Standard Webhooks way ('tailor webhook sign' shows the headers); with --token-key,
 GET/POST /preferences/TOKEN is the hosted preference page and POST /unsubscribe/TOKEN the
-RFC 8058 one-click unsubscribe (a GET of it shows the page). Give 'tailor work' the same
---token-key and --public-url so rendered messages link here.`,
+RFC 8058 one-click unsubscribe (a GET of it shows the page), and GET /t/o/TOKEN (open pixel)
+and GET /t/c/TOKEN (click redirect) record engagement of campaigns created with --track.
+Give 'tailor work' the same --token-key and --public-url so rendered messages link here.`,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "addr", EnvVars: []string{"TAILOR_ADDR"}, Value: httpserver.AddrDefault, Usage: "listen address"},
 			&cli.StringSliceFlag{Name: "api-key-hash", EnvVars: []string{"TAILOR_API_KEY_HASHES"}, Usage: "SHA-256 (hex) of a bootstrap API key, which grants every scope ('tailor apikey new' prints one); repeat or comma-separate"},
@@ -95,6 +96,9 @@ RFC 8058 one-click unsubscribe (a GET of it shows the page). Give 'tailor work' 
 				return err
 			}
 			defer purge.Wait()
+			if err := trackingRoutes(c, b, mux); err != nil {
+				return err
+			}
 			ing, err := app.Ingestor(c.Context, b, c.Int("shards"))
 			if err != nil {
 				return err

@@ -23,8 +23,9 @@ func workCommand() *cli.Command {
 		Description: `Works the campaigns and render queues until interrupted. On SIGINT/SIGTERM it stops
 fetching, lets running jobs finish for --stop-timeout, then cancels them (they retry elsewhere).
 With --public-url and --token-key every rendered message links to its own preference page
-and one-click unsubscribe (List-Unsubscribe and List-Unsubscribe-Post headers); give
-'tailor serve' the same keys.`,
+and one-click unsubscribe (List-Unsubscribe and List-Unsubscribe-Post headers), and the
+messages of campaigns created with --track get an open pixel and click redirects under
+--public-url (/t/o/TOKEN, /t/c/TOKEN); give 'tailor serve' the same keys.`,
 		Flags: append([]cli.Flag{
 			&cli.IntFlag{Name: "render-workers", EnvVars: []string{"TAILOR_RENDER_WORKERS"}, Value: jobs.RenderWorkersDefault, Usage: "concurrent render.batch jobs in this process"},
 			&cli.IntFlag{Name: "batch-size", EnvVars: []string{"TAILOR_BATCH_SIZE"}, Value: jobs.BatchSizeDefault, Usage: "recipients per render.batch job (1-100)"},
@@ -44,6 +45,14 @@ and one-click unsubscribe (List-Unsubscribe and List-Unsubscribe-Post headers); 
 			if err != nil {
 				return err
 			}
+			keys, err := tokenKeys(c)
+			if err != nil {
+				return err
+			}
+			tracker, err := app.Tracker(c.String("public-url"), keys)
+			if err != nil {
+				return usagef("--public-url / --token-key: %v", err)
+			}
 			if path := c.String("cpuprofile"); path != "" {
 				stop, err := startCPUProfile(path)
 				if err != nil {
@@ -61,6 +70,7 @@ and one-click unsubscribe (List-Unsubscribe and List-Unsubscribe-Post headers); 
 				RenderWorkers: c.Int("render-workers"),
 				BatchSize:     c.Int("batch-size"),
 				Links:         links,
+				Tracker:       tracker,
 				Handoff:       c.Int("handoff"),
 				BodyRetention: c.Duration("body-retention"),
 				Logger:        slog.Default(),

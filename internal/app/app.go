@@ -20,6 +20,7 @@ import (
 	"github.com/tailor-email/tailor/pipeline/events"
 	"github.com/tailor-email/tailor/pipeline/profile"
 	"github.com/tailor-email/tailor/pipeline/stream"
+	"github.com/tailor-email/tailor/pipeline/tracking"
 	"github.com/tailor-email/tailor/preferences/web"
 	"github.com/tailor-email/tailor/templates/rendermetrics"
 )
@@ -158,7 +159,7 @@ func Registry() (*prometheus.Registry, error) {
 	reg := httpserver.NewRegistry()
 	for _, cs := range [][]prometheus.Collector{
 		events.MetricsCollectors(), stream.MetricsCollectors(), profile.MetricsCollectors(), deadletter.MetricsCollectors(),
-		cdc.MetricsCollectors(), rendermetrics.MetricsCollectors(), web.MetricsCollectors(), delivery.MetricsCollectors(),
+		cdc.MetricsCollectors(), rendermetrics.MetricsCollectors(), web.MetricsCollectors(), delivery.MetricsCollectors(), tracking.MetricsCollectors(),
 	} {
 		if err := metrics.Register(reg, cs...); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
