@@ -342,7 +342,7 @@ func TestCDC_StatusAndMetricsReportLag(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, mfs, 5)
 	for _, mf := range mfs {
-		if mf.GetName() == "tailor_cdc_lag_bytes" {
+		if mf.GetName() == "tailor_cdc_slot_lag_bytes" {
 			require.GreaterOrEqual(t, mf.GetMetric()[0].GetGauge().GetValue(), float64(st.LagBytes))
 		}
 	}
