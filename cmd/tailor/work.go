@@ -12,6 +12,7 @@ import (
 
 	"github.com/tailor-email/tailor/internal/app"
 	"github.com/tailor-email/tailor/internal/ddb"
+	"github.com/tailor-email/tailor/internal/opsstatus"
 	"github.com/tailor-email/tailor/jobs"
 	"github.com/tailor-email/tailor/templates"
 )
@@ -30,6 +31,7 @@ and one-click unsubscribe (List-Unsubscribe and List-Unsubscribe-Post headers); 
 			&cli.IntFlag{Name: "batch-size", EnvVars: []string{"TAILOR_BATCH_SIZE"}, Value: jobs.BatchSizeDefault, Usage: "recipients per render.batch job (1-100)"},
 			&cli.DurationFlag{Name: "stop-timeout", EnvVars: []string{"TAILOR_STOP_TIMEOUT"}, Value: 30 * time.Second, Usage: "how long running jobs may finish after a stop signal"},
 			&cli.IntFlag{Name: "handoff", Value: jobs.HandoffDefault, Usage: "EXPERIMENT"},
+			metricsAddrFlag("WORK", "127.0.0.1:9102"),
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a Go CPU profile of this process to FILE until it stops (go tool pprof FILE)"},
 		}, linkFlags()...),
 		Action: func(c *cli.Context) error {
@@ -52,6 +54,13 @@ and one-click unsubscribe (List-Unsubscribe and List-Unsubscribe-Post headers); 
 				return err
 			}
 			defer b.Close()
+			// The work processes also export the Postgres-side gauges of tailor status (River
+			// queues, sender backlog, dead letters, campaign progress).
+			stopMetrics, err := startMetrics(c, b, opsstatus.NewCollector(b.Pool))
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
 			client, err := app.Workers(c.Context, b, jobs.Config{
 				Renderer:      templates.NewRenderer(templates.RendererConfig{}),
 				RenderWorkers: c.Int("render-workers"),

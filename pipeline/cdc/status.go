@@ -90,6 +90,9 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
+// MetricType returns "gauge": every metric of the collector is one (internal/metrics.Reference).
+func (c *Collector) MetricType(string) string { return "gauge" }
+
 // Collect implements prometheus.Collector. A failed query exports an invalid metric (the scrape
 // shows the error) rather than stale values.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
