@@ -28,7 +28,7 @@ func NewCollector(pool *pgxpool.Pool) *Collector {
 		pool: pool, timeout: TimeoutDefault,
 		jobs: prometheus.NewDesc("tailor_river_jobs", "River's unfinished jobs, by queue, kind and state (available, scheduled, retryable, running).",
 			[]string{"queue", "kind", "state"}, nil),
-		oldestJob: prometheus.NewDesc("tailor_river_oldest_available_job_age_seconds", "How long the oldest job that could run has waited, by queue and kind (0 with none).",
+		oldestJob: prometheus.NewDesc("tailor_river_oldest_due_job_age_seconds", "How long the oldest job that is due (available, or scheduled or retryable with its time come) has waited past its scheduled time, by queue and kind (0 with none).",
 			[]string{"queue", "kind"}, nil),
 		backlog: prometheus.NewDesc("tailor_delivery_backlog_messages", "Rendered messages no sender has finished, by state: ready (claimable), leased, expired (leases that ran out without an ack; also ready), waiting (send or retry time ahead).",
 			[]string{"state"}, nil),
@@ -71,7 +71,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			g(c.jobs, float64(k.Scheduled), k.Queue, k.Kind, "scheduled")
 			g(c.jobs, float64(k.Retryable), k.Queue, k.Kind, "retryable")
 			g(c.jobs, float64(k.Running), k.Queue, k.Kind, "running")
-			g(c.oldestJob, k.OldestAvailableSeconds, k.Queue, k.Kind)
+			g(c.oldestJob, k.OldestDueSeconds, k.Queue, k.Kind)
 		}
 	}
 	var s SendersSection

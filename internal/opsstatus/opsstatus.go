@@ -15,8 +15,10 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	dtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/common/expfmt"
 
@@ -72,6 +74,10 @@ type Section struct {
 }
 
 func (s *Section) set(err error) {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
+		err = fmt.Errorf("%w (the schema is not migrated: run tailor migrate)", err)
+	}
 	s.Up = err == nil
 	if err != nil {
 		s.Error = err.Error()
@@ -144,14 +150,14 @@ type QueuesSection struct {
 
 // JobKind is one queue and kind's unfinished jobs.
 type JobKind struct {
-	Queue                  string  `json:"queue"`
-	Kind                   string  `json:"kind"`
-	Available              int64   `json:"available"`
-	Scheduled              int64   `json:"scheduled"`
-	Retryable              int64   `json:"retryable"`
-	Running                int64   `json:"running"`
-	OldestAvailableSeconds float64 `json:"oldest_available_seconds"`
-	LongestRunningSeconds  float64 `json:"longest_running_seconds"`
+	Queue                 string  `json:"queue"`
+	Kind                  string  `json:"kind"`
+	Available             int64   `json:"available"`
+	Scheduled             int64   `json:"scheduled"`
+	Retryable             int64   `json:"retryable"`
+	Running               int64   `json:"running"`
+	OldestDueSeconds      float64 `json:"oldest_due_seconds"`
+	LongestRunningSeconds float64 `json:"longest_running_seconds"`
 }
 
 // CampaignsSection is the campaigns not settled yet.
@@ -290,6 +296,10 @@ func Read(ctx context.Context, cfg Config) (*Report, error) {
 func readStream(ctx context.Context, cfg Config, s *StreamSection) error {
 	s.Stream, s.Shards = cfg.Stream, []Shard{}
 	leases, err := stream.NewLeaseTable(cfg.DynamoDB, cfg.LeaseTable).List(ctx)
+	var notFound *dtypes.ResourceNotFoundException
+	if errors.As(err, &notFound) {
+		return nil // no lease table: no consumer has run yet (a state, not an outage)
+	}
 	if err != nil {
 		return err
 	}
@@ -333,7 +343,7 @@ func readQueues(ctx context.Context, db *pgxpool.Pool, s *QueuesSection) error {
 		return fmt.Errorf("river jobs: %w", err)
 	}
 	var k JobKind
-	_, err = pgx.ForEachRow(rows, []any{&k.Queue, &k.Kind, &k.Available, &k.Scheduled, &k.Retryable, &k.Running, &k.OldestAvailableSeconds, &k.LongestRunningSeconds},
+	_, err = pgx.ForEachRow(rows, []any{&k.Queue, &k.Kind, &k.Available, &k.Scheduled, &k.Retryable, &k.Running, &k.OldestDueSeconds, &k.LongestRunningSeconds},
 		func() error { s.Kinds = append(s.Kinds, k); return nil })
 	if err != nil {
 		return fmt.Errorf("river jobs: %w", err)

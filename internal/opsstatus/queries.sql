@@ -5,14 +5,16 @@
 -- River's unfinished jobs per queue and kind. The state filter uses River's
 -- (state, queue, priority, scheduled_at, id) fetch index; finished jobs (completed, cancelled,
 -- discarded) are left out, so the scan is as big as the backlog, not the retained history.
--- oldest_available_s is how long the oldest job that could run has waited (its scheduled_at);
--- oldest_running_s how long the longest-running job has run (attempted_at).
+-- oldest_due_s is how long the oldest job that is due has waited since its scheduled_at: an
+-- available job, or a scheduled or retryable one whose time has come (River's scheduler makes
+-- those available; with no worker running, nothing does). oldest_running_s is how long the
+-- longest-running job has run (attempted_at).
 SELECT queue, kind,
        count(*) FILTER (WHERE state = 'available')                                   AS available,
        count(*) FILTER (WHERE state = 'scheduled')                                   AS scheduled,
        count(*) FILTER (WHERE state = 'retryable')                                   AS retryable,
        count(*) FILTER (WHERE state = 'running')                                     AS running,
-       COALESCE(EXTRACT(EPOCH FROM now() - min(scheduled_at) FILTER (WHERE state = 'available')), 0)::float8 AS oldest_available_s,
+       COALESCE(EXTRACT(EPOCH FROM now() - min(scheduled_at) FILTER (WHERE state = 'available' OR state IN ('scheduled', 'retryable') AND scheduled_at <= now())), 0)::float8 AS oldest_due_s,
        COALESCE(EXTRACT(EPOCH FROM now() - min(attempted_at) FILTER (WHERE state = 'running')), 0)::float8   AS oldest_running_s
 FROM river_job
 WHERE state IN ('available', 'scheduled', 'retryable', 'running', 'pending')

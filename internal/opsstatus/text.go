@@ -62,10 +62,10 @@ func WriteText(w io.Writer, r *Report) error {
 	}
 
 	if head(tw, "QUEUES (River)", r.Queues.Section) {
-		fmt.Fprintln(tw, "  QUEUE\tKIND\tAVAILABLE\tSCHEDULED\tRETRYABLE\tRUNNING\tOLDEST AVAILABLE\tLONGEST RUNNING")
+		fmt.Fprintln(tw, "  QUEUE\tKIND\tAVAILABLE\tSCHEDULED\tRETRYABLE\tRUNNING\tOLDEST DUE\tLONGEST RUNNING")
 		for _, k := range r.Queues.Kinds {
 			fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", k.Queue, k.Kind, k.Available, k.Scheduled, k.Retryable, k.Running,
-				seconds(k.OldestAvailableSeconds), seconds(k.LongestRunningSeconds))
+				seconds(k.OldestDueSeconds), seconds(k.LongestRunningSeconds))
 		}
 		if len(r.Queues.Kinds) == 0 {
 			fmt.Fprintln(tw, "  no unfinished jobs")
