@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -90,6 +91,29 @@ func TestCLI_StatusWithAWorkerRunning(t *testing.T) {
 	require.Len(t, r.DeadLetters.Sources, 1, out)
 	require.Equal(t, "events.cli", r.DeadLetters.Sources[0].Source)
 	require.Equal(t, 1, r.DeadLetters.Sources[0].Pending)
+
+	// promtool lints the exposition (names, types, help) where it is installed.
+	if promtool, err := exec.LookPath("promtool"); err == nil {
+		cmd := exec.Command(promtool, "check", "metrics")
+		cmd.Stdin = strings.NewReader(body)
+		lint, err := cmd.CombinedOutput()
+		require.NoError(t, err, "promtool check metrics: %s", lint)
+	}
+
+	// --watch reports again every --interval until interrupted, then exits 0.
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	var watched syncBuffer
+	watchDone := make(chan int, 1)
+	go func() {
+		watchDone <- run(watchCtx, append(append([]string{}, e.args...), "status", "--watch", "--json", "--interval", "100ms"), &watched, &watched)
+	}()
+	deadline = time.Now().Add(30 * time.Second)
+	for strings.Count(watched.String(), `"at": `) < 3 {
+		require.True(t, time.Now().Before(deadline), "--watch did not refresh: %s", watched.String())
+		time.Sleep(50 * time.Millisecond)
+	}
+	stopWatch()
+	require.Equal(t, exitOK, <-watchDone)
 
 	text := e.ok("status")
 	require.Contains(t, text, "events.cli")
