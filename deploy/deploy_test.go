@@ -201,14 +201,22 @@ func TestAlertRules_UseExportedMetrics(t *testing.T) {
 	}
 }
 
-// promtool validates the rules' syntax (PromQL, durations, templates) where it is installed
-// (apt-get install prometheus); without it the test is skipped.
+// promtool validates the rules' syntax (PromQL, durations, templates) and runs their unit
+// tests where it is installed (apt-get install prometheus); without it the test is skipped.
 func TestAlertRules_PromtoolChecks(t *testing.T) {
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
 		t.Skip("promtool is not on PATH (apt-get install prometheus)")
 	}
 	out, err := exec.Command(promtool, "check", "rules", "prometheus/alerts.yml").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "SUCCESS")
+
+	// alerts_test.yml: each failure mode fires its alert on synthetic series, with its labels
+	// and annotations, and healthy series do not.
+	cmd := exec.Command(promtool, "test", "rules", "alerts_test.yml")
+	cmd.Dir = "prometheus"
+	out, err = cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	require.Contains(t, string(out), "SUCCESS")
 }
