@@ -5,6 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +24,7 @@ import (
 	"github.com/tailor-email/tailor/internal/testenv"
 	"github.com/tailor-email/tailor/internal/testenv/cdcrun"
 	"github.com/tailor-email/tailor/jobs"
+	"github.com/tailor-email/tailor/localstack"
 	"github.com/tailor-email/tailor/pipeline/events"
 	"github.com/tailor-email/tailor/pipeline/events/eventstest"
 	"github.com/tailor-email/tailor/pipeline/stream"
@@ -186,26 +191,76 @@ func TestRead_ReportsEachSection(t *testing.T) {
 	require.Equal(t, 1.0, got["tailor_dead_letters_pending source=events.api"])
 }
 
-// A backend that is down marks its sections down with the error; the others are still read.
+// startDynalite runs a DynamoDB emulator of the test's own (the local stack's dynalite, from
+// its npm install) and returns its URL and a stop that kills it.
+func startDynalite(t *testing.T) (url string, stop func()) {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	require.NoError(t, err)
+	dir, err := localstack.EmulatorDir(context.Background(), t.Logf)
+	require.NoError(t, err)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	require.NoError(t, l.Close())
+	cmd := exec.Command(node, "-r", filepath.Join(dir, "loopback.js"), filepath.Join(dir, "node_modules", "dynalite", "cli.js"), "--port", port)
+	require.NoError(t, cmd.Start())
+	stopped := false
+	stop = func() {
+		if !stopped {
+			stopped = true
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	}
+	t.Cleanup(stop)
+	url = "http://127.0.0.1:" + port
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.Dial("tcp", "127.0.0.1:"+port)
+		if err == nil {
+			c.Close()
+			return url, stop
+		}
+		require.True(t, time.Now().Before(deadline), "dynalite did not start: %v", err)
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// An emulator that stops marks its endpoint and the sections read from it down, with the
+// error; the others are still read.
 func TestRead_StoppedEmulatorMarksItsSectionsDown(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
-	// An address where nothing listens: an emulator that stopped.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	dead := "http://" + l.Addr().String()
-	require.NoError(t, l.Close())
+	url, stop := startDynalite(t)
 	cfg := config(env)
 	cfg.Timeout = 3 * time.Second
-	cfg.DynamoDB = dynamodb.NewFromConfig(env.AWS, func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(dead); o.RetryMaxAttempts = 1 })
+	cfg.DynamoDB = dynamodb.NewFromConfig(env.AWS, func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(url); o.RetryMaxAttempts = 1 })
 	r, err := opsstatus.Read(context.Background(), cfg)
 	require.NoError(t, err)
+	require.Empty(t, r.Down, "every section up while the emulator runs: %+v", r)
+
+	stop()
+	r, err = opsstatus.Read(context.Background(), cfg)
+	require.NoError(t, err)
 	require.Equal(t, []string{"dynamodb", "stream"}, r.Down)
+	require.False(t, r.Endpoints[2].Up)
+	require.Contains(t, r.Endpoints[2].Error, "connection refused")
 	require.False(t, r.Stream.Up)
 	require.Contains(t, r.Stream.Error, "connection refused")
 	require.True(t, r.Queues.Up)
 	require.True(t, r.Senders.Up)
+	require.True(t, r.CDC.Up)
+	var text strings.Builder
+	require.NoError(t, opsstatus.WriteText(&text, r))
+	require.Contains(t, text.String(), "DEGRADED: down dynamodb, stream")
+	require.Regexp(t, `STREAM \S+  DOWN: .*connection refused`, text.String())
 
+	// A Kinesis endpoint where nothing listens, and a worker's /metrics that does not answer.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	dead := "http://" + l.Addr().String()
+	require.NoError(t, l.Close())
 	cfg = config(env)
 	cfg.Kinesis = kinesis.NewFromConfig(env.AWS, func(o *kinesis.Options) { o.BaseEndpoint = aws.String(dead); o.RetryMaxAttempts = 1 })
 	cfg.MetricsURLs = []string{dead + "/metrics"}
