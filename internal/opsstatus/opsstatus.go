@@ -24,8 +24,10 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/tailor-email/tailor/internal/sqlfile"
+	"github.com/tailor-email/tailor/jobs"
 	"github.com/tailor-email/tailor/pipeline/cdc"
 	"github.com/tailor-email/tailor/pipeline/stream"
+	"github.com/tailor-email/tailor/templates"
 )
 
 //go:embed queries.sql
@@ -361,22 +363,19 @@ func readCampaigns(ctx context.Context, cfg Config, s *CampaignsSection) error {
 	var c Campaign
 	var counters map[string]int64
 	_, err = pgx.ForEachRow(rows, []any{&c.ID, &c.Name, &c.Kind, &c.Status, &c.Audience, &c.Processed, &c.FanoutDone, &counters}, func() error {
-		c.Rendered, c.Excluded, c.Skipped, c.Failed = counters["rendered"], counters["excluded"], counters["skipped"], counters["failed"]
+		c.Rendered, c.Excluded = counters[jobs.MessageRendered], counters[jobs.MessageExcluded]
+		c.Skipped, c.Failed = counters[jobs.MessageSkipped], counters[jobs.MessageFailed]
 		c.Percent, c.Fallbacks = 0, nil
 		if c.Audience > 0 {
 			c.Percent = min(100, 100*float64(c.Processed)/float64(c.Audience))
 		}
-		for k, n := range counters {
-			rest, ok := strings.CutPrefix(k, "source:")
-			if !ok {
-				continue
-			}
-			name, outcome, _ := strings.Cut(rest, ":")
-			if outcome == "fallback" || outcome == "stale" {
+		// The counters' keys are jobs.Progress's: read them through it.
+		for name, outcomes := range (&jobs.Progress{Counters: counters}).Sources() {
+			if n := outcomes[templates.OutcomeFallback] + outcomes[templates.OutcomeStale]; n > 0 {
 				if c.Fallbacks == nil {
 					c.Fallbacks = map[string]int64{}
 				}
-				c.Fallbacks[name] += n
+				c.Fallbacks[name] = n
 			}
 		}
 		s.Campaigns = append(s.Campaigns, c)
