@@ -135,14 +135,16 @@ type Shard struct {
 // CDCSection is the replication slot's state (pg_replication_slots).
 type CDCSection struct {
 	Section
-	Slot             string  `json:"slot"`
-	Exists           bool    `json:"exists"`
-	Active           bool    `json:"active"`
-	ConfirmedLSN     string  `json:"confirmed_flush_lsn,omitempty"`
-	LagBytes         int64   `json:"lag_bytes"`
-	LagSeconds       float64 `json:"lag_seconds"`
-	RetainedWALBytes int64   `json:"retained_wal_bytes"`
-	WALStatus        string  `json:"wal_status,omitempty"`
+	Slot         string `json:"slot"`
+	Exists       bool   `json:"exists"`
+	Active       bool   `json:"active"`
+	ConfirmedLSN string `json:"confirmed_flush_lsn,omitempty"`
+	LagBytes     int64  `json:"lag_bytes"`
+	// LagSeconds is the walsender's flush_lag (how long written WAL took to be confirmed
+	// lately): null while no CDC process streams, when Postgres cannot know it.
+	LagSeconds       *float64 `json:"lag_seconds"`
+	RetainedWALBytes int64    `json:"retained_wal_bytes"`
+	WALStatus        string   `json:"wal_status,omitempty"`
 }
 
 // QueuesSection is River's unfinished jobs.
@@ -335,7 +337,10 @@ func readCDC(ctx context.Context, cfg Config, s *CDCSection) error {
 		return err
 	}
 	s.Exists, s.Active, s.ConfirmedLSN = true, st.Active, st.ConfirmedFlushLSN
-	s.LagBytes, s.LagSeconds, s.RetainedWALBytes, s.WALStatus = st.LagBytes, st.LagSeconds, st.RetainedBytes, st.WALStatus
+	s.LagBytes, s.RetainedWALBytes, s.WALStatus = st.LagBytes, st.RetainedBytes, st.WALStatus
+	if st.Active {
+		s.LagSeconds = ptr(st.LagSeconds)
+	}
 	return nil
 }
 

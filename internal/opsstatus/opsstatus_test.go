@@ -136,6 +136,7 @@ func TestRead_ReportsEachSection(t *testing.T) {
 	require.True(t, r.CDC.Exists)
 	require.Equal(t, env.Names.Slot, r.CDC.Slot)
 	require.GreaterOrEqual(t, r.CDC.RetainedWALBytes, r.CDC.LagBytes)
+	require.NotNil(t, r.CDC.LagSeconds, "known while CDC streams")
 
 	var start *opsstatus.JobKind
 	for i, k := range r.Queues.Kinds {

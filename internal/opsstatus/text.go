@@ -56,8 +56,12 @@ func WriteText(w io.Writer, r *Report) error {
 		if !r.CDC.Exists {
 			fmt.Fprintln(tw, "  slot does not exist: start tailor cdc to create it")
 		} else {
+			lagS := "seconds unknown: not streaming"
+			if r.CDC.LagSeconds != nil {
+				lagS = seconds(*r.CDC.LagSeconds)
+			}
 			fmt.Fprintf(tw, "  active %t\tlag %s (%s)\tretained WAL %s\twal_status %s\tconfirmed %s\n", r.CDC.Active,
-				bytes(r.CDC.LagBytes), seconds(r.CDC.LagSeconds), bytes(r.CDC.RetainedWALBytes), r.CDC.WALStatus, r.CDC.ConfirmedLSN)
+				bytes(r.CDC.LagBytes), lagS, bytes(r.CDC.RetainedWALBytes), r.CDC.WALStatus, r.CDC.ConfirmedLSN)
 		}
 	}
 
