@@ -14,13 +14,22 @@ import (
 // unfinished jobs and the oldest one's age, the senders' backlog, pending dead letters and the
 // progress of campaigns in flight. tailor work registers it (its /metrics, --metrics-addr).
 // A failed read exports an invalid metric (the scrape shows the error) rather than stale values.
+//
+// The sender backlog counts every undelivered message (the claim index's entries), which takes
+// a while behind a 10-million-recipient campaign; so the readings are kept for CacheFor and
+// scrapes within it (from several Prometheus servers, or a short scrape interval) share them.
 type Collector struct {
 	pool    *pgxpool.Pool
 	timeout time.Duration
 	mu      sync.Mutex
+	readAt  time.Time
+	last    []prometheus.Metric
 
 	jobs, oldestJob, backlog, oldestReady, deadPending, audience, processed *prometheus.Desc
 }
+
+// CacheFor is how long a Collector reuses its readings.
+const CacheFor = 10 * time.Second
 
 // NewCollector returns a collector over pool. Register it with a prometheus.Registerer.
 func NewCollector(pool *pgxpool.Pool) *Collector {
@@ -57,14 +66,25 @@ func (c *Collector) MetricType(string) string { return "gauge" }
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if time.Since(c.readAt) > CacheFor {
+		c.last, c.readAt = c.read(), time.Now()
+	}
+	for _, m := range c.last {
+		ch <- m
+	}
+}
+
+func (c *Collector) read() []prometheus.Metric {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
+	var out []prometheus.Metric
 	g := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+		out = append(out, prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...))
 	}
+	invalid := func(d *prometheus.Desc, err error) { out = append(out, prometheus.NewInvalidMetric(d, err)) }
 	var q QueuesSection
 	if err := readQueues(ctx, c.pool, &q); err != nil {
-		ch <- prometheus.NewInvalidMetric(c.jobs, err)
+		invalid(c.jobs, err)
 	} else {
 		for _, k := range q.Kinds {
 			g(c.jobs, float64(k.Available), k.Queue, k.Kind, "available")
@@ -76,7 +96,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	var s SendersSection
 	if err := readSenders(ctx, c.pool, &s); err != nil {
-		ch <- prometheus.NewInvalidMetric(c.backlog, err)
+		invalid(c.backlog, err)
 	} else {
 		g(c.backlog, float64(s.Ready), "ready")
 		g(c.backlog, float64(s.Leased), "leased")
@@ -86,7 +106,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	var d DeadLettersSection
 	if err := readDeadLetters(ctx, c.pool, &d); err != nil {
-		ch <- prometheus.NewInvalidMetric(c.deadPending, err)
+		invalid(c.deadPending, err)
 	} else {
 		for _, src := range d.Sources {
 			g(c.deadPending, float64(src.Pending), src.Source)
@@ -94,7 +114,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	var cs CampaignsSection
 	if err := readCampaigns(ctx, Config{Pool: c.pool, CampaignsMax: CampaignsMaxDefault}, &cs); err != nil {
-		ch <- prometheus.NewInvalidMetric(c.audience, err)
+		invalid(c.audience, err)
 	} else {
 		for _, cp := range cs.Campaigns {
 			id := strconv.FormatInt(cp.ID, 10)
@@ -102,4 +122,5 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			g(c.processed, float64(cp.Processed), id)
 		}
 	}
+	return out
 }

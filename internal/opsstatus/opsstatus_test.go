@@ -190,6 +190,20 @@ func TestRead_ReportsEachSection(t *testing.T) {
 	require.Equal(t, 1.0, got["tailor_river_jobs kind=campaign.start queue="+jobs.QueueCampaigns+" state=scheduled"])
 	require.Equal(t, 8.0, got[fmt.Sprintf("tailor_campaign_audience campaign=%d", id)])
 	require.Equal(t, 1.0, got["tailor_dead_letters_pending source=events.api"])
+	// Scrapes within CacheFor share one reading: a new dead letter shows at the next one.
+	_, err = env.Pool.Exec(ctx, `INSERT INTO dead_letters (source, reason, payload) VALUES ('events.api', 'new', '{}')`)
+	require.NoError(t, err)
+	fams, err = reg.Gather()
+	require.NoError(t, err)
+	for _, f := range fams {
+		if f.GetName() == "tailor_dead_letters_pending" {
+			for _, m := range f.GetMetric() {
+				if m.GetLabel()[0].GetValue() == "events.api" {
+					require.Equal(t, 1.0, m.GetGauge().GetValue(), "cached for %s", opsstatus.CacheFor)
+				}
+			}
+		}
+	}
 }
 
 // startDynalite runs a DynamoDB emulator of the test's own (the local stack's dynalite, from
