@@ -5,8 +5,10 @@ package deploy_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -170,6 +172,51 @@ type ruleFile struct {
 			Annotations map[string]string `yaml:"annotations"`
 		} `yaml:"rules"`
 	} `yaml:"groups"`
+}
+
+// dashboardExprs returns every query of the dashboard.
+func dashboardExprs(t *testing.T) []string {
+	b, err := os.ReadFile("grafana/tailor.json")
+	require.NoError(t, err)
+	var d dashboard
+	require.NoError(t, json.Unmarshal(b, &d))
+	var out []string
+	var walk func([]panel)
+	walk = func(ps []panel) {
+		for _, p := range ps {
+			walk(p.Panels)
+			for _, tg := range p.Targets {
+				out = append(out, tg.Expr)
+			}
+		}
+	}
+	walk(d.Panels)
+	return out
+}
+
+// promtool parses every dashboard query with Prometheus's own PromQL parser (as recording
+// rules of a scratch rule file) where it is installed.
+func TestGrafanaDashboard_PromtoolParsesEveryQuery(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool is not on PATH (apt-get install prometheus)")
+	}
+	type rule struct {
+		Record string `yaml:"record"`
+		Expr   string `yaml:"expr"`
+	}
+	var rules []rule
+	for i, e := range dashboardExprs(t) {
+		rules = append(rules, rule{Record: fmt.Sprintf("tailor:dashboard_query_%d", i), Expr: e})
+	}
+	require.NotEmpty(t, rules)
+	b, err := yaml.Marshal(map[string]any{"groups": []any{map[string]any{"name": "dashboard", "rules": rules}}})
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "dashboard-queries.yml")
+	require.NoError(t, os.WriteFile(path, b, 0o644))
+	out, err := exec.Command(promtool, "check", "rules", path).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), fmt.Sprintf("SUCCESS: %d rules found", len(rules)))
 }
 
 // Every alert names metrics Tailor exports, has a severity and a summary, and the failure
