@@ -78,7 +78,7 @@ func NewCollector(db Querier, slot string) *Collector {
 		exists:     d("tailor_cdc_slot_exists", "1 when the replication slot exists."),
 		active:     d("tailor_cdc_slot_active", "1 when a CDC process streams from the slot."),
 		lagBytes:   d("tailor_cdc_slot_lag_bytes", "WAL bytes written since the slot's confirmed_flush_lsn."),
-		lagSeconds: d("tailor_cdc_slot_lag_seconds", "The walsender's flush_lag in seconds (0 when idle)."),
+		lagSeconds: d("tailor_cdc_slot_lag_seconds", "The walsender's flush_lag in seconds (0 when idle, and when no CDC process streams: see tailor_cdc_slot_active)."),
 		retained:   d("tailor_cdc_slot_retained_wal_bytes", "WAL bytes the server retains for the slot."),
 	}
 }
