@@ -23,7 +23,8 @@ func statusCommand() *cli.Command {
 		Usage: "one screen for the operator: backends, stream shards and lag, CDC slot, River queues, campaigns, dead letters, breakers, sender backlog",
 		Description: `Reads every section on its own, each within --timeout: a backend that is down shows as
 DOWN with its error and the rest is still printed. Exits 0 when every section could be read,
-3 when any could not (the report names them), 2 on a usage error.
+3 when any could not (the report names them), 2 on a usage error; with --watch it runs until
+interrupted and exits 0.
 
 Shard lag is the iterator age each consumer reports in the lease table at every renewal
 (about every 3 s). Content source breakers live in each 'tailor work' process: pass their
