@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	dtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -241,14 +242,25 @@ func Read(ctx context.Context, cfg Config) (*Report, error) {
 	for i := range r.Endpoints {
 		r.Endpoints[i].Address = cfg.Endpoints[r.Endpoints[i].Name]
 	}
+	// The probes name the deployment's own stream and lease table (not List*), so an operator
+	// role scoped to those resources can run status; a resource that does not exist yet still
+	// proves the endpoint answers.
 	probes := []func(context.Context) error{
 		func(ctx context.Context) error { return cfg.Pool.Ping(ctx) },
 		func(ctx context.Context) error {
-			_, err := cfg.Kinesis.ListStreams(ctx, &kinesis.ListStreamsInput{Limit: aws.Int32(1)})
+			_, err := cfg.Kinesis.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(cfg.Stream)})
+			var notFound *ktypes.ResourceNotFoundException
+			if errors.As(err, &notFound) {
+				return nil
+			}
 			return err
 		},
 		func(ctx context.Context) error {
-			_, err := cfg.DynamoDB.ListTables(ctx, &dynamodb.ListTablesInput{Limit: aws.Int32(1)})
+			_, err := cfg.DynamoDB.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(cfg.LeaseTable)})
+			var notFound *dtypes.ResourceNotFoundException
+			if errors.As(err, &notFound) {
+				return nil
+			}
 			return err
 		},
 	}
