@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertest"
@@ -23,6 +24,7 @@ import (
 	"github.com/tailor-email/tailor/pipeline/events"
 	"github.com/tailor-email/tailor/pipeline/profile"
 	"github.com/tailor-email/tailor/templates"
+	"github.com/tailor-email/tailor/templates/rendermetrics"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -414,4 +416,65 @@ func TestCampaign_SegmentOnWindowedBehaviour(t *testing.T) {
 		got = append(got, m.CustomerID)
 	}
 	require.ElementsMatch(t, []string{"c00", "c01", "c02"}, got)
+}
+
+// samples returns every sample of reg by name and labels ("name k=v k=v").
+func samples(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	require.NoError(t, err)
+	out := map[string]float64{}
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range m.GetLabel() {
+				key += " " + l.GetName() + "=" + l.GetValue()
+			}
+			switch {
+			case m.Counter != nil:
+				out[key] = m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				out[key] = m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				out[key] = float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return out
+}
+
+// A campaign whose content API fails: the metrics count its recipients once committed, its
+// fallbacks under the template's source, its renders, and the source's breaker opens.
+func TestCampaign_MetricsCountRecipientsFallbacksAndBreaker(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	for _, c := range append(jobs.MetricsCollectors(), rendermetrics.MetricsCollectors()...) {
+		require.NoError(t, reg.Register(c))
+	}
+	before := samples(t, reg)
+	seedProfiles(t, b.profiles, 6, func(int) bool { return true })
+	content := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "boom", http.StatusInternalServerError) }))
+	defer content.Close()
+	startWorkers(t, b)
+	rc, err := jobs.NewInsertClient(b.env.Pool)
+	require.NoError(t, err)
+	tpl := writeFiles(t, map[string]string{
+		"template.yaml": "name: metrics-test\nversion: 1\ncontent:\n  recs:\n    url: \"" + content.URL + "/recs?c={{ customer.customer_id }}\"\n    timeout: 200ms\n    retries: 0\n    fallback: {items: []}\n",
+		"subject":       "Hi", "html": "<p>Hi</p>", "text": "Hi",
+	})
+	camp, err := jobs.CreateCampaign(ctx, b.env.Pool, rc, jobs.NewCampaign{Template: tpl, Segment: "true", SendAt: sendNow()})
+	require.NoError(t, err)
+	waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	done, err := jobs.WaitCampaign(waitCtx, b.env.Pool, camp.ID)
+	require.NoError(t, err)
+	require.Equal(t, jobs.StatusRendered, done.Status)
+
+	after := samples(t, reg)
+	require.Equal(t, 6.0, after["tailor_content_source_outcomes_total outcome=fallback source=metrics-test/recs"]-before["tailor_content_source_outcomes_total outcome=fallback source=metrics-test/recs"])
+	require.GreaterOrEqual(t, after["tailor_campaign_recipients_total status=rendered"]-before["tailor_campaign_recipients_total status=rendered"], 6.0)
+	require.GreaterOrEqual(t, after["tailor_render_seconds"]-before["tailor_render_seconds"], 6.0)
+	require.Equal(t, float64(templates.BreakerOpen), after["tailor_content_breaker_state source=metrics-test/recs"], "six failures in a row open the breaker")
 }

@@ -264,7 +264,9 @@ func (w *campaignWorkers) render(ctx context.Context, d *definition, campaign ma
 	if cfg.Links != nil {
 		data.UnsubscribeURL, data.PreferencesURL = cfg.Links(d.c.ID, d.c.Topic, o.r.id)
 	}
+	began := time.Now()
 	msg, err := cfg.Renderer.Render(ctx, d.tpl, data)
+	observeRender(time.Since(began))
 	switch {
 	case err == nil:
 		if !d.c.Track.IsZero() && cfg.Tracker != nil {
@@ -290,7 +292,8 @@ func (w *campaignWorkers) render(ctx context.Context, d *definition, campaign ma
 // store records the outcomes in one transaction: the frequency cap (under per-customer locks),
 // the rows, the campaign's processed counter (which completes it) and the breakdown counters.
 func (w *campaignWorkers) store(ctx context.Context, c *Campaign, outs []outcome) error {
-	return pgx.BeginFunc(ctx, w.cfg.Pool, func(tx pgx.Tx) error {
+	var committed map[string]int64
+	err := pgx.BeginFunc(ctx, w.cfg.Pool, func(tx pgx.Tx) error {
 		if !c.Cap.IsZero() {
 			if err := applyCap(ctx, tx, c.Cap, outs); err != nil {
 				return err
@@ -330,8 +333,13 @@ func (w *campaignWorkers) store(ctx context.Context, c *Campaign, outs []outcome
 				return fmt.Errorf("cancel rendered messages: %w", err)
 			}
 		}
+		committed = counts
 		return addCounters(ctx, tx, c.ID, counts)
 	})
+	if err == nil {
+		countCommitted(c.TemplateName, committed)
+	}
+	return err
 }
 
 // messageColumns are the rendered_messages columns a batch writes, in messageRows.row order.

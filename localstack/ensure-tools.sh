@@ -50,3 +50,9 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "ensure-tools: chromium is missing (Debian/Ubuntu: sudo apt-get install chromium): the browser test will skip" >&2
   fi
 fi
+
+if ! command -v promtool >/dev/null 2>&1; then
+  # Optional, and not installed from here: Debian ships promtool only inside the prometheus
+  # package, whose service would start a Prometheus server on :9090 of a systemd machine.
+  echo "ensure-tools: promtool is missing (Debian/Ubuntu: sudo apt-get install prometheus): the alert rules' promtool check will skip" >&2
+fi

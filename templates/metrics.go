@@ -1,6 +1,9 @@
 package templates
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Reasons a part renders with liquid instead of the fast path (Counters.FastFallbacks).
 const (
@@ -58,4 +61,34 @@ func ReadCounters() Counters {
 		c.BudgetBreaches[b] = breachCounts[i].Load()
 	}
 	return c
+}
+
+// Breaker states of content sources (ReadBreakerStates), as Prometheus exports them: the
+// numbers are gobreaker's.
+const (
+	BreakerClosed   = 0 // the source is called
+	BreakerHalfOpen = 1 // a trial call decides
+	BreakerOpen     = 2 // calls fail fast: renders use stale content or the fallback
+)
+
+// breakerStates holds each content source's breaker state in this process, by breaker name
+// (template/source): name -> *atomic.Int32.
+var breakerStates sync.Map
+
+func setBreakerState(name string, state int32) {
+	v, _ := breakerStates.LoadOrStore(name, new(atomic.Int32))
+	v.(*atomic.Int32).Store(state)
+}
+
+// ReadBreakerStates returns the circuit breaker state (BreakerClosed, BreakerHalfOpen,
+// BreakerOpen) of every content source this process has called, by "template/source". Breakers
+// live in the process that renders (each tailor work has its own), so this is this process's
+// view only. Safe for concurrent use.
+func ReadBreakerStates() map[string]int {
+	out := map[string]int{}
+	breakerStates.Range(func(k, v any) bool {
+		out[k.(string)] = int(v.(*atomic.Int32).Load())
+		return true
+	})
+	return out
 }

@@ -172,8 +172,12 @@ func (r *Renderer) breaker(t *Template, s *source) *gobreaker.CircuitBreaker[*en
 			Name:        name,
 			Timeout:     r.cfg.BreakerOpen,
 			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
+			OnStateChange: func(name string, _, to gobreaker.State) {
+				setBreakerState(name, int32(to))
+			},
 		})
 		r.breakers[name] = cb
+		setBreakerState(name, BreakerClosed)
 	}
 	return cb
 }

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"text/tabwriter"
 	"time"
 
@@ -13,7 +11,6 @@ import (
 
 	"github.com/tailor-email/tailor/internal/app"
 	"github.com/tailor-email/tailor/internal/backends"
-	"github.com/tailor-email/tailor/internal/httpserver"
 	"github.com/tailor-email/tailor/pipeline/cdc"
 )
 
@@ -30,7 +27,7 @@ restart resumes where the last acknowledged change left off.`,
 			&cli.DurationFlag{Name: "standby-timeout", EnvVars: []string{"TAILOR_CDC_STANDBY_TIMEOUT"}, Value: cdc.StandbyTimeoutDefault, Usage: "heartbeat: how often the position is reported to Postgres when idle"},
 			&cli.IntFlag{Name: "workers", EnvVars: []string{"TAILOR_CDC_WORKERS"}, Value: cdc.WorkersDefault, Usage: "concurrent DynamoDB writers"},
 			&cli.IntFlag{Name: "batch-size", EnvVars: []string{"TAILOR_CDC_BATCH_SIZE"}, Value: cdc.BatchSizeDefault, Usage: "row changes applied and acknowledged together"},
-			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"TAILOR_CDC_METRICS_ADDR"}, Usage: "serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9465); off when empty"},
+			metricsAddrFlag("CDC", "127.0.0.1:9103"),
 		},
 		Action: func(c *cli.Context) error {
 			if c.Int("workers") < 1 || c.Int("batch-size") < 1 {
@@ -45,22 +42,11 @@ restart resumes where the last acknowledged change left off.`,
 				return err
 			}
 			defer b.Close()
-			if addr := c.String("metrics-addr"); addr != "" {
-				reg, err := app.Registry()
-				if err != nil {
-					return err
-				}
-				reg.MustRegister(cdc.NewCollector(b.Pool, b.Names.Slot))
-				srv, err := httpserver.Start(httpserver.Config{Addr: addr, Checks: readinessChecks(b), Mux: http.NewServeMux(), Registry: reg})
-				if err != nil {
-					return err
-				}
-				defer func() {
-					ctx, cancel := context.WithTimeout(context.Background(), httpserver.ShutdownTimeoutDefault)
-					defer cancel()
-					_ = srv.Stop(ctx)
-				}()
+			stopMetrics, err := startMetrics(c, b, cdc.NewCollector(b.Pool, b.Names.Slot))
+			if err != nil {
+				return err
 			}
+			defer stopMetrics()
 			slog.Info("cdc starting", "slot", b.Names.Slot, "publication", b.Names.Publication, "profiles", b.Names.Profiles)
 			err = p.Run(c.Context)
 			if errors.Is(err, cdc.ErrPermanent) {

@@ -10,7 +10,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tailor-email/tailor/internal/app"
-	"github.com/tailor-email/tailor/internal/httpserver"
 	"github.com/tailor-email/tailor/pipeline/stream"
 )
 
@@ -28,7 +27,7 @@ released for the other consumers (graceful handoff) within --stop-timeout.`,
 			&cli.StringFlag{Name: "owner", EnvVars: []string{"TAILOR_CONSUME_OWNER"}, Usage: "lease owner name (default hostname-pid-random)"},
 			&cli.DurationFlag{Name: "lease-duration", EnvVars: []string{"TAILOR_LEASE_DURATION"}, Value: stream.LeaseDurationDefault, Usage: "a dead consumer's shards move to live ones after this"},
 			&cli.IntFlag{Name: "shards", Value: shardsDefault, Usage: "shard count when the stream must be created"},
-			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"TAILOR_METRICS_ADDR"}, Usage: "serve /metrics (MillisBehindLatest, ...) on this address, e.g. 127.0.0.1:9101 (default: off)"},
+			metricsAddrFlag("CONSUME", "127.0.0.1:9101"),
 			&cli.DurationFlag{Name: "stop-timeout", EnvVars: []string{"TAILOR_STOP_TIMEOUT"}, Value: 30 * time.Second, Usage: "how long the graceful handoff may take after a stop signal"},
 		},
 		Action: func(c *cli.Context) error {
@@ -47,21 +46,11 @@ released for the other consumers (graceful handoff) within --stop-timeout.`,
 			}
 			defer b.Close()
 			ctx := c.Context
-			if addr := c.String("metrics-addr"); addr != "" {
-				reg, err := app.Registry()
-				if err != nil {
-					return err
-				}
-				srv, err := httpserver.Start(httpserver.Config{Addr: addr, Registry: reg})
-				if err != nil {
-					return err
-				}
-				defer func() {
-					stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-					defer cancel()
-					_ = srv.Stop(stopCtx)
-				}()
+			stopMetrics, err := startMetrics(c, b)
+			if err != nil {
+				return err
 			}
+			defer stopMetrics()
 			consumer, err := app.Consumer(ctx, b, app.ConsumerOptions{
 				Owner: c.String("owner"), StartPosition: start, LeaseDuration: c.Duration("lease-duration"),
 				Shards: c.Int("shards"), Logger: slog.Default(),

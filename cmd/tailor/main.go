@@ -147,7 +147,7 @@ AWS SDK's standard configuration and --database-url.`,
 			consumeCommand(),
 			deadLettersCommand(), templateCommand(), contentCommand(),
 			topicCommand(), webhookCommand(), customerCommand(),
-			smtpSinkCommand(),
+			smtpSinkCommand(), statusCommand(),
 			relayCommand(),
 		},
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"github.com/tailor-email/tailor/internal/app"
+	"github.com/tailor-email/tailor/internal/metrics"
 	"github.com/tailor-email/tailor/pipeline/events"
 	"github.com/tailor-email/tailor/pipeline/profile"
 	"github.com/urfave/cli/v2"
@@ -108,6 +110,9 @@ func TestREADME_CLIReferenceIsCurrent(t *testing.T) {
 	want := replaceBetween(t, string(readme), "cli-reference", ref.String())
 	want = replaceBetween(t, want, "event-schema", "```json\n"+strings.TrimSpace(string(events.Schema))+"\n```\n")
 	want = replaceBetween(t, want, "profile-fields", profile.FieldReference())
+	infos, err := app.MetricsReference()
+	require.NoError(t, err)
+	want = replaceBetween(t, want, "metrics", metrics.Table(infos))
 	if *update {
 		require.NoError(t, os.WriteFile("../../README.md", []byte(want), 0o644))
 		return

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tailor-email/tailor/internal/app"
 	"github.com/tailor-email/tailor/internal/ddb"
+	"github.com/tailor-email/tailor/internal/opsstatus"
 	"github.com/tailor-email/tailor/jobs"
 	"github.com/tailor-email/tailor/templates"
 )
@@ -32,6 +33,7 @@ messages of campaigns created with --track get an open pixel and click redirects
 			&cli.DurationFlag{Name: "stop-timeout", EnvVars: []string{"TAILOR_STOP_TIMEOUT"}, Value: 30 * time.Second, Usage: "how long running jobs may finish after a stop signal"},
 			&cli.DurationFlag{Name: "body-retention", Value: jobs.BodyRetentionDefault, Usage: "delete a rendered body (HTML and text; metadata and content hash stay) this long after its message's final ack (negative: keep)"},
 			&cli.IntFlag{Name: "handoff", Value: jobs.HandoffDefault, Usage: "profiles the campaign scan may hold for this process's render jobs so they skip a second DynamoDB read; -1: none"},
+			metricsAddrFlag("WORK", "127.0.0.1:9102"),
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a Go CPU profile of this process to FILE until it stops (go tool pprof FILE)"},
 		}, linkFlags()...),
 		Action: func(c *cli.Context) error {
@@ -65,6 +67,13 @@ messages of campaigns created with --track get an open pixel and click redirects
 				return err
 			}
 			defer b.Close()
+			// The work processes also export the Postgres-side gauges of tailor status (River
+			// queues, sender backlog, dead letters, campaign progress).
+			stopMetrics, err := startMetrics(c, b, opsstatus.NewCollector(b.Pool))
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
 			client, err := app.Workers(c.Context, b, jobs.Config{
 				Renderer:      templates.NewRenderer(templates.RendererConfig{}),
 				RenderWorkers: c.Int("render-workers"),

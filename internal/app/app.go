@@ -13,6 +13,7 @@ import (
 	"github.com/tailor-email/tailor/internal/backends"
 	"github.com/tailor-email/tailor/internal/httpserver"
 	"github.com/tailor-email/tailor/internal/metrics"
+	"github.com/tailor-email/tailor/internal/opsstatus"
 	"github.com/tailor-email/tailor/jobs"
 	"github.com/tailor-email/tailor/pipeline/cdc"
 	"github.com/tailor-email/tailor/pipeline/deadletter"
@@ -153,17 +154,33 @@ func Outbox(ctx context.Context, b *backends.Backends, shards int, logger *slog.
 	return delivery.NewOutbox(delivery.OutboxConfig{DB: b.Pool, Stream: p, Logger: logger})
 }
 
-// Registry returns a Prometheus registry with the Go and process collectors and every
-// component's metrics, so each command exposes the same names.
-func Registry() (*prometheus.Registry, error) {
-	reg := httpserver.NewRegistry()
+// collectors are every component's metrics that need no connection.
+func collectors() []prometheus.Collector {
+	var out []prometheus.Collector
 	for _, cs := range [][]prometheus.Collector{
 		events.MetricsCollectors(), stream.MetricsCollectors(), profile.MetricsCollectors(), deadletter.MetricsCollectors(),
-		cdc.MetricsCollectors(), rendermetrics.MetricsCollectors(), web.MetricsCollectors(), delivery.MetricsCollectors(), tracking.MetricsCollectors(),
+		cdc.MetricsCollectors(), rendermetrics.MetricsCollectors(), web.MetricsCollectors(), jobs.MetricsCollectors(),
+		delivery.MetricsCollectors(), tracking.MetricsCollectors(),
 	} {
-		if err := metrics.Register(reg, cs...); err != nil {
-			return nil, fmt.Errorf("register metrics: %w", err)
-		}
+		out = append(out, cs...)
+	}
+	return out
+}
+
+// Registry returns a Prometheus registry with the Go and process collectors, every component's
+// metrics and extra (collectors that read a backend, such as cdc.NewCollector or
+// opsstatus.NewCollector), so each command exposes the same names.
+func Registry(extra ...prometheus.Collector) (*prometheus.Registry, error) {
+	reg := httpserver.NewRegistry()
+	if err := metrics.Register(reg, append(collectors(), extra...)...); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	return reg, nil
+}
+
+// MetricsReference describes every metric a Tailor process may export (the Go and process
+// collectors' go_* and process_* aside): the README's metrics table, and the names the Grafana
+// dashboard and the alert rules may use.
+func MetricsReference() ([]metrics.Info, error) {
+	return metrics.Reference(append(collectors(), cdc.NewCollector(nil, backends.PrefixDefault+"cdc"), opsstatus.NewCollector(nil))...)
 }

@@ -341,11 +341,14 @@ func TestCDC_StatusAndMetricsReportLag(t *testing.T) {
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
 	require.Len(t, mfs, 5)
+	found := false
 	for _, mf := range mfs {
-		if mf.GetName() == "tailor_cdc_lag_bytes" {
+		if mf.GetName() == "tailor_cdc_slot_lag_bytes" {
+			found = true
 			require.GreaterOrEqual(t, mf.GetMetric()[0].GetGauge().GetValue(), float64(st.LagBytes))
 		}
 	}
+	require.True(t, found, "tailor_cdc_slot_lag_bytes is exported")
 }
 
 func TestCDC_ResyncRepairsDriftedProfiles(t *testing.T) {

@@ -77,9 +77,9 @@ func NewCollector(db Querier, slot string) *Collector {
 		db: db, slot: slot,
 		exists:     d("tailor_cdc_slot_exists", "1 when the replication slot exists."),
 		active:     d("tailor_cdc_slot_active", "1 when a CDC process streams from the slot."),
-		lagBytes:   d("tailor_cdc_lag_bytes", "WAL bytes written since the slot's confirmed_flush_lsn."),
-		lagSeconds: d("tailor_cdc_lag_seconds", "The walsender's flush_lag in seconds (0 when idle)."),
-		retained:   d("tailor_cdc_retained_wal_bytes", "WAL bytes the server retains for the slot."),
+		lagBytes:   d("tailor_cdc_slot_lag_bytes", "WAL bytes written since the slot's confirmed_flush_lsn."),
+		lagSeconds: d("tailor_cdc_slot_lag_seconds", "The walsender's flush_lag in seconds (0 when idle, and when no CDC process streams: see tailor_cdc_slot_active)."),
+		retained:   d("tailor_cdc_slot_retained_wal_bytes", "WAL bytes the server retains for the slot."),
 	}
 }
 
@@ -89,6 +89,9 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 }
+
+// MetricType returns "gauge": every metric of the collector is one (internal/metrics.Reference).
+func (c *Collector) MetricType(string) string { return "gauge" }
 
 // Collect implements prometheus.Collector. A failed query exports an invalid metric (the scrape
 // shows the error) rather than stale values.

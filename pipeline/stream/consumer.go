@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -400,6 +401,7 @@ func (c *Consumer) take(ctx context.Context, wg *sync.WaitGroup, seen Lease, now
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	w := &shardWorker{c: c, shardID: l.ShardID, lease: l, cancel: cancel, done: make(chan struct{})}
+	w.behindMs.Store(-1)
 	c.mu.Lock()
 	c.held[l.ShardID] = w
 	c.mu.Unlock()
@@ -412,7 +414,7 @@ func (c *Consumer) take(ctx context.Context, wg *sync.WaitGroup, seen Lease, now
 			c.mu.Lock()
 			delete(c.held, w.shardID)
 			c.mu.Unlock()
-			millisBehindLatest.DeleteLabelValues(w.shardID)
+			iteratorAge.DeleteLabelValues(w.shardID)
 			cancel()
 		}()
 		err := w.run(wctx)
@@ -453,6 +455,9 @@ type shardWorker struct {
 
 	mu    sync.Mutex // serialises lease writes (renew vs checkpoint)
 	lease Lease
+	// behindMs is the reader's last MillisBehindLatest (-1 before the first read), reported in
+	// the lease at each renewal.
+	behindMs atomic.Int64
 }
 
 func (w *shardWorker) current() Lease {
@@ -464,7 +469,12 @@ func (w *shardWorker) current() Lease {
 func (w *shardWorker) renew(ctx context.Context, d time.Duration) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	l, err := w.c.leases.Renew(ctx, w.lease, d, time.Now())
+	now := time.Now()
+	held := w.lease
+	if ms := w.behindMs.Load(); ms >= 0 {
+		held.IteratorAgeMillis, held.LagReportedAt = ms, now.UnixMilli()
+	}
+	l, err := w.c.leases.Renew(ctx, held, d, now)
 	if err != nil {
 		return err
 	}
@@ -486,6 +496,7 @@ func (w *shardWorker) checkpoint(ctx context.Context, seq string) error {
 // run reads the shard until it ends, the lease is lost, ctx ends or the consumer stops.
 func (w *shardWorker) run(ctx context.Context) error {
 	r := newShardReader(w.c, w.current())
+	r.behindMs = &w.behindMs
 	for {
 		select {
 		case <-w.c.stopping:

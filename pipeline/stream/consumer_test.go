@@ -45,6 +45,7 @@ func TestConsumer_CountsEventsOnceDespiteRedelivery(t *testing.T) {
 	require.Len(t, leases, 2)
 	for _, l := range leases {
 		require.NotEmpty(t, l.Checkpoint, "shard %s", l.ShardID)
+		require.InDelta(t, time.Now().UnixMilli(), l.CheckpointedAt, float64(5*time.Minute/time.Millisecond), "shard %s: checkpoint time recorded", l.ShardID)
 	}
 	// MillisBehindLatest is exported per shard this process reads.
 	reg := prometheus.NewRegistry()
@@ -53,7 +54,7 @@ func TestConsumer_CountsEventsOnceDespiteRedelivery(t *testing.T) {
 	require.NoError(t, err)
 	shards := map[string]bool{}
 	for _, fam := range families {
-		if fam.GetName() != "tailor_consumer_millis_behind_latest" {
+		if fam.GetName() != "tailor_consumer_iterator_age_seconds" {
 			continue
 		}
 		for _, m := range fam.GetMetric() {

@@ -36,6 +36,13 @@ type Lease struct {
 	ExpiresAt  int64    `dynamodbav:"expires_at"`
 	Checkpoint string   `dynamodbav:"checkpoint,omitempty"` // last processed sequence number, or SHARD_END
 	Parents    []string `dynamodbav:"parents,stringset,omitempty"`
+	// CheckpointedAt is when Checkpoint last wrote (Unix ms; 0 never).
+	CheckpointedAt int64 `dynamodbav:"checkpointed_at,omitempty"`
+	// IteratorAgeMillis is the owner's last MillisBehindLatest of the shard (how far its reads
+	// are behind the stream's tip), written with each renewal at LagReportedAt (Unix ms; 0
+	// never), so that `tailor status` sees every shard's lag without scraping each consumer.
+	IteratorAgeMillis int64 `dynamodbav:"iterator_age_ms"`
+	LagReportedAt     int64 `dynamodbav:"lag_reported_at,omitempty"`
 }
 
 // Finished reports whether the shard was read to its end.
@@ -105,6 +112,9 @@ const (
 	attrCounter    = "lease_counter"
 	attrExpiresAt  = "expires_at"
 	attrCheckpoint = "checkpoint"
+	attrCkptAt     = "checkpointed_at"
+	attrAge        = "iterator_age_ms"
+	attrLagAt      = "lag_reported_at"
 )
 
 // update runs a conditional update on a lease the caller saw as seen: the write succeeds only if
@@ -147,12 +157,17 @@ func (t *LeaseTable) Take(ctx context.Context, seen Lease, owner string, d time.
 	return l, t.update(ctx, seen, upd, false)
 }
 
-// Renew extends a held lease by d.
+// Renew extends a held lease by d. With held.LagReportedAt set it also records
+// held.IteratorAgeMillis (the owner's lag report rides on the renewal: no extra write).
 func (t *LeaseTable) Renew(ctx context.Context, held Lease, d time.Duration, now time.Time) (Lease, error) {
 	l := held
 	l.Counter, l.ExpiresAt = held.Counter+1, now.Add(d).UnixMilli()
 	upd := expression.Set(expression.Name(attrCounter), expression.Value(l.Counter)).
 		Set(expression.Name(attrExpiresAt), expression.Value(l.ExpiresAt))
+	if held.LagReportedAt > 0 {
+		upd = upd.Set(expression.Name(attrAge), expression.Value(held.IteratorAgeMillis)).
+			Set(expression.Name(attrLagAt), expression.Value(held.LagReportedAt))
+	}
 	return l, t.update(ctx, held, upd, true)
 }
 
@@ -160,8 +175,10 @@ func (t *LeaseTable) Renew(ctx context.Context, held Lease, d time.Duration, now
 // only after the effects of every record up to seq are durable.
 func (t *LeaseTable) Checkpoint(ctx context.Context, held Lease, seq string) (Lease, error) {
 	l := held
-	l.Checkpoint = seq
-	return l, t.update(ctx, held, expression.Set(expression.Name(attrCheckpoint), expression.Value(seq)), true)
+	l.Checkpoint, l.CheckpointedAt = seq, time.Now().UnixMilli()
+	upd := expression.Set(expression.Name(attrCheckpoint), expression.Value(seq)).
+		Set(expression.Name(attrCkptAt), expression.Value(l.CheckpointedAt))
+	return l, t.update(ctx, held, upd, true)
 }
 
 // Release gives a held lease up (graceful handoff): another owner may take it at once.

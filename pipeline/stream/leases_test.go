@@ -64,3 +64,38 @@ func TestLeaseTable_ConditionalWritesFenceStaleOwners(t *testing.T) {
 	require.Empty(t, leases[0].Owner)
 	require.False(t, leases[0].Held(time.Now()))
 }
+
+// A renewal carries the owner's lag report and a checkpoint its time, so that tailor status
+// reads every shard's lag from the table; a renewal without a report keeps the last one.
+func TestLeaseTable_RecordsLagAndCheckpointTime(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	ctx := t.Context()
+	lt := stream.NewLeaseTable(env.DynamoDB, env.Names.Leases)
+	require.NoError(t, lt.EnsureTable(ctx))
+	_, err := lt.Create(ctx, "shard-1", nil)
+	require.NoError(t, err)
+	leases, err := lt.List(ctx)
+	require.NoError(t, err)
+	now := time.Now()
+	l, err := lt.Take(ctx, leases[0], "a", time.Minute, now)
+	require.NoError(t, err)
+
+	l.IteratorAgeMillis, l.LagReportedAt = 4200, now.UnixMilli()
+	l, err = lt.Renew(ctx, l, time.Minute, now)
+	require.NoError(t, err)
+	l, err = lt.Checkpoint(ctx, l, "49590338271490256608559692538361571095921575989136588898")
+	require.NoError(t, err)
+	l.LagReportedAt = 0 // no new report: the stored one stays
+	_, err = lt.Renew(ctx, l, time.Minute, now)
+	require.NoError(t, err)
+
+	leases, err = lt.List(ctx)
+	require.NoError(t, err)
+	require.Len(t, leases, 1)
+	got := leases[0]
+	require.Equal(t, int64(4200), got.IteratorAgeMillis)
+	require.Equal(t, now.UnixMilli(), got.LagReportedAt)
+	require.InDelta(t, time.Now().UnixMilli(), got.CheckpointedAt, 60_000)
+	require.Equal(t, "a", got.Owner)
+}

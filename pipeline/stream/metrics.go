@@ -13,8 +13,8 @@ var (
 	recordsProcessed = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tailor_consumer_records_total", Help: "Stream records processed and checkpointed (redeliveries included).",
 	})
-	millisBehindLatest = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "tailor_consumer_millis_behind_latest", Help: "Kinesis MillisBehindLatest of the last GetRecords, per shard this process holds.",
+	iteratorAge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tailor_consumer_iterator_age_seconds", Help: "How far this process's reads are behind the stream's tip (Kinesis MillisBehindLatest of the last GetRecords, in seconds), per shard it holds.",
 	}, []string{"shard"})
 	leasesHeld = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "tailor_consumer_leases_held", Help: "Shard leases this process holds.",
@@ -26,7 +26,7 @@ var (
 			"Records in the gap, if any, are lost.",
 	}, []string{"reason"})
 	recordLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "tailor_event_to_profile_seconds", Help: "From a record's arrival in Kinesis to its effect (the profile write) being durable.",
+		Name: "tailor_consumer_event_to_profile_seconds", Help: "From a record's arrival in Kinesis to its effect (the profile write) being durable.",
 		Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
 	})
 )
@@ -44,5 +44,5 @@ func MetricsCollectors() []prometheus.Collector {
 	for _, r := range []string{gapCheckpointRefused, gapCheckpointTrimmed, gapShardGone} {
 		retentionGaps.WithLabelValues(r)
 	}
-	return []prometheus.Collector{producerRetries, recordsProcessed, millisBehindLatest, leasesHeld, retentionGaps, recordLatency}
+	return []prometheus.Collector{producerRetries, recordsProcessed, iteratorAge, leasesHeld, retentionGaps, recordLatency}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -91,8 +92,9 @@ type shardReader struct {
 	// the last record read before the iterator expired) and has read no record since, so an
 	// empty batch a retention period behind means that position is past the trim horizon.
 	atCheckpoint bool
-	attempt      int       // consecutive failed GetRecords
-	lastRead     time.Time // the last GetRecords call (ConsumerConfig.ReadInterval)
+	attempt      int           // consecutive failed GetRecords
+	lastRead     time.Time     // the last GetRecords call (ConsumerConfig.ReadInterval)
+	behindMs     *atomic.Int64 // where the last MillisBehindLatest goes (the worker's); may be nil
 }
 
 func newShardReader(c *Consumer, l Lease) *shardReader {
@@ -146,7 +148,10 @@ func (r *shardReader) next(ctx context.Context) (records []ktypes.Record, end bo
 		}
 		r.attempt = 0
 		if out.MillisBehindLatest != nil {
-			millisBehindLatest.WithLabelValues(r.shardID).Set(float64(*out.MillisBehindLatest))
+			iteratorAge.WithLabelValues(r.shardID).Set(float64(*out.MillisBehindLatest) / 1000)
+			if r.behindMs != nil {
+				r.behindMs.Store(*out.MillisBehindLatest)
+			}
 		}
 		if len(out.Records) == 0 && r.atCheckpoint && r.pastRetention(ctx, out.MillisBehindLatest) {
 			r.c.log.Error("checkpoint is older than the stream's retention period: restarting the shard at TRIM_HORIZON; records between the checkpoint and the trim horizon, if any, were lost",

@@ -104,7 +104,7 @@ var (
 		Name: "tailor_preference_webhooks_total", Help: "Preference webhooks by outcome (accepted, replayed, refused reasons, error).",
 	}, []string{"outcome"})
 	unsubscribes = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tailor_unsubscribes_total", Help: "Unsubscribes through links by path (one_click, page) and scope (topic, all); repeats included.",
+		Name: "tailor_preference_unsubscribes_total", Help: "Unsubscribes through links by path (one_click, page) and scope (topic, all); repeats included.",
 	}, []string{"path", "scope"})
 	pageSaves = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tailor_preference_page_saves_total", Help: "Preference page forms saved.",
