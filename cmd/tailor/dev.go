@@ -103,6 +103,7 @@ LocalStack runs Kinesis and DynamoDB instead. Data lives only as long as the sta
 					return nil
 				},
 			},
+			devClusterCommand(),
 		},
 	})
 }
