@@ -104,6 +104,7 @@ LocalStack runs Kinesis and DynamoDB instead. Data lives only as long as the sta
 				},
 			},
 			devClusterCommand(),
+			devChaosCommand(),
 		},
 	})
 }
