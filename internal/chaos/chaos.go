@@ -163,14 +163,14 @@ type run struct {
 	start   time.Time
 	logDir  string
 
-	mu       sync.Mutex
-	faults   []Fault
-	sent     map[string]int       // events accepted, by customer
-	unsubAt  map[string]time.Time // when each unsubscribe was answered
-	claims   []Claim
+	mu        sync.Mutex
+	faults    []Fault
+	sent      map[string]int       // events accepted, by customer
+	unsubAt   map[string]time.Time // when each unsubscribe was answered
+	claims    []Claim
 	campaigns []int64
-	restarts map[string]int  // unexpected exits restarted, by process
-	killed   map[string]bool // processes a fault is killing and will restart
+	restarts  map[string]int  // unexpected exits restarted, by process
+	killed    map[string]bool // processes a fault is killing and will restart
 }
 
 func (r *run) say(format string, args ...any) {
@@ -257,10 +257,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := r.waitReady(ctx, ids); err != nil {
 		return nil, err
 	}
-	tpl, err := writeTemplate(r.logDir)
-	if err != nil {
-		return nil, err
-	}
+	tpl := r.logDir
 	r.start = time.Now() // fault times count from the workload's start
 	if err := r.workload(ctx, ids, tpl); err != nil {
 		return nil, err
@@ -394,15 +391,17 @@ func (r *run) setKilling(name string, on bool) {
 
 var campaignCreated = regexp.MustCompile(`campaign (\d+) created`)
 
-// writeTemplate writes the campaign's template: one content source on the harness's content
-// API with a short timeout and a fallback, and the one-click unsubscribe link.
-func writeTemplate(dir string) (string, error) {
-	tpl := filepath.Join(dir, "template")
+// writeTemplate writes a campaign's template: one content source on the harness's content API
+// with a fallback and no cache, and the one-click unsubscribe link. Each campaign has its own
+// template name, so each has its own circuit breaker (one fault's open breaker would keep the
+// next campaign from calling the API at all).
+func writeTemplate(dir, name string) (string, error) {
+	tpl := filepath.Join(dir, name)
 	if err := os.MkdirAll(tpl, 0o755); err != nil {
 		return "", err
 	}
 	files := map[string]string{
-		"template.yaml": `name: chaos
+		"template.yaml": `name: ` + name + `
 version: 1
 defaults:
   first_name: there
@@ -410,7 +409,7 @@ content:
   recs:
     url: "${TAILOR_CONTENT_URL}/recommendations?customer={{ customer.customer_id | url_encode }}"
     timeout: 2s
-    cache_ttl: 1s
+    cache_ttl: 0s
     fallback:
       items:
         - {name: "Our bestsellers", url: "https://example.com/best"}

@@ -291,11 +291,19 @@ func (r *run) updateCRM(ctx context.Context, ids []string) error {
 	return nil
 }
 
-// createCampaign creates a campaign to everyone that is claimable at once.
-func (r *run) createCampaign(ctx context.Context, tpl string) (int64, error) {
+// createCampaign creates a campaign to everyone that is claimable at once, with a template of
+// its own in dir.
+func (r *run) createCampaign(ctx context.Context, dir string) (int64, error) {
+	r.mu.Lock()
+	name := fmt.Sprintf("chaos-%d", len(r.campaigns)+1)
+	r.mu.Unlock()
+	tpl, err := writeTemplate(dir, name)
+	if err != nil {
+		return 0, err
+	}
 	var id int64
-	err := retry(ctx, func() error {
-		out, err := r.cli(ctx, "campaign", "create", "--name", "chaos", "--template", tpl, "--segment", "true", "--send-at", "now")
+	err = retry(ctx, func() error {
+		out, err := r.cli(ctx, "campaign", "create", "--name", name, "--template", tpl, "--segment", "true", "--send-at", "now")
 		if err != nil {
 			return fmt.Errorf("%w: %s", err, out)
 		}
