@@ -98,6 +98,15 @@ func (r *run) check(ctx context.Context, ids []string) []Invariant {
 	if len(campaigns) == 0 {
 		out = append(out, Invariant{Name: "exactly one message per eligible recipient", Detail: "no campaign was created"})
 	}
+	statuses := map[int64]string{}
+	for _, id := range campaigns {
+		var st string
+		if err := r.b.Pool.QueryRow(ctx, `SELECT status FROM campaigns WHERE id = $1`, id).Scan(&st); err != nil {
+			st = "unreadable: " + err.Error()
+		}
+		statuses[id] = st
+	}
+	out = append(out, CheckCampaigns(statuses))
 	out = append(out, CheckClaims(unsub, claims))
 	out = append(out, settle(func() Invariant {
 		rows, err := r.b.Pool.Query(ctx, `SELECT state::text, count(*) FROM river_job GROUP BY state`)

@@ -69,6 +69,18 @@ func (r *run) killRole(ctx context.Context, role string) (string, error) {
 		return "", fmt.Errorf("no %s process", role)
 	}
 	p := procs[r.intn(len(procs))]
+	what := ""
+	if role == "cdc" {
+		// Kill the process that streams (its replication session carries its PGAPPNAME), so
+		// the standby must take over; a random one when none streams right now.
+		var active string
+		_ = r.b.Pool.QueryRow(ctx, `SELECT application_name FROM pg_stat_replication WHERE application_name LIKE 'tailor-cdc-%' LIMIT 1`).Scan(&active)
+		for _, q := range procs {
+			if "tailor-"+q.Name() == active {
+				p, what = q, " (the streaming one)"
+			}
+		}
+	}
 	r.setKilling(p.Name(), true)
 	defer r.setKilling(p.Name(), false)
 	if !p.Running() {
@@ -86,11 +98,12 @@ func (r *run) killRole(ctx context.Context, role string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s pid %d killed after %s up; restarted %s later as pid %d", p.Name(), p.PID, alive.Round(100*time.Millisecond), down.Round(100*time.Millisecond), np.PID), nil
+	return fmt.Sprintf("%s%s pid %d killed after %s up; restarted %s later as pid %d", p.Name(), what, p.PID, alive.Round(100*time.Millisecond), down.Round(100*time.Millisecond), np.PID), nil
 }
 
 // contentFault puts the content API in mode, creates a campaign so that renders meet the
-// fault, and holds the mode until that campaign is final or for a sixth of the window at most.
+// fault, and holds the mode until that campaign is final (30 s at most: a campaign's start
+// can wait for River's leader, e.g. after a SIGKILL of the work process that led).
 func (r *run) contentFault(ctx context.Context, tpl string, mode int32, what string) (string, error) {
 	before := r.content.hits.Load()
 	start := time.Now()
@@ -100,7 +113,7 @@ func (r *run) contentFault(ctx context.Context, tpl string, mode int32, what str
 	if err != nil {
 		return "", err
 	}
-	hold, cancel := context.WithTimeout(ctx, r.cfg.Window/6)
+	hold, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	_ = poll(hold, func() (bool, error) {
 		var status string

@@ -147,3 +147,18 @@ func CheckJobs(byState map[string]int) Invariant {
 	}
 	return verdict("no job lost or stuck", bad, fmt.Sprintf("%d jobs, all completed or cancelled", total))
 }
+
+// CheckCampaigns: every campaign of the run finished rendered (none stuck running, failed or
+// cancelled). statuses is by campaign id.
+func CheckCampaigns(statuses map[int64]string) Invariant {
+	var bad []string
+	for id, st := range statuses {
+		if st != "rendered" {
+			bad = append(bad, fmt.Sprintf("campaign %d %s", id, st))
+		}
+	}
+	if len(statuses) == 0 {
+		bad = append(bad, "no campaign was created")
+	}
+	return verdict("every campaign rendered", bad, fmt.Sprintf("%d campaigns", len(statuses)))
+}

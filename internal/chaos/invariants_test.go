@@ -68,6 +68,13 @@ func TestCheckJobs_FlagsStuckDiscardedAndMissingJobs(t *testing.T) {
 	require.False(t, CheckJobs(map[string]int{}).Held, "no jobs at all")
 }
 
+func TestCheckCampaigns_FlagsUnfinishedCampaigns(t *testing.T) {
+	require.True(t, CheckCampaigns(map[int64]string{1: "rendered", 2: "rendered"}).Held)
+	require.False(t, CheckCampaigns(map[int64]string{1: "rendered", 2: "running"}).Held)
+	require.False(t, CheckCampaigns(map[int64]string{1: "failed"}).Held)
+	require.False(t, CheckCampaigns(map[int64]string{}).Held)
+}
+
 func TestReport_OKOnlyWhenEveryFaultRanAndEveryInvariantHeld(t *testing.T) {
 	good := &Report{Faults: []Fault{{Name: "f"}}, Invariants: []Invariant{{Name: "i", Held: true}}}
 	require.True(t, good.OK())

@@ -194,8 +194,9 @@ func (r *run) workload(ctx context.Context, ids []string, tpl string) error {
 		ids := append([]int64(nil), r.campaigns...)
 		r.mu.Unlock()
 		for _, id := range ids {
+			// A campaign that does not finish is a verdict (CheckCampaigns), not a harness error.
 			if err := r.waitCampaign(ctx, id); err != nil {
-				return err
+				r.say("%v", err)
 			}
 		}
 		return nil
