@@ -234,7 +234,7 @@ func (c *Cluster) start(r Role, i, port int) (*Proc, error) {
 		return nil, fmt.Errorf("cluster: log of %s: %w", p.Name(), err)
 	}
 	defer logf.Close() // the child has its own descriptor
-	fmt.Fprintf(logf, "---- %s: %s %s\n", time.Now().UTC().Format(time.RFC3339Nano), c.cfg.Binary, strings.Join(args, " "))
+	fmt.Fprintf(logf, "---- %s: %s %s\n", time.Now().UTC().Format(time.RFC3339Nano), c.cfg.Binary, strings.Join(redact(args), " "))
 	cmd := exec.Command(c.cfg.Binary, args...)
 	// PGAPPNAME names the process's Postgres sessions (pg_stat_activity.application_name), so
 	// an operator, or the chaos harness, can tell whose backend is whose.
@@ -357,4 +357,18 @@ func FreePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// secretFlags are the flags whose values a log must not show.
+var secretFlags = map[string]bool{"--token-key": true, "--webhook-secret": true, "--database-url": true}
+
+// redact replaces the values of secretFlags with "…".
+func redact(args []string) []string {
+	out := slices.Clone(args)
+	for i := 1; i < len(out); i++ {
+		if secretFlags[out[i-1]] {
+			out[i] = "…"
+		}
+	}
+	return out
 }

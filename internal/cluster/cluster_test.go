@@ -95,4 +95,6 @@ func TestCluster_StartsKillsRestartsAndStops(t *testing.T) {
 	b, err := os.ReadFile(again.Log)
 	require.NoError(t, err)
 	require.Equal(t, 2, strings.Count(string(b), "---- "), "one log per process, appended across restarts")
+	require.NotContains(t, string(b), keys.TokenKey, "secrets stay out of the log")
+	require.NotContains(t, string(b), keys.WebhookSecret)
 }
