@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	mrand "math/rand/v2"
 	"os"
@@ -152,8 +153,8 @@ func (r *Report) Print(w io.Writer) {
 // run is one chaos run's state.
 type run struct {
 	cfg     Config
-	rng     *mrand.Rand
 	rngMu   sync.Mutex
+	rngs    map[string]*mrand.Rand // one stream per stage, so one stage's draws never shift another's
 	st      *localstack.State
 	b       *backends.Backends
 	global  []string
@@ -177,10 +178,19 @@ func (r *run) say(format string, args ...any) {
 	fmt.Fprintf(r.cfg.Out, "chaos %6.1fs: "+format+"\n", append([]any{time.Since(r.start).Seconds()}, args...)...)
 }
 
-func (r *run) intn(n int) int {
+// intn draws from the stage's own random stream (seeded from the run's seed and the stage's
+// name): with the same seed, each stage makes the same choices whatever the timing.
+func (r *run) intn(stage string, n int) int {
 	r.rngMu.Lock()
 	defer r.rngMu.Unlock()
-	return r.rng.IntN(n)
+	rng, ok := r.rngs[stage]
+	if !ok {
+		h := fnv.New64a()
+		h.Write([]byte(stage))
+		rng = mrand.New(mrand.NewPCG(r.cfg.Seed, h.Sum64()))
+		r.rngs[stage] = rng
+	}
+	return rng.IntN(n)
 }
 
 func (r *run) addFault(f Fault) {
@@ -205,7 +215,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &run{cfg: cfg, rng: mrand.New(mrand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)), st: st, start: time.Now(),
+	r := &run{cfg: cfg, rngs: map[string]*mrand.Rand{}, st: st, start: time.Now(),
 		sent: map[string]int{}, unsubAt: map[string]time.Time{}, restarts: map[string]int{}, killed: map[string]bool{}}
 	rep := &Report{Seed: cfg.Seed}
 	defer func() { rep.Elapsed = time.Since(r.start) }()

@@ -23,7 +23,7 @@ func (r *run) plan(tpl string) []plannedFault {
 	var out []plannedFault
 	add := func(name string, fn func(context.Context) (string, error)) {
 		lo := r.cfg.Window / 10
-		out = append(out, plannedFault{name: name, at: lo + time.Duration(r.intn(int(r.cfg.Window*8/10/time.Millisecond)))*time.Millisecond, run: fn})
+		out = append(out, plannedFault{name: name, at: lo + time.Duration(r.intn("faults", int(r.cfg.Window*8/10/time.Millisecond)))*time.Millisecond, run: fn})
 	}
 	for range r.cfg.Kills {
 		for _, role := range []string{"work", "consume", "cdc", "serve"} {
@@ -68,7 +68,7 @@ func (r *run) killRole(ctx context.Context, role string) (string, error) {
 	if len(procs) == 0 {
 		return "", fmt.Errorf("no %s process", role)
 	}
-	p := procs[r.intn(len(procs))]
+	p := procs[r.intn("faults", len(procs))]
 	what := ""
 	if role == "cdc" {
 		// Kill the process that streams (its replication session carries its PGAPPNAME), so
@@ -90,7 +90,7 @@ func (r *run) killRole(ctx context.Context, role string) (string, error) {
 	if err := r.cl.Kill(ctx, p); err != nil {
 		return "", err
 	}
-	down := 200*time.Millisecond + time.Duration(r.intn(1800))*time.Millisecond
+	down := 200*time.Millisecond + time.Duration(r.intn("faults", 1800))*time.Millisecond
 	if err := ctxtime.Sleep(ctx, down); err != nil {
 		return "", err
 	}

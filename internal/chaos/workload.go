@@ -129,10 +129,10 @@ func (r *run) at(ctx context.Context, offset time.Duration) error {
 
 var httpClient = &http.Client{Timeout: 5 * time.Second}
 
-// serveAddr picks a serve process at random.
-func (r *run) serveAddr() string {
+// serveAddr picks a serve process at random (from the stage's stream).
+func (r *run) serveAddr(stage string) string {
 	s := r.cl.Of("serve")
-	return s[r.intn(len(s))].Addr()
+	return s[r.intn(stage, len(s))].Addr()
 }
 
 // workload runs the events, CRM changes, unsubscribes, the campaign, the never-acking sender
@@ -222,7 +222,7 @@ func (r *run) sendEvents(ctx context.Context, ids []string) error {
 		}
 		var evs []events.Event
 		for i := b * batch; i < min((b+1)*batch, r.cfg.Events); i++ {
-			id := ids[r.intn(len(ids))]
+			id := ids[r.intn("events", len(ids))]
 			evs = append(evs, events.Event{EventID: fmt.Sprintf("chaos-%d-%d", r.cfg.Seed, i), CustomerID: id, Type: events.TypeProductView,
 				Timestamp: time.Now().UTC(), Properties: events.Properties{ProductID: "p-" + strconv.Itoa(i%7), Category: "books"}})
 		}
@@ -247,7 +247,7 @@ func (r *run) sendEvents(ctx context.Context, ids []string) error {
 }
 
 func (r *run) postEvents(ctx context.Context, body []byte, n int) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+r.serveAddr()+"/v1/events", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+r.serveAddr("events-serve")+"/v1/events", bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -277,7 +277,7 @@ func (r *run) updateCRM(ctx context.Context, ids []string) error {
 		if err := r.at(ctx, r.cfg.Window*time.Duration(i)/time.Duration(r.cfg.CRMUpdates)); err != nil {
 			return err
 		}
-		id, first, country := ids[r.intn(len(ids))], fmt.Sprintf("F%d", i+1), countries[r.intn(len(countries))]
+		id, first, country := ids[r.intn("crm", len(ids))], fmt.Sprintf("F%d", i+1), countries[r.intn("crm", len(countries))]
 		upCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
 		err := retry(upCtx, func() error {
 			_, err := r.b.Pool.Exec(upCtx, `UPDATE customers SET first_name = $2, country = $3, updated_at = now() WHERE id = $1`, id, first, country)
@@ -358,9 +358,9 @@ func (r *run) unsubscribe(ctx context.Context, ids []string, campaignID int64) e
 		if err := r.at(ctx, r.cfg.Window/4+r.cfg.Window*time.Duration(i)/time.Duration(2*r.cfg.Unsubscribes)); err != nil {
 			return err
 		}
-		id := ids[r.intn(len(ids))]
+		id := ids[r.intn("unsubscribes", len(ids))]
 		for chosen[id] {
-			id = ids[r.intn(len(ids))]
+			id = ids[r.intn("unsubscribes", len(ids))]
 		}
 		chosen[id] = true
 		link, _ := links(campaignID, "", id)
@@ -370,7 +370,7 @@ func (r *run) unsubscribe(ctx context.Context, ids []string, campaignID int64) e
 		}
 		upCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
 		err = retry(upCtx, func() error {
-			req, err := http.NewRequestWithContext(upCtx, http.MethodPost, "http://"+r.serveAddr()+u.Path, strings.NewReader("List-Unsubscribe=One-Click"))
+			req, err := http.NewRequestWithContext(upCtx, http.MethodPost, "http://"+r.serveAddr("unsubscribes-serve")+u.Path, strings.NewReader("List-Unsubscribe=One-Click"))
 			if err != nil {
 				return err
 			}
