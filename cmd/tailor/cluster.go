@@ -146,7 +146,7 @@ an unsubscribe, no River job lost. It prints the faults and the invariants; ever
 bounded. The seed is printed: --seed reproduces the choices (the timings still vary).
 --short is the make test version: small volumes and no fault of the stack itself.`,
 		Flags: []cli.Flag{
-			&cli.Uint64Flag{Name: "seed", Usage: "random seed (default: a random one, printed)"},
+			&cli.Int64Flag{Name: "seed", Usage: "random seed, 1 or more (default: a random one, printed)"},
 			&cli.BoolFlag{Name: "short", Usage: "the short version: a few faults, small volumes, the stack itself untouched"},
 			&cli.DurationFlag{Name: "window", Usage: "how long the workload and the faults last (default: 100s, 25s with --short)"},
 			&cli.BoolFlag{Name: "keep", Usage: "keep the run's database (its logs are always kept)"},
@@ -154,6 +154,9 @@ bounded. The seed is printed: --seed reproduces the choices (the timings still v
 			&cli.StringFlag{Name: flagDir, Usage: "local stack directory (as the global --dir)"},
 		},
 		Action: func(c *cli.Context) error {
+			if c.Int64("seed") < 0 {
+				return usagef("--seed %d: want 1 or more (0: a random one)", c.Int64("seed"))
+			}
 			dir, err := filepath.Abs(clusterDir(c))
 			if err != nil {
 				return err
@@ -166,7 +169,7 @@ bounded. The seed is printed: --seed reproduces the choices (the timings still v
 			if c.Bool("short") {
 				cfg = chaos.Short()
 			}
-			cfg.Binary, cfg.StackDir, cfg.Seed, cfg.Keep = bin, dir, c.Uint64("seed"), c.Bool("keep")
+			cfg.Binary, cfg.StackDir, cfg.Seed, cfg.Keep = bin, dir, uint64(c.Int64("seed")), c.Bool("keep")
 			if w := c.Duration("window"); w > 0 {
 				cfg.Window = w
 			}
