@@ -8,11 +8,13 @@ BIN         := bin/tailor
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 # The test suite's shared local stack lives here for the length of one `make test`.
 TEST_STACK  := $(CURDIR)/.tailor/test-stack
+# make chaos runs on a stack of its own: it restarts Postgres and stalls the emulators.
+CHAOS_STACK := $(CURDIR)/.tailor/chaos-stack
 # Fuzz targets run briefly in every `make test` (package:target).
 FUZZ        ?= ./pipeline/events:FuzzDecodeEvent ./templates:FuzzFromFiles ./templates:FuzzFast_MatchesLiquid ./pipeline/cdc:FuzzDecodeText ./preferences:FuzzDecodeChangeSet ./pipeline/delivery:FuzzBuildMIME
 FUZZTIME    ?= 5s
 
-.PHONY: help tools build demo test unit fuzz bench lint clean docs
+.PHONY: help tools build demo test unit fuzz bench chaos lint clean docs
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
@@ -52,6 +54,12 @@ bench: build ## run the benchmarks and write BENCHMARKS.md and bench/results.jso
 	@$(GO) run ./internal/benchreport -in bench/raw.txt -md BENCHMARKS.md -json bench/results.json
 	@echo "wrote BENCHMARKS.md and bench/results.json"
 
+chaos: build ## the fault matrix over a multi-process cluster on its own stack (exit 1 on a violation)
+	@$(BIN) --dir "$(CHAOS_STACK)" dev down >/dev/null 2>&1 || true
+	@$(BIN) --dir "$(CHAOS_STACK)" dev up >/dev/null
+	@trap '$(BIN) --dir "$(CHAOS_STACK)" dev down >/dev/null' EXIT; \
+	  $(BIN) dev chaos --dir "$(CHAOS_STACK)" $(if $(SEED),--seed $(SEED))
+
 lint: ## gofmt, go vet and staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	@$(GO) vet ./...
@@ -59,6 +67,7 @@ lint: ## gofmt, go vet and staticcheck
 
 clean: ## stop local stacks and remove build output and stack data
 	@[ -x $(BIN) ] && $(BIN) --dir "$(TEST_STACK)" dev down >/dev/null 2>&1 || true
+	@[ -x $(BIN) ] && $(BIN) --dir "$(CHAOS_STACK)" dev down >/dev/null 2>&1 || true
 	@[ -x $(BIN) ] && $(BIN) dev down >/dev/null 2>&1 || true
 	@rm -rf bin .tailor bench/raw.txt
 

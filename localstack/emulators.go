@@ -198,3 +198,39 @@ func (st *State) Check(ctx context.Context) []error {
 	}
 	return errs
 }
+
+// PauseEmulator stops the named emulator ("kinesis" or "dynamodb") of the npm stack in dir
+// with SIGSTOP for d, then lets it go on (SIGCONT): an outage in which every call hangs or
+// times out, and after which its data is intact (the emulators keep their data in memory, so
+// a restart would lose it). It is for fault injection (the chaos harness).
+func PauseEmulator(ctx context.Context, dir, name string, d time.Duration) error {
+	st, err := Load(dir)
+	if err != nil {
+		return err
+	}
+	var svc Service
+	switch name {
+	case "kinesis":
+		svc = st.Kinesis
+	case "dynamodb":
+		svc = st.DynamoDB
+	default:
+		return fmt.Errorf("localstack: pause %q: want kinesis or dynamodb", name)
+	}
+	if svc.PID == 0 || !pidRuns(svc.PID, "node") {
+		return fmt.Errorf("localstack: pause %s: no emulator process (backend %s)", name, st.Backend)
+	}
+	if err := syscall.Kill(-svc.PID, syscall.SIGSTOP); err != nil {
+		return fmt.Errorf("localstack: pause %s: %w", name, err)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	if err := syscall.Kill(-svc.PID, syscall.SIGCONT); err != nil {
+		return fmt.Errorf("localstack: resume %s: %w", name, err)
+	}
+	return nil
+}

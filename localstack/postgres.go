@@ -161,26 +161,7 @@ func (s *Stack) startPostgres(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	socketDir := run
-	if len(socketDir) > 80 { // a Unix socket path is at most 107 bytes
-		socketDir = ""
-	}
-	args := []string{"-D", data, "-p", strconv.Itoa(port),
-		"-c", "listen_addresses=127.0.0.1",
-		"-c", "unix_socket_directories=" + socketDir,
-		"-c", "wal_level=logical",
-		"-c", "max_replication_slots=64",
-		"-c", "max_wal_senders=64",
-		"-c", "max_connections=300",
-		"-c", "fsync=off", // a disposable dev/test cluster: crash safety across OS crashes is not needed
-		"-c", "full_page_writes=off",
-		"-c", "wal_sender_timeout=30s",
-	}
-	p, err := startProc(procSpec{
-		name: "postgres", path: filepath.Join(bin, "postgres"), args: args, dir: home,
-		logPath: filepath.Join(logDir, "postgres.log"), cred: cred,
-		stopSig: syscall.SIGINT, deathSig: syscall.SIGQUIT, detached: s.cfg.Detached,
-	})
+	p, err := startPostgresProc(bin, home, logDir, port, cred, s.cfg.Detached)
 	if err != nil {
 		return err
 	}
@@ -212,6 +193,72 @@ func (s *Stack) startPostgres(ctx context.Context) error {
 	s.state.Postgres.URL = pgURL(password, port, DatabaseName)
 	s.cfg.Log("postgres %s ready on 127.0.0.1:%d", s.state.Postgres.Version, port)
 	return nil
+}
+
+// startPostgresProc starts the postmaster over home/data on port.
+func startPostgresProc(bin, home, logDir string, port int, cred *syscall.Credential, detached bool) (*proc, error) {
+	data, run := filepath.Join(home, "data"), filepath.Join(home, "run")
+	socketDir := run
+	if len(socketDir) > 80 { // a Unix socket path is at most 107 bytes
+		socketDir = ""
+	}
+	args := []string{"-D", data, "-p", strconv.Itoa(port),
+		"-c", "listen_addresses=127.0.0.1",
+		"-c", "unix_socket_directories=" + socketDir,
+		"-c", "wal_level=logical",
+		"-c", "max_replication_slots=64",
+		"-c", "max_wal_senders=64",
+		"-c", "max_connections=300",
+		"-c", "fsync=off", // a disposable dev/test cluster: crash safety across OS crashes is not needed
+		"-c", "full_page_writes=off",
+		"-c", "wal_sender_timeout=30s",
+	}
+	return startProc(procSpec{
+		name: "postgres", path: filepath.Join(bin, "postgres"), args: args, dir: home,
+		logPath: filepath.Join(logDir, "postgres.log"), cred: cred,
+		stopSig: syscall.SIGINT, deathSig: syscall.SIGQUIT, detached: detached,
+	})
+}
+
+// RestartPostgres stops the detached stack's Postgres in dir (a fast shutdown: every session
+// is cut) and starts it again on the same port and data, then waits until it answers. The
+// state file gets the new pid. It is for fault injection (the chaos harness) and operators.
+func RestartPostgres(ctx context.Context, dir string) (*State, error) {
+	st, err := Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Detached || st.Backend == "" || st.Postgres.Home == "" {
+		return nil, fmt.Errorf("localstack: restart postgres: the stack in %s is not a detached one from `tailor dev up`", dir)
+	}
+	bin, err := pgBinDir()
+	if err != nil {
+		return nil, err
+	}
+	_, cred, err := pgOSUser()
+	if err != nil {
+		return nil, err
+	}
+	if err := stopPID(ctx, st.Postgres.PID, "postgres", false, syscall.SIGINT); err != nil {
+		return nil, err
+	}
+	p, err := startPostgresProc(bin, st.Postgres.Home, filepath.Join(st.Dir, "logs"), st.Postgres.Port, cred, true)
+	if err != nil {
+		return nil, err
+	}
+	st.Postgres.PID = p.pid()
+	ctx, cancel := context.WithTimeout(ctx, ReadyTimeoutDefault)
+	defer cancel()
+	if err := waitReady(ctx, p, "postgres", func(ctx context.Context) error {
+		c, err := pgx.Connect(ctx, st.Postgres.URL)
+		if err != nil {
+			return err
+		}
+		return c.Close(ctx)
+	}); err != nil {
+		return nil, err
+	}
+	return st, st.save()
 }
 
 func pgURL(password string, port int, db string) string {

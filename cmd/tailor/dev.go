@@ -103,6 +103,31 @@ LocalStack runs Kinesis and DynamoDB instead. Data lives only as long as the sta
 					return nil
 				},
 			},
+			{
+				Name:      "restart",
+				Usage:     "restart one service of the running stack: postgres (a fast shutdown, then a start on the same port and data)",
+				ArgsUsage: "postgres",
+				Description: `Every session is cut, as a real database restart or failover does; the processes
+using the stack reconnect by themselves. kinesis and dynamodb cannot be restarted: the
+emulators keep their data in memory (the chaos harness stalls them with SIGSTOP instead).`,
+				Action: func(c *cli.Context) error {
+					switch c.Args().First() {
+					case "postgres":
+					case "kinesis", "dynamodb":
+						return usagef("dev restart %s: the emulators keep their data in memory, a restart would lose it", c.Args().First())
+					default:
+						return usagef("dev restart: want postgres")
+					}
+					st, err := localstack.RestartPostgres(c.Context, stackDir(c))
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(c.App.Writer, "postgres restarted (pid %d)\n", st.Postgres.PID)
+					return nil
+				},
+			},
+			devClusterCommand(),
+			devChaosCommand(),
 		},
 	})
 }
