@@ -105,7 +105,14 @@ func scheduleTx(ctx context.Context, tx pgx.Tx, rc *river.Client[pgx.Tx], id int
 	if _, err := tx.Exec(ctx, queries.Get("schedule-campaign"), id, at, local); err != nil {
 		return fmt.Errorf("store send time: %w", err)
 	}
-	if _, err := rc.InsertTx(ctx, tx, CampaignStartArgs{CampaignID: id}, &river.InsertOpts{ScheduledAt: start}); err != nil {
+	// A start due now goes in available: with a ScheduledAt River inserts it scheduled, and
+	// only River's leader moves scheduled jobs, so after the leader died a campaign waited for
+	// the next election (12-20 s in make chaos).
+	opts := &river.InsertOpts{}
+	if start.After(now) {
+		opts.ScheduledAt = start
+	}
+	if _, err := rc.InsertTx(ctx, tx, CampaignStartArgs{CampaignID: id}, opts); err != nil {
 		return fmt.Errorf("enqueue campaign.start: %w", err)
 	}
 	return nil

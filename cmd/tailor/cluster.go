@@ -10,6 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/tailor-email/tailor/pipeline/delivery/smtpsink"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/tailor-email/tailor/internal/chaos"
@@ -25,8 +27,9 @@ func devClusterCommand() *cli.Command {
 <dir>/cluster/ROLE-N.log, and prints their pids, ports and logs. One cdc process streams, the
 other waits on the slot as a standby. serve processes listen on free loopback ports and take
 the bootstrap API key printed at start (Authorization: Bearer KEY); work and serve share a
-fresh token key, so rendered messages link to serve-0's preference pages. A role the binary
-does not have (relay, before it is merged) is skipped with a note. Nothing is restarted: a
+fresh token key, so rendered messages link to serve-0's preference pages. The relay delivers
+to an SMTP sink this command runs on loopback (its URL is printed). A role the binary does
+not have is skipped with a note. Nothing is restarted: a
 process that dies stays dead (its exit is printed). Ctrl-C or SIGTERM stops them all.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "roles", Usage: "process counts per role, e.g. consume=3,work=1,relay=0 (roles left out keep the default: " + defaultRoles() + ")"},
@@ -64,8 +67,19 @@ process that dies stays dead (its exit is printed). Ctrl-C or SIGTERM stops them
 				return err
 			}
 			publicURL := "http://127.0.0.1:" + strconv.Itoa(servePort)
+			roleArgs := keys.RoleArgs(publicURL)
+			if n, ok := counts["relay"]; !ok || n > 0 {
+				// The relay delivers to an SMTP sink of this process on loopback.
+				sink, err := smtpsink.Start(smtpsink.Config{Addr: "127.0.0.1:0"})
+				if err != nil {
+					return err
+				}
+				defer sink.Close()
+				roleArgs["relay"] = []string{"--smtp", sink.URL(), "--from", "Tailor cluster <cluster@tailor.invalid>"}
+				fmt.Fprintf(c.App.Writer, "SMTP sink for the relay: %s\n", sink.URL())
+			}
 			cl, err := cluster.Start(c.Context, cluster.Config{
-				Binary: bin, GlobalArgs: global, Counts: counts, RoleArgs: keys.RoleArgs(publicURL),
+				Binary: bin, GlobalArgs: global, Counts: counts, RoleArgs: roleArgs,
 				Ports: map[string]int{"serve-0": servePort}, LogDir: filepath.Join(dir, "cluster"),
 				Note: func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, "cluster: "+f+"\n", a...) },
 			})

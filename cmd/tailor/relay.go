@@ -64,6 +64,7 @@ with --campaign and --exit-when-done until that campaign has nothing left to del
 			&cli.DurationFlag{Name: "stop-timeout", Value: 30 * time.Second, Usage: "how long held messages may still be sent after a stop signal"},
 			&cli.IntFlag{Name: "shards", Value: shardsDefault, Usage: "shard count when the event stream must be created"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a Go CPU profile of this process to FILE until it stops"},
+			metricsAddrFlag("RELAY", "127.0.0.1:9104"),
 		},
 		Action: func(c *cli.Context) error {
 			o, err := relayOptions(c)
@@ -85,6 +86,11 @@ with --campaign and --exit-when-done until that campaign has nothing left to del
 				return err
 			}
 			defer b.Close()
+			stopMetrics, err := startMetrics(c, b)
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
 			relay, store, closeSender, err := app.Relay(b, o)
 			if err != nil {
 				return usagef("%v", err)
