@@ -45,12 +45,19 @@ func TestCLI_RelayDeliversACampaignToTheSink(t *testing.T) {
 		code, _ := e.run(ctx, "work")
 		workDone <- code
 	}()
+	// The in-process commands share slog's default logger: work finishes before the relay
+	// runs, so the relay's log is its own.
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(e.ok("campaign", "show", id), "status    rendered") {
+		require.True(t, time.Now().Before(deadline), "campaign %s not rendered in time", id)
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	require.Equal(t, exitOK, <-workDone)
 	code, out := e.run(context.Background(), "relay", "--smtp", sink.URL(), "--from", "Shop <news@shop.example>", "--campaign", id,
 		"--exit-when-done", "--concurrency", "4", "--retry-base", "50ms", "--retry-max", "100ms", "--progress", "0")
 	require.Equal(t, exitOK, code, out)
 	require.Contains(t, out, "relay done")
-	cancel()
-	require.Equal(t, exitOK, <-workDone)
 
 	st := sink.Stats()
 	require.Equal(t, int64(n-1), st.Accepted, "everyone but the hard bounce")

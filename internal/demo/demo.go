@@ -208,12 +208,18 @@ func Run(ctx context.Context, b *backends.Backends, cfg Config) (*Result, error)
 	if err != nil {
 		return nil, err
 	}
+	// The marketer's lifecycle: a draft, then scheduled to send now (tailor campaign create,
+	// then tailor campaign schedule --send-at now).
 	camp, err := jobs.CreateCampaign(ctx, b.Pool, rc, jobs.NewCampaign{Name: "demo " + now.Format(time.RFC3339), Template: tpl,
-		Segment: cfg.Segment, SendAt: jobs.SendAt{At: now}})
+		Segment: cfg.Segment})
 	if err != nil {
 		return nil, err
 	}
-	say("campaign %d created (template %s v%d, segment %q)", camp.ID, camp.TemplateName, camp.TemplateVersion, camp.Segment)
+	say("campaign %d created as a %s (template %s v%d, segment %q)", camp.ID, camp.Status, camp.TemplateName, camp.TemplateVersion, camp.Segment)
+	if camp, err = jobs.Schedule(ctx, b.Pool, rc, camp.ID, jobs.SendAt{At: time.Now()}); err != nil {
+		return nil, err
+	}
+	say("campaign %d %s to send now", camp.ID, camp.Status)
 	done, err := jobs.WaitCampaign(ctx, b.Pool, camp.ID)
 	if err != nil {
 		return nil, err
@@ -221,6 +227,13 @@ func Run(ctx context.Context, b *backends.Backends, cfg Config) (*Result, error)
 	if done.Status != jobs.StatusRendered {
 		return nil, fmt.Errorf("demo: campaign %d ended %s: %s", camp.ID, done.Status, done.Error)
 	}
+	progress, err := jobs.GetProgress(ctx, b.Pool, camp.ID)
+	if err != nil {
+		return nil, err
+	}
+	say("campaign %d %s: audience %d, rendered %d, excluded %d, skipped %d, failed %d (tailor campaign report %d has the details)",
+		camp.ID, progress.Status, progress.AudienceCount, progress.Counters[jobs.MessageRendered], progress.Counters[jobs.MessageExcluded],
+		progress.Counters[jobs.MessageSkipped], progress.Counters[jobs.MessageFailed], camp.ID)
 	msgs, err := jobs.ListMessages(ctx, b.Pool, camp.ID, 0, 100000)
 	if err != nil {
 		return nil, err

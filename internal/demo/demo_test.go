@@ -50,6 +50,9 @@ func TestRun_SkeletonEndToEnd(t *testing.T) {
 	require.Zero(t, res.Outcomes["fallback"], "%v", res.Outcomes)
 	require.Equal(t, 2*12, res.Outcomes["fetched"]+res.Outcomes["cached"], "two sources per message: %v", res.Outcomes)
 	require.Contains(t, out.String(), "rendered 12 messages")
+	// The lifecycle a marketer runs: a draft, scheduled now, rendered with its counters.
+	require.Regexp(t, `campaign (\d+) created as a draft .*\n.*campaign \d+ scheduled to send now`, out.String())
+	require.Regexp(t, `campaign \d+ rendered: audience 12, rendered 12, excluded 0, skipped 0, failed 0`, out.String())
 	// Real preference links on the demo's preference center, and a working one-click unsubscribe.
 	require.Regexp(t, `Unsubscribe: http://127\.0\.0\.1:\d+/unsubscribe/[A-Za-z0-9_-]+`, res.Messages[0].Text)
 	require.Regexp(t, `one-click unsubscribe \(RFC 8058\).* -> 200 OK; demo-\d+ no longer receives marketing email \(suppressed\)`, out.String())
