@@ -117,7 +117,7 @@ evaluates EXPR over event.* and the updated profile, e.g.
 					&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "follow until the campaign settles"},
 					&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "with --watch: refresh period"},
 				},
-				Action: campaignStatus,
+				Action: campaignAction(campaignStatus),
 			},
 			{
 				Name:  "list",
@@ -367,16 +367,7 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-func campaignStatus(c *cli.Context) error {
-	id, err := campaignID(c)
-	if err != nil {
-		return err
-	}
-	b, err := openBackends(c)
-	if err != nil {
-		return err
-	}
-	defer b.Close()
+func campaignStatus(c *cli.Context, b *backends.Backends, id int64) error {
 	w := c.App.Writer
 	tty := isTerminal(w)
 	var first *jobs.Progress

@@ -74,13 +74,11 @@ with --campaign and --exit-when-done until that campaign has nothing left to del
 			if os.Getenv("GOGC") == "" {
 				debug.SetGCPercent(c.Int("gc-percent"))
 			}
-			if path := c.String("cpuprofile"); path != "" {
-				stop, err := startCPUProfile(path)
-				if err != nil {
-					return err
-				}
-				defer stop()
+			stopProfile, err := startCPUProfile(c.String("cpuprofile"))
+			if err != nil {
+				return err
 			}
+			defer stopProfile()
 			b, err := openBackends(c)
 			if err != nil {
 				return err

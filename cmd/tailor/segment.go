@@ -47,21 +47,9 @@ an error pointing at the token (exit 2). Open CRM data is attributes.<name>; see
 					&cli.BoolFlag{Name: "estimate", Usage: "estimate from whole parallel-scan segments of about --sample profiles, scaled to the table"},
 					&cli.IntFlag{Name: "sample", Value: 2000, Usage: "with --estimate: profiles read"},
 				},
-				Action: func(c *cli.Context) error {
-					seg, err := segmentArg(c)
-					if err != nil {
-						return err
-					}
-					b, err := openBackends(c)
-					if err != nil {
-						return err
-					}
-					defer b.Close()
-					profiles, err := app.ProfileReader(c.Context, b)
-					if err != nil {
-						return err
-					}
+				Action: segmentAction(func(c *cli.Context, seg *jobs.Segment, profiles *jobs.DynamoProfiles) error {
 					var n jobs.SegmentCount
+					var err error
 					if c.Bool("estimate") {
 						items, err := profiles.ItemCount(c.Context)
 						if err != nil {
@@ -91,27 +79,14 @@ an error pointing at the token (exit 2). Open CRM data is attributes.<name>; see
 					fmt.Fprintf(c.App.Writer, "%s%d profiles match (%s%d scanned, %s%d without an address, %s%d could not be evaluated)\n",
 						approx, n.Matched, approx, n.Scanned, approx, n.Unreachable, approx, n.Errors)
 					return nil
-				},
+				}),
 			},
 			{
 				Name:      "sample",
 				Usage:     "print some profiles a segment matches: their key fields and the fields it reads",
 				ArgsUsage: "EXPR",
 				Flags:     []cli.Flag{&cli.IntFlag{Name: "n", Value: 5, Usage: "how many profiles"}},
-				Action: func(c *cli.Context) error {
-					seg, err := segmentArg(c)
-					if err != nil {
-						return err
-					}
-					b, err := openBackends(c)
-					if err != nil {
-						return err
-					}
-					defer b.Close()
-					profiles, err := app.ProfileReader(c.Context, b)
-					if err != nil {
-						return err
-					}
+				Action: segmentAction(func(c *cli.Context, seg *jobs.Segment, profiles *jobs.DynamoProfiles) error {
 					ps, err := jobs.SampleSegment(c.Context, profiles, seg, c.Int("n"))
 					if err != nil {
 						return err
@@ -137,7 +112,7 @@ an error pointing at the token (exit 2). Open CRM data is attributes.<name>; see
 						fmt.Fprintln(c.App.ErrWriter, "no profile matches")
 					}
 					return w.Flush()
-				},
+				}),
 			},
 			{
 				Name:  "fields",
@@ -153,6 +128,26 @@ an error pointing at the token (exit 2). Open CRM data is attributes.<name>; see
 			},
 		},
 	})
+}
+
+// segmentAction parses the segment argument, opens the profiles table and runs fn.
+func segmentAction(fn func(c *cli.Context, seg *jobs.Segment, profiles *jobs.DynamoProfiles) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		seg, err := segmentArg(c)
+		if err != nil {
+			return err
+		}
+		b, err := openBackends(c)
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		profiles, err := app.ProfileReader(c.Context, b)
+		if err != nil {
+			return err
+		}
+		return fn(c, seg, profiles)
+	}
 }
 
 func segmentArg(c *cli.Context) (*jobs.Segment, error) {

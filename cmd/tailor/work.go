@@ -55,13 +55,11 @@ messages of campaigns created with --track get an open pixel and click redirects
 			if err != nil {
 				return usagef("--public-url / --token-key: %v", err)
 			}
-			if path := c.String("cpuprofile"); path != "" {
-				stop, err := startCPUProfile(path)
-				if err != nil {
-					return err
-				}
-				defer stop()
+			stopProfile, err := startCPUProfile(c.String("cpuprofile"))
+			if err != nil {
+				return err
 			}
+			defer stopProfile()
 			b, err := openBackends(c)
 			if err != nil {
 				return err
@@ -106,8 +104,12 @@ messages of campaigns created with --track get an open pixel and click redirects
 	})
 }
 
-// startCPUProfile profiles the process's CPU into path until the returned function is called.
+// startCPUProfile profiles the process's CPU into path until the returned function is called
+// (nothing when path is empty).
 func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("--cpuprofile: %w", err)
