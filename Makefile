@@ -39,7 +39,11 @@ test: build ## run the whole test suite against a local stack it starts and stop
 	  TAILOR_TEST_DIR="$(TEST_STACK)" $(GO) test -count=1 -timeout 25m ./... ; \
 	  for f in $(FUZZ); do \
 	    echo "fuzz $${f#*:} for $(FUZZTIME)"; \
-	    TAILOR_TEST_DIR="$(TEST_STACK)" $(GO) test -run '^$$' -fuzz "^$${f#*:}$$" -fuzztime $(FUZZTIME) "$${f%%:*}" >/dev/null || { echo "fuzz $${f#*:} failed" >&2; exit 1; }; \
+	    TAILOR_TEST_DIR="$(TEST_STACK)" $(GO) test -run '^$$' -fuzz "^$${f#*:}$$" -fuzztime $(FUZZTIME) "$${f%%:*}" >"$(TEST_STACK).fuzz.log" 2>&1 || { \
+	      echo "fuzz $${f#*:} failed; what it found (the input is kept under $${f%%:*}/testdata/fuzz/$${f#*:}):" >&2; \
+	      grep -v '^fuzz: elapsed' "$(TEST_STACK).fuzz.log" | tail -40 >&2; \
+	      for c in "$${f%%:*}"/testdata/fuzz/"$${f#*:}"/*; do [ -f "$$c" ] && { echo "--- $$c" >&2; head -c 4000 "$$c" >&2; echo >&2; }; done; \
+	      exit 1; }; \
 	  done
 
 unit: ## run only the tests that need no local stack (go test -short)

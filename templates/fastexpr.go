@@ -391,6 +391,11 @@ var nativeFilters = map[string]nativeFilter{
 			return nil, false
 		}
 		var t time.Time
+		if s, isString := recv.(string); isString && (s == "now" || s == "today") {
+			// The wall clock at the moment of the call: leave it to liquid, so that the two paths
+			// can be compared byte for byte (the render's own clock is the now variable).
+			return nil, false
+		}
 		if recv != nil {
 			var ok bool
 			if t, ok = convert[time.Time](recv, timeType); !ok {
