@@ -39,6 +39,7 @@ func FuzzFromFiles(f *testing.F) {
 		f.Add(m, "Hi {{ customer.first_name }}", "<p>{{ customer.first_name | capitalize }}</p>")
 	}
 	f.Add("name: x\nversion: 1\n", "{{ customer.first_name", "{% for %}")
+	f.Add("name: x\nversion: 1\n", "0", "{{ 100000000000000000000000000000000}}") // liquid's lexer panicked on it
 	f.Add("name: x\nversion: 1\n", "{{ x | nosuch }}", "{% capture a %}<b>{% endcapture %}{{ a }}{% raw %}{{{% endraw %}")
 	f.Fuzz(func(t *testing.T, manifest, subject, html string) {
 		files := map[string]string{FileManifest: manifest, FileSubject: subject, FileHTML: html, FileText: "text"}

@@ -102,14 +102,28 @@ type part struct {
 }
 
 // compilePart parses src (from file, starting at line) as an html or plain part.
-func compilePart(file, src string, line int, html bool) (*part, parser.Error) {
+func compilePart(file, src string, line int, html bool) (p *part, err parser.Error) {
+	loc := parser.SourceLoc{Pathname: file, LineNo: line}
+	defer func() {
+		// liquid's expression lexer panics on some input (an integer literal out of int64's
+		// range, for one) instead of returning its syntax error: report it as one.
+		if r := recover(); r != nil {
+			p, err = nil, parser.Errorf(sourceAt{loc}, "syntax error: %v", r)
+		}
+	}()
 	src = rewrite(src, line, html)
-	node, err := grammar()[html].Compile(src, parser.SourceLoc{Pathname: file, LineNo: line})
+	node, err := grammar()[html].Compile(src, loc)
 	if err != nil {
 		return nil, err
 	}
 	return &part{node: node, prog: compileFast(src, file, line, html), html: html, file: file}, nil
 }
+
+// sourceAt locates a parse error at the start of a part (liquid's Locatable).
+type sourceAt struct{ loc parser.SourceLoc }
+
+func (s sourceAt) SourceLocation() parser.SourceLoc { return s.loc }
+func (s sourceAt) SourceText() string               { return "" }
 
 // render renders the part with a copy of bindings (assign and capture write into it) in e, under
 // b, whose size budget for this part is kind (max bytes). It returns a *BudgetError or ctx's
