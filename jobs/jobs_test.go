@@ -176,6 +176,19 @@ func TestCampaign_RendersSegmentWithFetchedContent(t *testing.T) {
 		require.Equal(t, templates.OutcomeFetched, prov.Sources["recs"].Outcome)
 		require.Equal(t, 3, prov.Version)
 	}
+	requireBodyHashes(t, b, camp.ID, 9)
+}
+
+// requireBodyHashes checks that the campaign's n rendered rows carry the body hash of their
+// stored html and text, as the insert trigger's formula (migration 008) computes it in SQL.
+func requireBodyHashes(t *testing.T, b bundle, campaignID int64, n int) {
+	t.Helper()
+	var total, matching int
+	require.NoError(t, b.env.Pool.QueryRow(context.Background(), `SELECT count(*),
+		count(*) FILTER (WHERE body_sha256 = sha256(convert_to(html, 'UTF8') || '\x00'::bytea || convert_to(text_body, 'UTF8')))
+		FROM rendered_messages WHERE campaign_id = $1 AND status = 'rendered'`, campaignID).Scan(&total, &matching))
+	require.Equal(t, n, total)
+	require.Equal(t, n, matching, "body_sha256 differs from the hash of the stored body")
 }
 
 func TestCampaign_ContentFailureUsesFallback(t *testing.T) {

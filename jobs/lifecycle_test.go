@@ -451,4 +451,5 @@ func TestCampaign_ARecipientRecordedMeanwhileIsNotRecordedTwice(t *testing.T) {
 	require.Equal(t, 5, p.AudienceCount)
 	require.Equal(t, 5, p.Processed)
 	require.Equal(t, int64(5), p.Counters[jobs.MessageRendered])
+	requireBodyHashes(t, b, camp.ID, 5) // four through the fallback insert, one by the statement above (the trigger)
 }

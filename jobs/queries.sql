@@ -118,9 +118,9 @@ SELECT customer_id FROM rendered_messages WHERE campaign_id = $1 AND customer_id
 -- recipients recorded before. It returns the customers it recorded.
 WITH ins AS (
     INSERT INTO rendered_messages (campaign_id, customer_id, email, status, subject, preheader, html, text_body, headers,
-                                   provenance, reason, not_before, occurrence, variant)
+                                   provenance, reason, not_before, occurrence, variant, body_sha256)
     SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::jsonb[],
-                            $10::jsonb[], $11::text[], $12::timestamptz[], $13::text[], $14::text[])
+                            $10::jsonb[], $11::text[], $12::timestamptz[], $13::text[], $14::text[], $15::bytea[])
     ON CONFLICT (campaign_id, customer_id, occurrence) DO NOTHING
     RETURNING customer_id
 )

@@ -3,9 +3,11 @@ package jobs
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"sync"
 	"time"
@@ -344,7 +346,7 @@ func (w *campaignWorkers) store(ctx context.Context, c *Campaign, outs []outcome
 
 // messageColumns are the rendered_messages columns a batch writes, in messageRows.row order.
 var messageColumns = []string{"campaign_id", "customer_id", "email", "status", "subject", "preheader", "html", "text_body",
-	"headers", "provenance", "reason", "not_before", "occurrence", "variant"}
+	"headers", "provenance", "reason", "not_before", "occurrence", "variant", "body_sha256"}
 
 // insertMessages records a batch's rows and returns the customers it recorded. It COPYs them,
 // streamed in 64 KB chunks (an INSERT of unnest arrays made pgx assemble every ~11 KB body of
@@ -369,7 +371,7 @@ func insertMessages(ctx context.Context, tx pgx.Tx, campaignID int64, rows *mess
 	var inserted []string
 	if err := tx.QueryRow(ctx, queries.Get("insert-messages"), campaignID, rows.customer, rows.email, rows.status, rows.subject,
 		rows.preheader, rows.html, rows.text, rows.headers, rows.provenance, rows.reason, rows.notBefore, rows.occurrence,
-		rows.variant).Scan(&inserted); err != nil {
+		rows.variant, rows.bodyHash).Scan(&inserted); err != nil {
 		return nil, fmt.Errorf("store rendered messages: %w", err)
 	}
 	return inserted, nil
@@ -433,7 +435,7 @@ func applyCap(ctx context.Context, tx pgx.Tx, cp Cap, outs []outcome) error {
 // messageRows holds a batch column-wise for the unnest insert.
 type messageRows struct {
 	customer, email, status, subject, preheader, html, text, occurrence, variant []string
-	headers, provenance                                                          [][]byte
+	headers, provenance, bodyHash                                                [][]byte
 	reason                                                                       []*string
 	notBefore                                                                    []time.Time
 }
@@ -443,7 +445,7 @@ var emptyJSON = []byte("{}")
 // row returns row i in messageColumns order.
 func (m *messageRows) row(campaignID int64, i int) []any {
 	return []any{campaignID, m.customer[i], m.email[i], m.status[i], m.subject[i], m.preheader[i], m.html[i], m.text[i],
-		m.headers[i], m.provenance[i], m.reason[i], m.notBefore[i], m.occurrence[i], m.variant[i]}
+		m.headers[i], m.provenance[i], m.reason[i], m.notBefore[i], m.occurrence[i], m.variant[i], m.bodyHash[i]}
 }
 
 func (m *messageRows) add(o *outcome) {
@@ -480,6 +482,23 @@ func (m *messageRows) add(o *outcome) {
 		at = time.Now()
 	}
 	m.notBefore = append(m.notBefore, at)
+	var sum []byte
+	if o.status == MessageRendered {
+		sum = BodyHash(msg.HTML, msg.Text)
+	}
+	m.bodyHash = append(m.bodyHash, sum)
+}
+
+// BodyHash is rendered_messages.body_sha256 of a body: SHA-256 of the html, a NUL and the text,
+// the formula of the insert trigger (migration 008), which takes it for rows that bring none.
+// The render jobs bring it: hashing in Postgres cost it about 1.3 CPU-seconds per 100 000
+// bodies of ~11 KB; Go hashes with the CPU's SHA extensions.
+func BodyHash(html, text string) []byte {
+	h := sha256.New()
+	_, _ = io.WriteString(h, html)
+	_, _ = h.Write([]byte{0})
+	_, _ = io.WriteString(h, text)
+	return h.Sum(make([]byte, 0, sha256.Size))
 }
 
 // RenderData is what a recipient's message is rendered from: the profile's read view as

@@ -17,6 +17,14 @@ import (
 	"github.com/tailor-email/tailor/templates"
 )
 
+// The collector settings of tailor work (see gcFlags): measured on the 100 000-recipient
+// benchmark, GOGC=400 under a 200 MiB limit cut tailor work's CPU from 15.4 to 12.5 s at a peak
+// RSS of 231 MB (GOGC=100: 214 MB; GOGC=300 without a limit: 341 MB).
+const (
+	workGCPercent     = 400
+	workMemoryLimitMB = 200
+)
+
 func workCommand() *cli.Command {
 	return withUsageErrors(&cli.Command{
 		Name:  "work",
@@ -35,13 +43,16 @@ messages of campaigns created with --track get an open pixel and click redirects
 			&cli.IntFlag{Name: "handoff", Value: jobs.HandoffDefault, Usage: "profiles the campaign scan may hold for this process's render jobs so they skip a second DynamoDB read; -1: none"},
 			metricsAddrFlag("WORK", "127.0.0.1:9102"),
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a Go CPU profile of this process to FILE until it stops (go tool pprof FILE)"},
-		}, linkFlags()...),
+		}, append(linkFlags(), gcFlags("WORK", workGCPercent, workMemoryLimitMB)...)...),
 		Action: func(c *cli.Context) error {
 			if c.Duration("body-retention") == 0 {
 				return usagef("--body-retention 0: want a duration (e.g. 168h), or a negative one to keep bodies")
 			}
 			if bs := c.Int("batch-size"); bs < 1 || bs > ddb.BatchGetMax {
 				return usagef("--batch-size %d: want 1 to %d", bs, ddb.BatchGetMax)
+			}
+			if err := tuneGC(c); err != nil {
+				return err
 			}
 			links, err := links(c)
 			if err != nil {
