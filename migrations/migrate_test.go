@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
@@ -89,4 +90,47 @@ func fileVersions(t *testing.T) []int {
 	}
 	sort.Ints(out)
 	return out
+}
+
+// TestRenderedMessages_CampaignReference: migration 009 keeps the foreign key's rules once per
+// statement: a message of an unknown campaign is refused (also in a COPY and in a batch that
+// names a known one besides), no message moves to another campaign, and deleting a campaign
+// deletes its messages.
+func TestRenderedMessages_CampaignReference(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	ctx := context.Background()
+	newCampaign := func() int64 {
+		var id int64
+		require.NoError(t, env.Pool.QueryRow(ctx, `INSERT INTO campaigns (name, template_name, template_version, template_files, segment)
+			VALUES ('c', 't', 1, '{}', 'true') RETURNING id`).Scan(&id))
+		return id
+	}
+	a, b := newCampaign(), newCampaign()
+	refused := func(err error) {
+		t.Helper()
+		var pgErr *pgconn.PgError
+		require.ErrorAs(t, err, &pgErr)
+		require.Equal(t, "23503", pgErr.Code, pgErr.Message)
+	}
+	_, err := env.Pool.Exec(ctx, `INSERT INTO rendered_messages (campaign_id, customer_id, email) VALUES ($1, 'x', 'x@example.com'), ($2, 'y', 'y@example.com')`, a, b+1000)
+	refused(err)
+	_, err = env.Pool.CopyFrom(ctx, pgx.Identifier{"rendered_messages"}, []string{"campaign_id", "customer_id", "email"},
+		pgx.CopyFromRows([][]any{{b + 1000, "z", "z@example.com"}}))
+	refused(err)
+	_, err = env.Pool.Exec(ctx, `INSERT INTO rendered_messages (campaign_id, customer_id, email) VALUES ($1, 'x', 'x@example.com'), ($2, 'y', 'y@example.com'), ($2, 'w', 'w@example.com')`, a, b)
+	require.NoError(t, err)
+	_, err = env.Pool.Exec(ctx, `UPDATE rendered_messages SET campaign_id = $1 WHERE customer_id = 'y'`, a)
+	refused(err)
+	_, err = env.Pool.Exec(ctx, `UPDATE rendered_messages SET subject = 'still here' WHERE campaign_id = $1`, a)
+	require.NoError(t, err)
+
+	_, err = env.Pool.Exec(ctx, `DELETE FROM campaigns WHERE id = $1`, b)
+	require.NoError(t, err)
+	var left []string
+	rows, err := env.Pool.Query(ctx, `SELECT customer_id || ':' || subject FROM rendered_messages ORDER BY customer_id`)
+	require.NoError(t, err)
+	left, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{"x:still here"}, left, "campaign b's messages went with it")
 }

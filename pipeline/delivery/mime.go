@@ -277,12 +277,11 @@ func writeEntity(buf *bytes.Buffer, h message.Header, parts []partSpec) error {
 	if err := mtextproto.WriteHeader(buf, h.Header); err != nil {
 		return err
 	}
+	// A part's writer writes to buf as well: the body is encoded into buf's spare room and
+	// written from there, which copies nothing when the room sufficed (Build grows buf for that).
 	body := func(w io.Writer, pieces []string) error {
 		var e qpEncoder
 		dst := buf.AvailableBuffer()
-		if w != io.Writer(buf) {
-			dst = nil
-		}
 		for _, p := range pieces {
 			dst = e.append(dst, p)
 		}
