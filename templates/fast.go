@@ -92,9 +92,10 @@ type branch struct {
 }
 
 type loopSpec struct {
-	limit, offset *fastExpr
-	reversed      bool
-	forloop       bool // the body may read forloop (or cycle), so it must be bound
+	limit, offset  *fastExpr
+	reversed       bool
+	forloop        bool // the body may read forloop (or cycle), so it must be bound
+	forloopEscapes bool // a tag may keep the forloop object: a new one for each iteration
 }
 
 // compileFast compiles src, which liquid has already parsed without error, or returns nil when
@@ -252,7 +253,8 @@ func (c *fastCompiler) block(n *parser.ASTBlock) op {
 			break
 		}
 		l := stmt.Loop
-		spec := &loopSpec{reversed: l.Reversed, forloop: mentionsForloop(n)}
+		spec := &loopSpec{reversed: l.Reversed}
+		spec.forloop, spec.forloopEscapes = mentionsForloop(n)
 		if l.Limit != nil {
 			spec.limit = &fastExpr{liquid: l.Limit}
 		}
@@ -303,45 +305,50 @@ func loopCollection(args, variable string) (string, bool) {
 
 // mentionsForloop reports whether a loop body might read the forloop variable: then it is
 // bound for each item, as liquid does; otherwise binding it would only cost allocations.
-func mentionsForloop(n *parser.ASTBlock) bool {
-	var walk func([]parser.ASTNode) bool
-	walk = func(ns []parser.ASTNode) bool {
+// escapes reports whether a tag other than cycle mentions it (an assign could keep the
+// forloop object past its iteration): without that, one object serves every iteration.
+func mentionsForloop(n *parser.ASTBlock) (mentions, escapes bool) {
+	var walk func([]parser.ASTNode)
+	walk = func(ns []parser.ASTNode) {
 		for _, n := range ns {
 			switch n := n.(type) {
 			case *parser.ASTSeq:
-				if walk(n.Children) {
-					return true
-				}
+				walk(n.Children)
 			case *parser.ASTObject:
 				if strings.Contains(n.Args, "forloop") {
-					return true
+					mentions = true
 				}
 			case *parser.ASTTag:
-				if n.Name == "cycle" || strings.Contains(n.Args, "forloop") {
-					return true
+				switch {
+				case n.Name == "cycle":
+					mentions = true
+				case strings.Contains(n.Args, "forloop"):
+					mentions, escapes = true, true
 				}
 			case *parser.ASTBlock:
-				if strings.Contains(n.Args, "forloop") || walk(n.Body) {
-					return true
-				}
+				args := n.Args
 				for _, cl := range n.Clauses {
-					if strings.Contains(cl.Args, "forloop") || walk(cl.Body) {
-						return true
+					args += " " + cl.Args
+				}
+				if strings.Contains(args, "forloop") {
+					// Conditions only read it; a loop over it, or anything else, may keep it.
+					mentions = true
+					if n.Name != "if" && n.Name != "unless" && n.Name != "case" {
+						escapes = true
 					}
+				}
+				walk(n.Body)
+				for _, cl := range n.Clauses {
+					walk(cl.Body)
 				}
 			}
 		}
-		return false
 	}
-	if walk(n.Body) {
-		return true
-	}
+	walk(n.Body)
 	for _, cl := range n.Clauses {
-		if walk(cl.Body) {
-			return true
-		}
+		walk(cl.Body)
 	}
-	return false
+	return mentions, escapes
 }
 
 // fastWriter mirrors liquid's trimWriter on one growing buffer: the bytes from mark on are
@@ -738,16 +745,28 @@ func (r *fastRun) loop(o *op) error {
 	if o.loop.forloop {
 		cycles = map[string]int{}
 	}
+	var shared map[string]any
 	for i := range n {
 		if err := r.b.iterate(o.line); err != nil {
 			return err
 		}
 		r.bindings[o.name] = it.Index(i)
-		if o.loop.forloop {
-			r.bindings["forloop"] = map[string]any{
+		switch {
+		case !o.loop.forloop:
+		case o.loop.forloopEscapes || shared == nil:
+			fl := map[string]any{
 				"first": i == 0, "last": i == n-1, "index": i + 1, "index0": i,
 				"rindex": n - i, "rindex0": n - i - 1, "length": n, ".cycles": cycles,
 			}
+			if !o.loop.forloopEscapes {
+				shared = fl
+			}
+			r.bindings["forloop"] = fl
+		default:
+			// The body only reads it: the same object, its counters moved on.
+			shared["first"], shared["last"], shared["index"], shared["index0"] = false, i == n-1, i+1, i
+			shared["rindex"], shared["rindex0"] = n-i, n-i-1
+			r.bindings["forloop"] = shared // a nested loop rebinds it and puts it back
 		}
 		switch err := r.seq(o.body); err {
 		case nil, errContinue:

@@ -41,6 +41,15 @@ func fastBindings() map[string]any {
 
 // fastCases are Liquid sources that exercise what the fast path mirrors, quirks included.
 var fastCases = []string{
+	// comparisons, natively: numbers of both kinds, strings, nil, other types
+	"{% if customer.price > customer.score %}a{% endif %}{% if customer.age >= 36 %}b{% endif %}{% if customer.n <= 2.5 %}c{% endif %}{% if customer.n < customer.age %}d{% endif %}",
+	"{% if customer.tier == '' %}e{% endif %}{% if customer.none == customer.missing %}f{% endif %}{% if customer.currency != 'eur' %}g{% endif %}{% unless customer.zero > 0 %}h{% endunless %}",
+	"{% if customer.tags > 1 %}i{% endif %}{% if customer.first_name < 'b' %}j{% endif %}{% if customer.vip == customer.vip %}k{% endif %}{% if customer.address >= customer.address %}l{% endif %}",
+	"{% for p in content.recs.items %}{% if p.price_minor > 2000 %}{{ p.name }}{% endif %}{% endfor %}{% if customer.age != 3 %}m{% endif %}",
+	// forloop: one object serves a loop whose body only reads it; one kept by an assign is its own.
+	"{% for i in (1..3) %}{% if forloop.first %}{% assign f = forloop %}{% endif %}{% endfor %}{{ f.index }} {{ f.last }}",
+	"{% for a in (1..2) %}{% for b in (1..3) %}{{ forloop.index }}/{{ forloop.rindex }}{% if forloop.last %};{% endif %}{% endfor %}{{ forloop.index }}{{ forloop.first }}|{% endfor %}",
+	"{% for i in (1..4) %}{% cycle 'a', 'b' %}{{ forloop.index0 }}{% unless forloop.last %},{% endunless %}{% endfor %}",
 	"plain text only",
 	"",
 	"Hi {{ customer.first_name }}!",

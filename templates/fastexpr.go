@@ -25,6 +25,8 @@ type fastExpr struct {
 type nativeExpr struct {
 	recv    operand
 	filters []nativeCall
+	cmp     string  // "operand cmp operand" (==, !=, <, >, <=, >=): a comparison, no filters
+	rhs     operand // its right operand
 }
 
 type nativeCall struct {
@@ -59,6 +61,9 @@ func (e *fastExpr) value(r *fastRun) (any, error) {
 		return e.liquid.Evaluate(r.ctx)
 	}
 	v := e.native.recv.eval(r.bindings)
+	if e.native.cmp != "" {
+		return compare(e.native.cmp, v, e.native.rhs.eval(r.bindings)), nil
+	}
 	for _, f := range e.native.filters {
 		args := r.args[:0]
 		for _, a := range f.args {
@@ -139,6 +144,16 @@ func parseNative(src string) *nativeExpr {
 		return nil
 	}
 	n := &nativeExpr{recv: recv}
+	p.space()
+	if op := p.comparison(); op != "" {
+		rhs, ok := p.operand()
+		p.space()
+		if !ok || !p.done() {
+			return nil
+		}
+		n.cmp, n.rhs = op, rhs
+		return n
+	}
 	for {
 		p.space()
 		if p.done() {
@@ -173,6 +188,38 @@ func parseNative(src string) *nativeExpr {
 		}
 		n.filters = append(n.filters, call)
 	}
+}
+
+// compare is liquid's comparison of two values (its expression grammar's rel rule).
+func compare(op string, a, b any) bool {
+	va, vb := values.ValueOf(a), values.ValueOf(b)
+	switch op {
+	case "==":
+		return va.Equal(vb)
+	case "!=":
+		return !va.Equal(vb)
+	case "<":
+		return va.Less(vb)
+	case ">":
+		return vb.Less(va)
+	case "<=":
+		return va.Less(vb) || va.Equal(vb)
+	default: // ">="
+		return vb.Less(va) || va.Equal(vb)
+	}
+}
+
+// comparison reads a comparison operator, or returns "" (and reads nothing). "<>", liquid's
+// other spelling of !=, is left to liquid.
+func (p *nativeParser) comparison() string {
+	rest := p.s[p.i:]
+	for _, op := range [...]string{"==", "!=", "<=", ">=", "<", ">"} {
+		if strings.HasPrefix(rest, op) && !strings.HasPrefix(rest, "<>") {
+			p.i += len(op)
+			return op
+		}
+	}
+	return ""
 }
 
 type nativeParser struct {
