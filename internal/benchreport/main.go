@@ -71,6 +71,10 @@ var namedFigures = []named{
 	{"BenchmarkCampaignE2E_100kContent", "seconds", "campaign.e2e_100k_content.seconds", "s", same, "two sources at 20 ms, cached per URL"},
 	{"BenchmarkRiverInsertMany", "jobs/s", "river.insert_many.jobs_per_sec", "jobs/s", same, ""},
 	{"BenchmarkCampaignE2E_100k", "table_pglz_mb", "campaign.rendered_messages_100k_pglz_mb", "MB", same, "the same rows at pglz, for comparison"},
+	{"BenchmarkNewsletterRender", "renders/s", "campaign.newsletter_render.renders_per_sec", "renders/s", same, "tailor work's per-message code in process (profile view + ~11 KB newsletter), one core"},
+	{"BenchmarkNewsletterRender", "allocs/op", "campaign.newsletter_render.allocs", "allocs", same, ""},
+	{"BenchmarkQP/tailor", "MB/s", "relay.quoted_printable_mb_per_sec", "MB/s", same, "the relay's encoder (the standard library's: relay.quoted_printable_stdlib_mb_per_sec)"},
+	{"BenchmarkQP/stdlib", "MB/s", "relay.quoted_printable_stdlib_mb_per_sec", "MB/s", same, ""},
 	{"BenchmarkRewrite", "ns/op", "tracking.rewrite_us", "us", func(v float64) float64 { return v / 1e3 }, "opens and clicks on an ~11 KB newsletter"},
 	{"BenchmarkHandler_Click", "ns/op", "tracking.click_ms", "ms", func(v float64) float64 { return v / 1e6 }, "token check, message lookup, outbox insert, 302"},
 }
