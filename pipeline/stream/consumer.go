@@ -414,7 +414,7 @@ func (c *Consumer) take(ctx context.Context, wg *sync.WaitGroup, seen Lease, now
 			c.mu.Lock()
 			delete(c.held, w.shardID)
 			c.mu.Unlock()
-			iteratorAge.DeleteLabelValues(w.shardID)
+			iteratorAge.DeleteLabelValues(c.cfg.Stream, w.shardID)
 			cancel()
 		}()
 		err := w.run(wctx)

@@ -14,8 +14,8 @@ var (
 		Name: "tailor_consumer_records_total", Help: "Stream records processed and checkpointed (redeliveries included).",
 	})
 	iteratorAge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "tailor_consumer_iterator_age_seconds", Help: "How far this process's reads are behind the stream's tip (Kinesis MillisBehindLatest of the last GetRecords, in seconds), per shard it holds.",
-	}, []string{"shard"})
+		Name: "tailor_consumer_iterator_age_seconds", Help: "How far this process's reads are behind the stream's tip (Kinesis MillisBehindLatest of the last GetRecords, in seconds), per shard it holds (shard ids are unique per stream only).",
+	}, []string{"stream", "shard"})
 	leasesHeld = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "tailor_consumer_leases_held", Help: "Shard leases this process holds.",
 	})

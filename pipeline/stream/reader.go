@@ -148,7 +148,7 @@ func (r *shardReader) next(ctx context.Context) (records []ktypes.Record, end bo
 		}
 		r.attempt = 0
 		if out.MillisBehindLatest != nil {
-			iteratorAge.WithLabelValues(r.shardID).Set(float64(*out.MillisBehindLatest) / 1000)
+			iteratorAge.WithLabelValues(r.c.cfg.Stream, r.shardID).Set(float64(*out.MillisBehindLatest) / 1000)
 			if r.behindMs != nil {
 				r.behindMs.Store(*out.MillisBehindLatest)
 			}
