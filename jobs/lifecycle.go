@@ -61,6 +61,7 @@ const RenderAheadDefault = 10 * time.Minute
 // Schedule gives a draft its send time and enqueues its start job in the same transaction; a
 // triggered draft starts listening (sendAt must be zero for it).
 func Schedule(ctx context.Context, pool *pgxpool.Pool, rc *river.Client[pgx.Tx], id int64, sendAt SendAt) (*Campaign, error) {
+	var scheduled *Campaign
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		c, err := lockCampaign(ctx, tx, id)
 		if err != nil {
@@ -73,18 +74,26 @@ func Schedule(ctx context.Context, pool *pgxpool.Pool, rc *river.Client[pgx.Tx],
 			if !sendAt.IsZero() {
 				return fmt.Errorf("%w: campaign %d is triggered: it sends when its trigger fires, not at --send-at", ErrInvalidCampaign, id)
 			}
-			_, err := tx.Exec(ctx, queries.Get("activate-triggered"), id)
-			return err
+			if _, err := tx.Exec(ctx, queries.Get("activate-triggered"), id); err != nil {
+				return err
+			}
+		} else {
+			if sendAt.IsZero() {
+				return fmt.Errorf("%w: schedule campaign %d: --send-at is required", ErrInvalidCampaign, id)
+			}
+			if err := scheduleTx(ctx, tx, rc, id, sendAt, time.Now()); err != nil {
+				return err
+			}
 		}
-		if sendAt.IsZero() {
-			return fmt.Errorf("%w: schedule campaign %d: --send-at is required", ErrInvalidCampaign, id)
-		}
-		return scheduleTx(ctx, tx, rc, id, sendAt, time.Now())
+		// The campaign as this transaction left it: once it commits, a worker may start it at
+		// once (a start due now is available), and the caller reports what it did.
+		scheduled, err = GetCampaign(ctx, tx, id)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("schedule campaign %d: %w", id, err)
 	}
-	return GetCampaign(ctx, pool, id)
+	return scheduled, nil
 }
 
 // scheduleTx stores the send time and enqueues the start job: RenderAheadDefault before an
