@@ -411,9 +411,16 @@ func (c *Consumer) take(ctx context.Context, wg *sync.WaitGroup, seen Lease, now
 		defer wg.Done()
 		defer close(w.done)
 		defer func() {
-			c.mu.Lock()
-			delete(c.held, w.shardID)
-			c.mu.Unlock()
+			select {
+			case <-c.stopping:
+				// A graceful stop: the worker stays in held so that handoff, which may look
+				// only after the workers returned, releases its lease (removed here, the lease
+				// would stay unread until it expired).
+			default:
+				c.mu.Lock()
+				delete(c.held, w.shardID)
+				c.mu.Unlock()
+			}
 			iteratorAge.DeleteLabelValues(c.cfg.Stream, w.shardID)
 			cancel()
 		}()
@@ -437,12 +444,14 @@ func (c *Consumer) handoff(ctx context.Context) {
 			return
 		}
 		l := w.current()
-		if l.Finished() {
-			continue
+		if !l.Finished() {
+			if err := c.leases.Release(ctx, l); err != nil && !errors.Is(err, ErrLeaseLost) {
+				c.log.Warn("release lease failed", "shard", w.shardID, "err", err)
+			}
 		}
-		if err := c.leases.Release(ctx, l); err != nil && !errors.Is(err, ErrLeaseLost) {
-			c.log.Warn("release lease failed", "shard", w.shardID, "err", err)
-		}
+		c.mu.Lock()
+		delete(c.held, w.shardID)
+		c.mu.Unlock()
 	}
 }
 

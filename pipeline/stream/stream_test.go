@@ -158,6 +158,14 @@ func TestConsumer_GracefulStopHandsLeasesOver(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	require.NoError(t, a.Stop(ctx))
+	// Stop returned after the handoff: a holds nothing, not even a lease whose worker returned
+	// before the handoff looked (it used to keep that one until it expired).
+	leases, err := stream.NewLeaseTable(e.DynamoDB, e.Names.Leases).List(ctx)
+	require.NoError(t, err)
+	for _, l := range leases {
+		require.False(t, l.Owner == "a" && l.Held(time.Now()), "shard %s still held by a after its graceful stop", l.ShardID)
+	}
+	require.Empty(t, a.Held())
 	// With a one-minute lease, only a release lets b take the shards this fast.
 	eventpath.Eventually(t, 15*time.Second, func() (bool, string) { return len(b.Held()) == 2, fmt.Sprint(b.Held()) })
 }
