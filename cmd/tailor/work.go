@@ -17,12 +17,15 @@ import (
 	"github.com/tailor-email/tailor/templates"
 )
 
-// The collector settings of tailor work (see gcFlags): measured on the 100 000-recipient
-// benchmark, GOGC=400 under a 200 MiB limit cut tailor work's CPU from 15.4 to 12.5 s at a peak
-// RSS of 231 MB (GOGC=100: 214 MB; GOGC=300 without a limit: 341 MB).
+// The collector settings of tailor work (see gcFlags), measured with the 100 000-recipient
+// benchmarks (one run each, same machine state): Go's default (GOGC=100, no limit) spent
+// 15.4 CPU-s at 214 MB peak without content sources and 37.8 CPU-s at ~297 MB with them;
+// GOGC=400 under 240 MiB spent 12.2 CPU-s at 265 MB and 32.3 CPU-s at 269 MB. A 200 MiB limit
+// made the collector thrash with content sources (50 CPU-s: their responses keep the live heap
+// near it), and GOGC=400 without a limit peaked at 670 MB.
 const (
 	workGCPercent     = 400
-	workMemoryLimitMB = 200
+	workMemoryLimitMB = 240
 )
 
 func workCommand() *cli.Command {
