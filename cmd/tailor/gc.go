@@ -24,8 +24,8 @@ func gcFlags(command string, percent, limitMB int) []cli.Flag {
 
 // tuneGC applies gcFlags, except where GOGC or GOMEMLIMIT are set.
 func tuneGC(c *cli.Context) error {
-	if p := c.Int("gc-percent"); p < 25 {
-		return usagef("--gc-percent %d: want at least 25 (100 is Go's default)", p)
+	if p := c.Int("gc-percent"); p < 10 {
+		return usagef("--gc-percent %d: want 10 or more (100 is Go's default)", p)
 	}
 	if m := c.Int("memory-limit-mb"); m < 0 || (m > 0 && m < 64) {
 		return usagef("--memory-limit-mb %d: want 0 (none) or at least 64", m)
