@@ -99,6 +99,11 @@ func benchCampaign(b *testing.B, content bool) {
 			ALTER COLUMN text_body SET COMPRESSION %[1]s`, pgx.Identifier{c}.Sanitize()))
 		require.NoError(b, err)
 	}
+	if v := os.Getenv("CAMPAIGN_BENCH_TABLE_OPTIONS"); v != "" {
+		// e.g. toast_tuple_target=4080: what a storage parameter of the messages costs or saves.
+		_, err := e.env.Pool.Exec(context.Background(), "ALTER TABLE rendered_messages SET ("+v+")")
+		require.NoError(b, err)
+	}
 	stack := testenv.Stack(b)
 	cpu0 := stackCPU(stack)
 

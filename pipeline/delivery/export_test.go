@@ -13,3 +13,6 @@ func WithClock(cfg RelayConfig, now func() time.Time, wait func(context.Context,
 	cfg.now, cfg.rateWait = now, wait
 	return cfg
 }
+
+// EventReason is eventReason, for the test of what an event carries of a reply.
+var EventReason = eventReason

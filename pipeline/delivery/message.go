@@ -39,6 +39,9 @@ const (
 	StatusComplained Status = "complained" // the recipient reported it as spam
 	StatusFailed     Status = "failed"     // it cannot be sent as it is (Reason); not the recipient's fault
 	StatusRetry      Status = "retry"      // try again later (RetryAfter)
+
+	// statusSuppressed is no ack: a message held back at claim (its email_suppressed event).
+	statusSuppressed Status = "suppressed"
 )
 
 // Bounce says whether a bounce is permanent.

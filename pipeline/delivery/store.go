@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -137,9 +138,11 @@ type StoreConfig struct {
 //   - A message is handed out again only after its lease expired or a retry ack's delay.
 //   - Ack takes one outcome per message under its current receipt only: a stale receipt is
 //     refused for that message alone; a repeated ack (same receipt, same outcome) is a no-op.
-//     Hard bounces and complaints join the suppression list, and every final outcome's event
-//     (email_sent, email_bounced, email_complained, email_failed) is put in the outbox in the
-//     ack's transaction (Outbox publishes it).
+//     Hard bounces and complaints join the suppression list, and every outcome's event
+//     (email_sent with the provider's id, email_bounced with hard/soft and the reply,
+//     email_complained, email_failed with the reason, email_deferred for a retry with the
+//     reply) is put in the outbox in the ack's transaction (Outbox publishes it); a message
+//     held back at claim is an email_suppressed event with the reason.
 //
 // A Store is safe for concurrent use by any number of processes.
 type Store struct {
@@ -212,7 +215,12 @@ func (s *Store) Claim(ctx context.Context, r ClaimRequest) ([]Message, error) {
 				ids, why = append(ids, id), append(why, reason)
 				claimSuppressed.WithLabelValues(reason).Inc()
 			}
-			if _, err := tx.Exec(ctx, queries.Get("suppress-claimed"), now, ids, why); err != nil {
+			batch := &pgx.Batch{}
+			batch.Queue(queries.Get("suppress-claimed"), now, ids, why)
+			if err := queueEvents(batch, suppressedEvents(got, reasons, now)); err != nil {
+				return err
+			}
+			if err := tx.SendBatch(ctx, batch).Close(); err != nil {
 				return fmt.Errorf("mark suppressed: %w", err)
 			}
 		}
@@ -229,6 +237,20 @@ func (s *Store) Claim(ctx context.Context, r ClaimRequest) ([]Message, error) {
 	claimsTotal.Inc()
 	messagesClaimed.Add(float64(len(out)))
 	return out, nil
+}
+
+// suppressedEvents are the email_suppressed events of the claimed messages that reasons
+// hold back, in claim order.
+func suppressedEvents(got []claimed, reasons map[int64]string, now time.Time) []events.Event {
+	var evs []events.Event
+	for _, c := range got {
+		if reason, ok := reasons[c.m.ID]; ok {
+			ev := messageEvent(c.m.ID, c.m.CampaignID, c.m.Attempt+1, c.m.CustomerID, statusSuppressed, now)
+			ev.Properties.Reason = eventReason(reason)
+			evs = append(evs, ev)
+		}
+	}
+	return evs
 }
 
 // recheck returns, by message id, why a claimed message may not go out: preferences.Check
@@ -322,11 +344,11 @@ func (s *Store) Ack(ctx context.Context, outcomes []Outcome) ([]AckOutcome, erro
 
 // acked is a row an ack changed.
 type acked struct {
-	id, campaign       int64
-	customer, email    string
-	attempts           int
-	status             Status
-	bounce, reply, why string
+	id, campaign                 int64
+	customer, email              string
+	attempts                     int
+	status                       Status
+	bounce, reply, why, provider string
 }
 
 func (s *Store) ack(ctx context.Context, outcomes []Outcome) ([]AckOutcome, error) {
@@ -360,7 +382,7 @@ func (s *Store) ack(ctx context.Context, outcomes []Outcome) ([]AckOutcome, erro
 		var a acked
 		_, err = pgx.ForEachRow(rows, []any{&a.id, &a.campaign, &a.customer, &a.email, &a.attempts}, func() error {
 			o := outcomes[byID[a.id]]
-			a.status, a.bounce, a.reply, a.why = o.Status, string(o.Bounce), o.Reply, o.Reason
+			a.status, a.bounce, a.reply, a.why, a.provider = o.Status, string(o.Bounce), o.Reply, o.Reason, o.ProviderID
 			changed = append(changed, a)
 			results[byID[a.id]] = AckOutcome{MessageID: a.id, Result: AckAccepted}
 			return nil
@@ -440,23 +462,25 @@ func (s *Store) classify(ctx context.Context, tx pgx.Tx, outcomes []Outcome, res
 	return nil
 }
 
-// afterAck puts the final outcomes' events in the outbox and the hard bounces' and
-// complaints' addresses on the suppression list, in the ack's transaction (one round trip).
+// afterAck puts the outcomes' events in the outbox and the hard bounces' and complaints'
+// addresses on the suppression list, in the ack's transaction (one round trip).
 func (s *Store) afterAck(ctx context.Context, tx pgx.Tx, now time.Time, changed []acked) error {
-	var evs []events.Event
+	evs := make([]events.Event, 0, len(changed))
 	var emails, customers, why, details []string
 	suppressed := map[string]bool{}
 	for _, a := range changed {
-		typ := eventType(a.status)
-		if typ == "" {
-			continue
+		ev := messageEvent(a.id, a.campaign, a.attempts, a.customer, a.status, now)
+		switch a.status {
+		case StatusSent:
+			ev.Properties.ProviderID = a.provider
+		case StatusBounced:
+			ev.Properties.Bounce, ev.Properties.Reason = a.bounce, eventReason(a.reply)
+		case StatusRetry:
+			ev.Properties.Reason = eventReason(a.reply)
+		case StatusFailed:
+			ev.Properties.Reason = eventReason(cmp.Or(a.why, a.reply))
 		}
-		evs = append(evs, events.Event{
-			// One id per hand-out and outcome: a re-published event is a duplicate downstream.
-			EventID:    fmt.Sprintf("msg-%d-%d-%s", a.id, a.attempts, a.status),
-			CustomerID: a.customer, Type: typ, Timestamp: now.UTC(),
-			Properties: events.Properties{CampaignID: strconv.FormatInt(a.campaign, 10), MessageID: strconv.FormatInt(a.id, 10)},
-		})
+		evs = append(evs, ev)
 		reason := ""
 		switch {
 		case a.status == StatusBounced && a.bounce == string(BounceHard):
@@ -486,19 +510,40 @@ func (s *Store) afterAck(ctx context.Context, tx pgx.Tx, now time.Time, changed 
 	return nil
 }
 
-// eventType is the stream event of a final outcome ("" for none: a retry).
-func eventType(s Status) string {
-	switch s {
-	case StatusSent:
-		return events.TypeEmailSent
-	case StatusBounced:
-		return events.TypeEmailBounced
-	case StatusComplained:
-		return events.TypeEmailComplained
-	case StatusFailed:
-		return events.TypeEmailFailed
+// messageEvent is the stream event of one message's outcome (or its suppression at claim),
+// with the campaign and message ids; the caller adds the outcome's detail.
+func messageEvent(id, campaign int64, attempts int, customer string, s Status, now time.Time) events.Event {
+	return events.Event{
+		// One id per hand-out and outcome: a re-published event is a duplicate downstream.
+		EventID:    fmt.Sprintf("msg-%d-%d-%s", id, attempts, s),
+		CustomerID: customer, Type: eventTypes[s], Timestamp: now.UTC(),
+		Properties: events.Properties{CampaignID: strconv.FormatInt(campaign, 10), MessageID: strconv.FormatInt(id, 10)},
 	}
-	return ""
+}
+
+// eventTypes are the stream events of the outcomes: every ack, final or a retry, and the
+// suppression at claim.
+var eventTypes = map[Status]string{
+	StatusSent:       events.TypeEmailSent,
+	StatusBounced:    events.TypeEmailBounced,
+	StatusComplained: events.TypeEmailComplained,
+	StatusFailed:     events.TypeEmailFailed,
+	StatusRetry:      events.TypeEmailDeferred,
+	statusSuppressed: events.TypeEmailSuppressed,
+}
+
+// eventReason is a reply or reason as an event carries it: valid UTF-8 (a provider's reply
+// may not be) of at most events.MaxStringLen bytes, cut at a character boundary.
+func eventReason(s string) string {
+	s = strings.ToValidUTF8(strings.TrimSpace(s), "\uFFFD")
+	if len(s) <= events.MaxStringLen {
+		return s
+	}
+	cut := events.MaxStringLen
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
 }
 
 // queueEvents queues the outbox insert of evs on batch.

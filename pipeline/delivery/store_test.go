@@ -2,11 +2,14 @@ package delivery_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
@@ -272,12 +275,16 @@ func TestStore_RetryComesBackAfterItsDelayAndFinalOutcomesBecomeEvents(t *testin
 	var got []string
 	for _, ev := range e.outboxEvents(t) {
 		require.Equal(t, fmt.Sprint(camp), ev.Properties.CampaignID)
-		got = append(got, ev.Type+" "+ev.Properties.MessageID)
+		p := ev.Properties
+		got = append(got, strings.Join([]string{ev.Type, p.MessageID, p.Bounce, p.Reason}, "|"))
 	}
 	require.ElementsMatch(t, []string{
-		events.TypeEmailBounced + " " + fmt.Sprint(ids[1]), events.TypeEmailBounced + " " + fmt.Sprint(ids[2]),
-		events.TypeEmailComplained + " " + fmt.Sprint(ids[3]), events.TypeEmailFailed + " " + fmt.Sprint(ids[4]),
-	}, got, "every final outcome is an event; a retry is none")
+		events.TypeEmailDeferred + "|" + fmt.Sprint(ids[0]) + "||451 4.7.1 try later",
+		events.TypeEmailBounced + "|" + fmt.Sprint(ids[1]) + "|hard|550 5.1.1 user unknown",
+		events.TypeEmailBounced + "|" + fmt.Sprint(ids[2]) + "|soft|452 mailbox full",
+		events.TypeEmailComplained + "|" + fmt.Sprint(ids[3]) + "||",
+		events.TypeEmailFailed + "|" + fmt.Sprint(ids[4]) + "||message cannot be built",
+	}, got, "every outcome is an event with its detail, a retry too")
 
 	rows, err := e.Pool.Query(t.Context(), `SELECT email, reason, source FROM suppressions ORDER BY email`)
 	require.NoError(t, err)
@@ -322,6 +329,16 @@ func TestStore_RecipientWhoUnsubscribedAfterRenderIsSuppressedAtClaim(t *testing
 	c, err := e.store.Counts(ctx, camp)
 	require.NoError(t, err)
 	require.Equal(t, delivery.Counts{Leased: 1, Suppressed: 3}, c)
+	var got []string
+	for _, ev := range e.outboxEvents(t) {
+		require.Equal(t, fmt.Sprint(camp), ev.Properties.CampaignID)
+		got = append(got, strings.Join([]string{ev.Type, ev.CustomerID, ev.Properties.MessageID, ev.Properties.Reason}, "|"))
+	}
+	require.ElementsMatch(t, []string{
+		events.TypeEmailSuppressed + "|u1|" + fmt.Sprint(ids[0]) + "|unsubscribed",
+		events.TypeEmailSuppressed + "|u2|" + fmt.Sprint(ids[1]) + "|no_consent",
+		events.TypeEmailSuppressed + "|u3|" + fmt.Sprint(ids[2]) + "|suppressed",
+	}, got, "each message held back at claim is an event with the reason")
 }
 
 func TestStore_PausedAndCancelledCampaignsAreNotClaimable(t *testing.T) {
@@ -444,4 +461,22 @@ func TestStore_CancelTakesMessagesWhoseLeaseExpired(t *testing.T) {
 	c, err := e.store.Counts(ctx, camp)
 	require.NoError(t, err)
 	require.Equal(t, delivery.Counts{Leased: 1}, c, "nothing of a cancelled campaign waits as ready")
+}
+
+// A provider's reply becomes an event's reason that the stream's decoder accepts: valid UTF-8,
+// within the event contract's limit, cut at a character boundary.
+func TestEventReason_IsValidWithinTheLimit(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "550 5.1.1 unknown", delivery.EventReason("  550 5.1.1 unknown \r\n"))
+	require.Equal(t, "550 caf\uFFFD", delivery.EventReason("550 caf\xe9"), "Latin-1 from an old server")
+	long := delivery.EventReason(strings.Repeat("a\xff", delivery.MaxReplyBytes/2)) // 4 bytes a pair once replaced
+	require.True(t, utf8.ValidString(long))
+	require.LessOrEqual(t, len(long), events.MaxStringLen)
+	require.Greater(t, len(long), events.MaxStringLen-3)
+	ev := events.Event{EventID: "e", CustomerID: "c", Type: events.TypeEmailDeferred, Timestamp: time.Now().UTC(),
+		Properties: events.Properties{CampaignID: "1", Reason: long}}
+	raw, err := json.Marshal(ev)
+	require.NoError(t, err)
+	_, err = events.Decode(raw, events.DecodeOptions{})
+	require.NoError(t, err, "the stream takes the event")
 }

@@ -31,6 +31,8 @@ const (
 	TypeEmailBounced    = "email_bounced"    // refused for the recipient, hard or soft
 	TypeEmailComplained = "email_complained" // the recipient reported it as spam
 	TypeEmailFailed     = "email_failed"     // it could not be sent as it was
+	TypeEmailDeferred   = "email_deferred"   // the provider asked to try again later (a retry)
+	TypeEmailSuppressed = "email_suppressed" // held back at claim: the recipient opted out after rendering
 	TypeCustom          = "custom"
 )
 
@@ -38,7 +40,7 @@ const (
 var Types = []string{
 	TypePageView, TypeProductView, TypeSearch, TypeAddToCart, TypeRemoveFromCart,
 	TypePurchase, TypeEmailOpen, TypeEmailClick, TypeEmailSent, TypeEmailBounced, TypeEmailComplained,
-	TypeEmailFailed, TypeCustom,
+	TypeEmailFailed, TypeEmailDeferred, TypeEmailSuppressed, TypeCustom,
 }
 
 // SchemaVersion is the version of the event contract (Schema).
@@ -55,7 +57,8 @@ var Schema []byte
 const (
 	MaxEventBytes     = 32 << 10 // one encoded event
 	MaxIDLen          = 128      // event_id, customer_id, anonymous_id, product/order/campaign ids
-	MaxStringLen      = 2048     // urls, queries, titles, names
+	MaxStringLen      = 2048     // urls, queries, titles, names, reasons
+	MaxProviderIDLen  = 256      // email_sent's provider_id
 	MaxPurchaseItems  = 100      // purchase.items
 	MaxFutureDefault  = 5 * time.Minute
 	MaxAgeDefault     = 90 * 24 * time.Hour
@@ -88,23 +91,28 @@ func (e *Event) ProfileID() string {
 // Properties are the typed properties of every event type; each type uses a subset (see
 // Schema). Money is in minor units of Currency.
 type Properties struct {
-	URL        string         `json:"url,omitempty"`
-	Title      string         `json:"title,omitempty"`
-	Referrer   string         `json:"referrer,omitempty"`
-	ProductID  string         `json:"product_id,omitempty"`
-	Category   string         `json:"category,omitempty"`
-	PriceMinor int64          `json:"price,omitempty"` // written as a decimal string
-	Currency   string         `json:"currency,omitempty"`
-	Quantity   int64          `json:"quantity,omitempty"`
-	Query      string         `json:"query,omitempty"`
-	Results    int64          `json:"results,omitempty"`
-	OrderID    string         `json:"order_id,omitempty"`
-	TotalMinor int64          `json:"total,omitempty"` // written as a decimal string
-	Items      []Item         `json:"items,omitempty"`
-	CampaignID string         `json:"campaign_id,omitempty"`
-	MessageID  string         `json:"message_id,omitempty"`
-	Name       string         `json:"name,omitempty"`
-	Data       map[string]any `json:"data,omitempty"`
+	URL        string `json:"url,omitempty"`
+	Title      string `json:"title,omitempty"`
+	Referrer   string `json:"referrer,omitempty"`
+	ProductID  string `json:"product_id,omitempty"`
+	Category   string `json:"category,omitempty"`
+	PriceMinor int64  `json:"price,omitempty"` // written as a decimal string
+	Currency   string `json:"currency,omitempty"`
+	Quantity   int64  `json:"quantity,omitempty"`
+	Query      string `json:"query,omitempty"`
+	Results    int64  `json:"results,omitempty"`
+	OrderID    string `json:"order_id,omitempty"`
+	TotalMinor int64  `json:"total,omitempty"` // written as a decimal string
+	Items      []Item `json:"items,omitempty"`
+	CampaignID string `json:"campaign_id,omitempty"`
+	MessageID  string `json:"message_id,omitempty"`
+	ProviderID string `json:"provider_id,omitempty"` // email_sent: the provider's message id
+	Bounce     string `json:"bounce,omitempty"`      // email_bounced: hard or soft
+	// Reason is the provider's reply (email_bounced, email_deferred) or why (email_failed,
+	// email_suppressed), at most MaxStringLen bytes.
+	Reason string         `json:"reason,omitempty"`
+	Name   string         `json:"name,omitempty"`
+	Data   map[string]any `json:"data,omitempty"`
 }
 
 // Item is one line of a purchase.
@@ -180,10 +188,12 @@ var propertySpec = map[string]struct{ allowed, required []string }{
 	TypePurchase:        {[]string{"order_id", "total", "currency", "items"}, []string{"order_id", "total", "currency"}},
 	TypeEmailOpen:       {[]string{"campaign_id", "message_id"}, []string{"campaign_id"}},
 	TypeEmailClick:      {[]string{"campaign_id", "message_id", "url"}, []string{"campaign_id"}},
-	TypeEmailSent:       {[]string{"campaign_id", "message_id"}, []string{"campaign_id"}},
-	TypeEmailBounced:    {[]string{"campaign_id", "message_id"}, []string{"campaign_id"}},
+	TypeEmailSent:       {[]string{"campaign_id", "message_id", "provider_id"}, []string{"campaign_id"}},
+	TypeEmailBounced:    {[]string{"campaign_id", "message_id", "bounce", "reason"}, []string{"campaign_id"}},
 	TypeEmailComplained: {[]string{"campaign_id", "message_id"}, []string{"campaign_id"}},
-	TypeEmailFailed:     {[]string{"campaign_id", "message_id"}, []string{"campaign_id"}},
+	TypeEmailFailed:     {[]string{"campaign_id", "message_id", "reason"}, []string{"campaign_id"}},
+	TypeEmailDeferred:   {[]string{"campaign_id", "message_id", "reason"}, []string{"campaign_id"}},
+	TypeEmailSuppressed: {[]string{"campaign_id", "message_id", "reason"}, []string{"campaign_id", "reason"}},
 	TypeCustom:          {[]string{"name", "data"}, []string{"name"}},
 }
 
@@ -300,10 +310,16 @@ func decodeProperties(obj map[string]json.RawMessage, allowed, required []string
 	p.OrderID = str("order_id", MaxIDLen)
 	p.CampaignID = str("campaign_id", MaxIDLen)
 	p.MessageID = str("message_id", MaxIDLen)
+	p.ProviderID = str("provider_id", MaxProviderIDLen)
+	p.Bounce = str("bounce", 4)
+	p.Reason = str("reason", MaxStringLen)
 	p.Name = str("name", 256)
 	p.Currency = strings.ToUpper(str("currency", 3))
 	if err != nil {
 		return p, err
+	}
+	if p.Bounce != "" && p.Bounce != "hard" && p.Bounce != "soft" {
+		return p, invalid("properties.bounce", "must be hard or soft, got %q", p.Bounce)
 	}
 	if p.Currency != "" && !money.Valid(p.Currency) {
 		return p, invalid("properties.currency", "must be an ISO 4217 code like EUR, got %q", p.Currency)

@@ -35,6 +35,16 @@ func TestDecode_Normalises(t *testing.T) {
 		raw:  `{"event_id":"e3","customer_id":"c","type":"add_to_cart","timestamp":"2026-03-10T11:00:00Z","properties":{"product_id":"p","price":"1500","currency":"JPY","quantity":3}}`,
 		want: Event{EventID: "e3", CustomerID: "c", Type: TypeAddToCart, Timestamp: time.Date(2026, 3, 10, 11, 0, 0, 0, time.UTC),
 			Properties: Properties{ProductID: "p", PriceMinor: 1500, Currency: "JPY", Quantity: 3}},
+	}, {
+		name: "a sender's outcome with its detail",
+		raw:  `{"event_id":"msg-7-1-bounced","customer_id":"c","type":"email_bounced","timestamp":"2026-03-10T11:00:00Z","properties":{"campaign_id":"3","message_id":"7","bounce":"hard","reason":" 550 5.1.1 user unknown "}}`,
+		want: Event{EventID: "msg-7-1-bounced", CustomerID: "c", Type: TypeEmailBounced, Timestamp: time.Date(2026, 3, 10, 11, 0, 0, 0, time.UTC),
+			Properties: Properties{CampaignID: "3", MessageID: "7", Bounce: "hard", Reason: "550 5.1.1 user unknown"}},
+	}, {
+		name: "a message held back at claim",
+		raw:  `{"event_id":"msg-8-1-suppressed","customer_id":"c","type":"email_suppressed","timestamp":"2026-03-10T11:00:00Z","properties":{"campaign_id":"3","message_id":"8","reason":"unsubscribed"}}`,
+		want: Event{EventID: "msg-8-1-suppressed", CustomerID: "c", Type: TypeEmailSuppressed, Timestamp: time.Date(2026, 3, 10, 11, 0, 0, 0, time.UTC),
+			Properties: Properties{CampaignID: "3", MessageID: "8", Reason: "unsubscribed"}},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -81,6 +91,9 @@ func TestDecode_RejectsMalformedInputWithAReason(t *testing.T) {
 		{"properties not an object", with(`{"product_id":"p1"}`, `"p1"`), "properties", "must be an object"},
 		{"unknown type", with(`"product_view"`, `"product_veiw"`), "type", `unknown event type "product_veiw"`},
 		{"unknown field", with(`"type"`, `"typo":1,"type"`), "typo", "unknown field"},
+		{"bounce neither hard nor soft", `{"event_id":"e","customer_id":"c","type":"email_bounced","timestamp":"2026-03-10T11:00:00Z","properties":{"campaign_id":"1","bounce":"mild"}}`, "properties.bounce", "must be hard or soft"},
+		{"suppression without a reason", `{"event_id":"e","customer_id":"c","type":"email_suppressed","timestamp":"2026-03-10T11:00:00Z","properties":{"campaign_id":"1"}}`, "properties.reason", "required"},
+		{"bounce detail on a send", `{"event_id":"e","customer_id":"c","type":"email_sent","timestamp":"2026-03-10T11:00:00Z","properties":{"campaign_id":"1","bounce":"hard"}}`, "properties.bounce", "unknown property"},
 		{"unknown property", with(`"product_id":"p1"`, `"product_id":"p1","colour":"red"`), "properties.colour", "unknown property"},
 		{"1 MB property", with(`"product_id":"p1"`, `"product_id":"p1","category":"`+strings.Repeat("x", 1<<20)+`"`), "", "the limit is 32768"},
 		{"long id", with(`"c1"`, `"`+strings.Repeat("c", 200)+`"`), "customer_id", "the limit is 128"},
