@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/url"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -33,7 +34,8 @@ events on the stream through the delivery outbox this process also publishes.
 --smtp smtp://[user:password@]host[:port] uses STARTTLS when offered (--smtp-tls starttls
 requires it, off never), smtps:// TLS from the start; AUTH PLAIN with --smtp-user and
 --smtp-password (or the URL's user info), refused over plain text except to loopback.
---ses uses the standard AWS configuration (AWS_REGION, credentials).
+--ses uses the standard AWS configuration (AWS_REGION, credentials); --ses-endpoint points it
+at another endpoint (a VPC endpoint; the tests use the aws-ses-v2-local emulator).
 
 It runs until stopped (SIGINT/SIGTERM: it stops claiming, sends and acks what it holds), or
 with --campaign and --exit-when-done until that campaign has nothing left to deliver.`,
@@ -41,6 +43,7 @@ with --campaign and --exit-when-done until that campaign has nothing left to del
 			&cli.StringFlag{Name: "smtp", EnvVars: []string{"TAILOR_RELAY_SMTP"}, Usage: "SMTP server URL: smtp://[user:password@]host[:port] or smtps://..."},
 			&cli.BoolFlag{Name: "ses", Usage: "send through Amazon SES v2 instead of SMTP"},
 			&cli.StringFlag{Name: "ses-configuration-set", Usage: "SES configuration set (event publishing)"},
+			&cli.StringFlag{Name: "ses-endpoint", EnvVars: []string{"AWS_ENDPOINT_URL_SESV2"}, Usage: "SES API endpoint URL (default: the region's; a VPC endpoint or an emulator)"},
 			&cli.StringFlag{Name: "smtp-tls", Value: "auto", Usage: "STARTTLS on smtp:// URLs: auto (when offered), starttls (required) or off"},
 			&cli.StringFlag{Name: "smtp-user", EnvVars: []string{"TAILOR_SMTP_USER"}, Usage: "AUTH PLAIN user (default: the URL's)"},
 			&cli.StringFlag{Name: "smtp-password", EnvVars: []string{"TAILOR_SMTP_PASSWORD"}, Usage: "AUTH PLAIN password (default: the URL's)"},
@@ -196,6 +199,12 @@ func relayOptions(c *cli.Context) (app.RelayOptions, error) {
 	o.SMTP = delivery.SMTPConfig{URL: c.String("smtp"), TLS: tlsMode, Username: c.String("smtp-user"), Password: c.String("smtp-password"),
 		HelloName: c.String("smtp-helo"), MaxConns: c.Int("concurrency"), MessagesPerConn: c.Int("smtp-messages-per-conn")}
 	o.SESConfigurationSet = c.String("ses-configuration-set")
+	if ep := c.String("ses-endpoint"); ep != "" {
+		if u, err := url.Parse(ep); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return o, usagef("--ses-endpoint %q: want an http(s) URL like https://email.eu-west-1.amazonaws.com", ep)
+		}
+		o.SESEndpoint = ep
+	}
 	o.MIME = delivery.MIMEConfig{From: c.String("from"), ReplyTo: c.String("reply-to")}
 	o.CampaignID = c.Int64("campaign")
 	progress := c.Duration("progress")

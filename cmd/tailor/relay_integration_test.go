@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tailor-email/tailor/localstack"
 	"github.com/tailor-email/tailor/pipeline/delivery"
 	"github.com/tailor-email/tailor/pipeline/delivery/smtpsink"
 )
@@ -145,4 +147,66 @@ func TestCLI_ServeSenderAPI(t *testing.T) {
 		return err
 	})
 	require.Contains(t, e.ok("campaign", "status", fmt.Sprint(camp)), "bounced 1 (hard 1, soft 0)")
+}
+
+// tailor relay --ses through the real sesv2 client against an SES v2 emulator
+// (aws-ses-v2-local, which parses the raw MIME it gets): every message arrives once with its
+// UTF-8 subject, From and To intact, and each is acked sent with SES's message id.
+func TestCLI_RelaySendsThroughSES(t *testing.T) {
+	e := newCLIEnv(t)
+	ctx := context.Background()
+	ses, err := localstack.StartSES(ctx, t.TempDir())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ses.Stop(context.Background()) })
+	const n = 25
+	camp := renderedCampaign(t, e, "s", n)
+	id := fmt.Sprint(camp)
+
+	code, out := e.run(ctx, "relay", "--ses", "--ses-endpoint", ses.URL, "--from", "Shop <news@shop.example>", "--campaign", id,
+		"--exit-when-done", "--concurrency", "4", "--progress", "0")
+	require.Equal(t, exitOK, code, out)
+
+	resp, err := http.Get(ses.URL + "/store")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var store struct {
+		Emails []struct {
+			MessageID   string `json:"messageId"`
+			From        string `json:"from"`
+			Subject     string `json:"subject"`
+			Destination struct {
+				To []string `json:"to"`
+			} `json:"destination"`
+			Body struct {
+				HTML string `json:"html"`
+			} `json:"body"`
+		} `json:"emails"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&store))
+	require.Len(t, store.Emails, n)
+	got := map[string]string{} // SES message id -> recipient
+	for _, m := range store.Emails {
+		require.Len(t, m.Destination.To, 1)
+		to := m.Destination.To[0]
+		i := strings.TrimSuffix(strings.TrimPrefix(to, "s"), "@example.com")
+		require.Equal(t, "Grüße "+i, m.Subject, "the UTF-8 subject survives SES's MIME parser")
+		require.Equal(t, `"Shop" <news@shop.example>`, m.From)
+		require.Contains(t, m.Body.HTML, "<p>Hi "+i+"</p>")
+		got[m.MessageID] = to
+	}
+	rows, err := e.env.Pool.Query(ctx, `SELECT provider_id, email FROM rendered_messages WHERE campaign_id = $1 AND delivery = 'sent'`, camp)
+	require.NoError(t, err)
+	acked, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (out [2]string, err error) { return out, r.Scan(&out[0], &out[1]) })
+	require.NoError(t, err)
+	require.Len(t, acked, n, "every message acked as sent")
+	for _, a := range acked {
+		require.Equal(t, got[a[0]], a[1], "acked with the message id SES answered for that recipient")
+	}
+	pending, err := delivery.Pending(ctx, e.env.Pool)
+	require.NoError(t, err)
+	require.Zero(t, pending, "the email_sent events left the outbox for the stream")
+
+	code, out = e.run(ctx, "relay", "--ses", "--ses-endpoint", "email.example", "--from", "news@shop.example")
+	require.Equal(t, exitUsage, code)
+	require.Contains(t, out, "--ses-endpoint \"email.example\": want an http(s) URL")
 }

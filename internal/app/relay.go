@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sesv2"
 
 	"github.com/tailor-email/tailor/internal/backends"
@@ -16,6 +17,9 @@ type RelayOptions struct {
 	SMTP delivery.SMTPConfig
 	// SESConfigurationSet names the SES configuration set (SES only).
 	SESConfigurationSet string
+	// SESEndpoint overrides the SES API endpoint (a VPC endpoint, an emulator); "" is the
+	// region's.
+	SESEndpoint string
 	// MIME builds the messages (From is required).
 	MIME delivery.MIMEConfig
 	// Relay is the relay's configuration; Source, Sender and MIME are filled in here.
@@ -54,7 +58,12 @@ func Relay(b *backends.Backends, o RelayOptions) (*delivery.Relay, *delivery.Sto
 		if b.AWS.Region == "" {
 			return nil, nil, nil, errors.New("relay: SES needs an AWS region (AWS_REGION)")
 		}
-		s, err := delivery.NewSESSender(delivery.SESConfig{Client: sesv2.NewFromConfig(b.AWS), ConfigurationSet: o.SESConfigurationSet})
+		client := sesv2.NewFromConfig(b.AWS, func(so *sesv2.Options) {
+			if o.SESEndpoint != "" {
+				so.BaseEndpoint = aws.String(o.SESEndpoint)
+			}
+		})
+		s, err := delivery.NewSESSender(delivery.SESConfig{Client: client, ConfigurationSet: o.SESConfigurationSet})
 		if err != nil {
 			return nil, nil, nil, err
 		}
