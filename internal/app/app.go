@@ -41,7 +41,7 @@ func Producer(ctx context.Context, b *backends.Backends, shards int) (*stream.Pr
 	if err := stream.EnsureStream(ctx, b.Kinesis, b.Names.Stream, shards); err != nil {
 		return nil, err
 	}
-	return stream.NewProducer(b.Kinesis, stream.ProducerConfig{Stream: b.Names.Stream})
+	return stream.NewProducer(b.Kinesis, stream.ProducerConfig{Stream: b.Names.Stream, Aggregate: true})
 }
 
 // Ingestor returns the ingestion path: validated events go to the stream (created with shards

@@ -55,11 +55,14 @@ func TestOutbox_PublishesAckEventsToTheStream(t *testing.T) {
 	require.NoError(t, err)
 	recs, err := ep.Kinesis.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: it.ShardIterator})
 	require.NoError(t, err)
+	require.Len(t, recs.Records, 1, "the three events went in one aggregated Kinesis record")
+	subs, err := stream.Deaggregate(stream.Record{PartitionKey: aws.ToString(recs.Records[0].PartitionKey), Data: recs.Records[0].Data})
+	require.NoError(t, err)
 	var got []string
-	for _, r := range recs.Records {
+	for _, r := range subs {
 		ev, err := events.Decode(r.Data, events.DecodeOptions{Now: e.clock.Now()})
 		require.NoError(t, err)
-		require.Equal(t, aws.ToString(r.PartitionKey), ev.CustomerID)
+		require.Equal(t, r.PartitionKey, ev.CustomerID, "each event keeps its own partition key")
 		got = append(got, ev.Type+" "+ev.Properties.MessageID)
 	}
 	var want []string

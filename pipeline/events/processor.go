@@ -63,7 +63,10 @@ func (p *Processor) Process(ctx context.Context, b stream.Batch) error {
 	evs := make([]Event, 0, len(b.Records))
 	arrivals := make([]time.Time, 0, len(b.Records))
 	for _, r := range b.Records {
-		ev, err := Decode(r.Data, streamDecode)
+		ev, err := Event{}, r.Err // a corrupt aggregate
+		if err == nil {
+			ev, err = Decode(r.Data, streamDecode)
+		}
 		if err != nil {
 			if err := p.cfg.DeadLetters.Put(ctx, SourceStream, err.Error(), r.Data); err != nil {
 				return fmt.Errorf("dead-letter record %s of %s: %w", r.SequenceNumber, b.ShardID, err)

@@ -2,6 +2,7 @@ package events_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -49,4 +50,31 @@ func TestProcessor_AppliesMaximalEventsWhoseNormalFormIsLonger(t *testing.T) {
 	require.Len(t, applied, 1)
 	require.Equal(t, ev.EventID, applied[0].EventID)
 	require.Equal(t, ev.Properties.Data, applied[0].Properties.Data, "the padding survives the round trip")
+}
+
+// A record the consumer could not unpack (a corrupt KPL aggregate) is a dead letter with that
+// reason and the whole record; the batch's other events are applied.
+func TestProcessor_DeadLettersARecordThatCouldNotBeUnpacked(t *testing.T) {
+	t.Parallel()
+	ev := events.Event{EventID: "e1", CustomerID: "c1", Type: events.TypePageView, Timestamp: time.Now().UTC().Add(-time.Minute),
+		Properties: events.Properties{URL: "https://shop.example/"}}
+	good, err := events.Record(ev)
+	require.NoError(t, err)
+	bad := stream.Record{PartitionKey: "c2", Data: []byte("\xf3\x89\x9a\xc2garbage-with-a-wrong-checksum"), SequenceNumber: "2",
+		Err: fmt.Errorf("%w: MD5 mismatch", stream.ErrBadAggregate)}
+	var applied []events.Event
+	type letter struct{ reason, payload string }
+	var letters []letter
+	p, err := events.NewProcessor(events.ProcessorConfig{
+		Sink: sinkFunc(func(_ context.Context, evs []events.Event) error { applied = append(applied, evs...); return nil }),
+		DeadLetters: deadLetterFunc(func(_ context.Context, _, reason string, payload []byte) error {
+			letters = append(letters, letter{reason, string(payload)})
+			return nil
+		}),
+	})
+	require.NoError(t, err)
+	require.NoError(t, p.Process(t.Context(), stream.Batch{ShardID: "shardId-0", Records: []stream.Record{bad, good}}))
+	require.Equal(t, []letter{{"malformed KPL aggregated record: MD5 mismatch", string(bad.Data)}}, letters)
+	require.Len(t, applied, 1)
+	require.Equal(t, "e1", applied[0].EventID)
 }

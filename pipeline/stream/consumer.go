@@ -546,14 +546,21 @@ func (w *shardWorker) run(ctx context.Context) error {
 	}
 }
 
-// process hands a batch to the processor and checkpoints once its effects are durable.
+// process hands a batch to the processor, KPL aggregated records unpacked, and checkpoints
+// once its effects are durable.
 func (w *shardWorker) process(ctx context.Context, records []ktypes.Record) error {
-	b := Batch{ShardID: w.shardID, Records: make([]Record, len(records))}
-	for i, r := range records {
-		b.Records[i] = Record{
+	b := Batch{ShardID: w.shardID, Records: make([]Record, 0, len(records))}
+	for _, r := range records {
+		rec := Record{
 			PartitionKey: aws.ToString(r.PartitionKey), Data: r.Data,
 			SequenceNumber: aws.ToString(r.SequenceNumber), Arrival: aws.ToTime(r.ApproximateArrivalTimestamp),
 		}
+		subs, err := Deaggregate(rec)
+		if err != nil {
+			rec.Err = err
+			subs = []Record{rec}
+		}
+		b.Records = append(b.Records, subs...)
 	}
 	if err := w.c.cfg.Processor.Process(ctx, b); err != nil {
 		return err
@@ -564,6 +571,6 @@ func (w *shardWorker) process(ctx context.Context, records []ktypes.Record) erro
 			recordLatency.Observe(now.Sub(r.Arrival).Seconds())
 		}
 	}
-	recordsProcessed.Add(float64(len(records)))
-	return w.checkpoint(ctx, b.Records[len(b.Records)-1].SequenceNumber)
+	recordsProcessed.Add(float64(len(b.Records)))
+	return w.checkpoint(ctx, aws.ToString(records[len(records)-1].SequenceNumber))
 }

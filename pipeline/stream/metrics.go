@@ -10,8 +10,13 @@ var (
 	producerRetries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tailor_events_put_retries_total", Help: "PutRecords retries: kind=call (throttled call) or record (partial failure).",
 	}, []string{"kind"})
+	producerAggregation = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tailor_events_put_kinesis_records_total",
+		Help: "Kinesis records an aggregating producer planned: kind=aggregated (KPL records of several events), single (one event), " +
+			"unavailable (Sends that put one by one, the shard map could not be read).",
+	}, []string{"kind"})
 	recordsProcessed = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "tailor_consumer_records_total", Help: "Stream records processed and checkpointed (redeliveries included).",
+		Name: "tailor_consumer_records_total", Help: "Stream records processed and checkpointed, aggregated ones unpacked (redeliveries included).",
 	})
 	iteratorAge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "tailor_consumer_iterator_age_seconds", Help: "How far this process's reads are behind the stream's tip (Kinesis MillisBehindLatest of the last GetRecords, in seconds), per shard it holds (shard ids are unique per stream only).",
@@ -44,5 +49,5 @@ func MetricsCollectors() []prometheus.Collector {
 	for _, r := range []string{gapCheckpointRefused, gapCheckpointTrimmed, gapShardGone} {
 		retentionGaps.WithLabelValues(r)
 	}
-	return []prometheus.Collector{producerRetries, recordsProcessed, iteratorAge, leasesHeld, retentionGaps, recordLatency}
+	return []prometheus.Collector{producerRetries, producerAggregation, recordsProcessed, iteratorAge, leasesHeld, retentionGaps, recordLatency}
 }

@@ -3,8 +3,10 @@ package stream
 import (
 	"cmp"
 	"context"
+	"crypto/md5"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 	"unicode/utf8"
@@ -32,6 +34,11 @@ const (
 	ProducerMaxAttemptsDefault = 10
 	ProducerBaseDelayDefault   = 50 * time.Millisecond
 	ProducerMaxDelayDefault    = 2 * time.Second
+	// ShardMapTTLDefault bounds how long after a reshard an aggregating producer may still
+	// plan by the old shards (every aggregate of a closed shard then goes to one child, so a
+	// customer's events may be read out of order across the two children for that long).
+	// ListShards allows 1 000 calls/s per stream.
+	ShardMapTTLDefault = time.Second
 )
 
 // EnsureStream creates the stream with shards shards when it does not exist and waits until it
@@ -91,12 +98,26 @@ type ProducerConfig struct {
 	BaseDelay time.Duration
 	// MaxDelay caps one backoff. Default 2s.
 	MaxDelay time.Duration
+	// Aggregate packs the records of one Send that go to one shard into KPL aggregated
+	// records of at most AggregateMaxBytes (see Deaggregate), which the consumer unpacks. The
+	// client must also be a ShardLister. A Send whose shard map cannot be read puts its records
+	// one by one.
+	Aggregate bool
+	// ShardMapTTL is how long an aggregating producer trusts its shard map before it lists the
+	// shards again (besides after a put that landed elsewhere). Default ShardMapTTLDefault.
+	ShardMapTTL time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
 }
 
 func (c ProducerConfig) withDefaults() ProducerConfig {
 	c.MaxAttempts = cmp.Or(c.MaxAttempts, ProducerMaxAttemptsDefault)
 	c.BaseDelay = cmp.Or(c.BaseDelay, ProducerBaseDelayDefault)
 	c.MaxDelay = cmp.Or(c.MaxDelay, ProducerMaxDelayDefault)
+	c.ShardMapTTL = cmp.Or(c.ShardMapTTL, ShardMapTTLDefault)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
 	return c
 }
 
@@ -107,6 +128,9 @@ type Record struct {
 	Data           []byte
 	SequenceNumber string
 	Arrival        time.Time // ApproximateArrivalTimestamp
+	// Err is set on a record the consumer could not unpack (a corrupt KPL aggregate, matching
+	// ErrBadAggregate); Data is then the whole Kinesis record, for a dead letter.
+	Err error
 }
 
 // Producer writes records to Kinesis with PutRecords. Records with one partition key stay in
@@ -114,6 +138,7 @@ type Record struct {
 type Producer struct {
 	client KinesisPutter
 	cfg    ProducerConfig
+	shards *shardMap // with Aggregate
 }
 
 // NewProducer returns a producer for cfg.Stream.
@@ -121,17 +146,25 @@ func NewProducer(client KinesisPutter, cfg ProducerConfig) (*Producer, error) {
 	if cfg.Stream == "" {
 		return nil, errors.New("producer: Stream is required")
 	}
-	return &Producer{client: client, cfg: cfg.withDefaults()}, nil
+	p := &Producer{client: client, cfg: cfg.withDefaults()}
+	if cfg.Aggregate {
+		lister, ok := client.(ShardLister)
+		if !ok {
+			return nil, errors.New("producer: Aggregate needs a client that lists shards (ListShards)")
+		}
+		p.shards = &shardMap{lister: lister, stream: cfg.Stream, ttl: p.cfg.ShardMapTTL}
+	}
+	return p, nil
 }
 
 // Send puts records in calls of at most 500 records / 5 MB, retrying failed records (partial
 // failures and throttling) with exponential backoff and full jitter. It returns one error per
 // record (nil: the record is durable in the stream) and an error only when ctx ends. Records of
 // one call may land out of order relative to each other after a retry; the event aggregation
-// is order-insensitive within its windows, so that is safe.
+// is order-insensitive within its windows, so that is safe. With Aggregate, the records of one
+// shard go in KPL aggregated records, and an aggregate's result is each of its records'.
 func (p *Producer) Send(ctx context.Context, records []Record) ([]error, error) {
 	results := make([]error, len(records))
-	entries := make([]ktypes.PutRecordsRequestEntry, len(records))
 	for i, r := range records {
 		switch {
 		case r.PartitionKey == "":
@@ -141,12 +174,20 @@ func (p *Producer) Send(ctx context.Context, records []Record) ([]error, error) 
 		case len(r.Data)+len(r.PartitionKey) > PutRecordMaxBytes:
 			results[i] = fmt.Errorf("put record: %d bytes with the partition key, the Kinesis limit is %d", len(r.Data)+len(r.PartitionKey), PutRecordMaxBytes)
 		}
-		entries[i] = ktypes.PutRecordsRequestEntry{Data: r.Data, PartitionKey: aws.String(r.PartitionKey)}
 	}
+	entries, members, predicted := p.plan(ctx, records, results)
+	entryResults := make([]error, len(entries))
+	defer func() {
+		for j, m := range members {
+			for _, i := range m {
+				results[i] = entryResults[j]
+			}
+		}
+	}()
 	start := 0
-	for start < len(records) {
+	for start < len(entries) {
 		end, size := start, 0
-		for end < len(records) && end-start < PutRecordsMaxRecords {
+		for end < len(entries) && end-start < PutRecordsMaxRecords {
 			n := len(entries[end].Data) + len(aws.ToString(entries[end].PartitionKey))
 			if size+n > PutRecordsMaxBytes && end > start {
 				break
@@ -154,13 +195,11 @@ func (p *Producer) Send(ctx context.Context, records []Record) ([]error, error) 
 			size += n
 			end++
 		}
-		var idx []int
+		idx := make([]int, 0, end-start)
 		for i := start; i < end; i++ {
-			if results[i] == nil {
-				idx = append(idx, i)
-			}
+			idx = append(idx, i)
 		}
-		if err := p.put(ctx, entries, idx, results); err != nil {
+		if err := p.put(ctx, entries, predicted, idx, entryResults); err != nil {
 			return results, err
 		}
 		start = end
@@ -168,8 +207,86 @@ func (p *Producer) Send(ctx context.Context, records []Record) ([]error, error) 
 	return results, nil
 }
 
-// put sends entries[idx...] until each is accepted or out of attempts.
-func (p *Producer) put(ctx context.Context, entries []ktypes.PutRecordsRequestEntry, idx []int, results []error) error {
+// plan turns the valid records (results[i] nil) into PutRecords entries: one per record, or with
+// Aggregate one per run of a shard's records up to AggregateMaxBytes (a lone record stays
+// plain). members[j] are the records of entry j; predicted[j] is its shard ("" unknown).
+func (p *Producer) plan(ctx context.Context, records []Record, results []error) (entries []ktypes.PutRecordsRequestEntry, members [][]int, predicted []string) {
+	plain := func(i int) {
+		entries = append(entries, ktypes.PutRecordsRequestEntry{Data: records[i].Data, PartitionKey: aws.String(records[i].PartitionKey)})
+		members = append(members, []int{i})
+	}
+	var ranges []shardRange
+	if p.shards != nil {
+		var err error
+		if ranges, err = p.shards.load(ctx); err != nil {
+			p.cfg.Logger.Warn("producer: records go one by one, the shard map is unavailable", "error", err)
+			producerAggregation.WithLabelValues("unavailable").Inc()
+			ranges = nil
+		}
+	}
+	if ranges == nil {
+		for i := range records {
+			if results[i] == nil {
+				plain(i)
+			}
+		}
+		return entries, members, make([]string, len(entries))
+	}
+	type open struct {
+		idx  []int
+		size int
+	}
+	groups := map[int]*open{}
+	flush := func(shard int) {
+		g := groups[shard]
+		delete(groups, shard)
+		if len(g.idx) == 1 {
+			plain(g.idx[0])
+			producerAggregation.WithLabelValues("single").Inc()
+		} else {
+			producerAggregation.WithLabelValues("aggregated").Inc()
+			rs := make([]Record, len(g.idx))
+			for k, i := range g.idx {
+				rs[k] = records[i]
+			}
+			// The explicit hash key is the predicted shard's first: the aggregate goes where its
+			// records' keys go, and when the map is stale (a reshard) every aggregate of the old
+			// shard goes to one of its children, not some here and some there.
+			entries = append(entries, ktypes.PutRecordsRequestEntry{Data: aggregate(rs), PartitionKey: aws.String(records[g.idx[0]].PartitionKey),
+				ExplicitHashKey: aws.String(ranges[shard].start.String())})
+			members = append(members, g.idx)
+		}
+		predicted = append(predicted, ranges[shard].id)
+	}
+	var order []int // shards by their first record, so entries keep the records' order per shard
+	for i, r := range records {
+		if results[i] != nil {
+			continue
+		}
+		n := aggregatedSize(r.PartitionKey, r.Data)
+		shard := shardOf(ranges, r.PartitionKey)
+		if g := groups[shard]; g != nil && g.size+n > AggregateMaxBytes {
+			flush(shard)
+		}
+		g := groups[shard]
+		if g == nil {
+			g = &open{size: len(kplMagic) + md5.Size}
+			groups[shard] = g
+			order = append(order, shard)
+		}
+		g.idx, g.size = append(g.idx, i), g.size+n
+	}
+	for _, shard := range order {
+		if groups[shard] != nil {
+			flush(shard)
+		}
+	}
+	return entries, members, predicted
+}
+
+// put sends entries[idx...] until each is accepted or out of attempts. An entry that lands in
+// another shard than predicted makes the shard map stale.
+func (p *Producer) put(ctx context.Context, entries []ktypes.PutRecordsRequestEntry, predicted []string, idx []int, results []error) error {
 	for attempt := 1; len(idx) > 0; attempt++ {
 		if attempt > 1 {
 			d := min(p.cfg.BaseDelay<<min(attempt-2, 16), p.cfg.MaxDelay)
@@ -201,6 +318,9 @@ func (p *Producer) put(ctx context.Context, entries []ktypes.PutRecordsRequestEn
 		var retry []int
 		for j, r := range out.Records {
 			if r.ErrorCode == nil {
+				if want := predicted[idx[j]]; want != "" && aws.ToString(r.ShardId) != want && p.shards != nil {
+					p.shards.invalidate()
+				}
 				continue
 			}
 			i := idx[j]

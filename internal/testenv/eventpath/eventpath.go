@@ -31,7 +31,9 @@ func New(t testing.TB, shards int) *Env {
 	require.NoError(t, stream.EnsureStream(ctx, env.Kinesis, env.Names.Stream, shards))
 	store := profile.NewStore(env.DynamoDB, env.Names.Profiles)
 	require.NoError(t, store.EnsureTable(ctx))
-	p, err := stream.NewProducer(env.Kinesis, stream.ProducerConfig{Stream: env.Names.Stream})
+	// Aggregating as internal/app's producer does; the tests reshard between sends, so every
+	// Send reads the shard map.
+	p, err := stream.NewProducer(env.Kinesis, stream.ProducerConfig{Stream: env.Names.Stream, Aggregate: true, ShardMapTTL: time.Nanosecond})
 	require.NoError(t, err)
 	return &Env{Env: env, Store: store, Producer: p, DeadLetters: deadletter.NewStore(env.Pool)}
 }
