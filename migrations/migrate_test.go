@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -92,10 +93,12 @@ func fileVersions(t *testing.T) []int {
 	return out
 }
 
-// TestRenderedMessages_CampaignReference: migration 009 keeps the foreign key's rules once per
-// statement: a message of an unknown campaign is refused (also in a COPY and in a batch that
-// names a known one besides), no message moves to another campaign, and deleting a campaign
-// deletes its messages.
+// TestRenderedMessages_CampaignReference: the foreign key's rules without a per-insert check
+// (migrations 009 and 010): no message moves to another campaign, deleting a campaign deletes
+// its messages, and the render jobs' protocol (record a batch, then update the campaign's row
+// in the same transaction, as count-recorded in jobs/queries.sql does) never leaves a message
+// without its campaign: a delete that comes while a batch is recorded waits for it and takes
+// the batch along, and a batch recorded after the delete finds no campaign row to update.
 func TestRenderedMessages_CampaignReference(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
@@ -106,31 +109,59 @@ func TestRenderedMessages_CampaignReference(t *testing.T) {
 			VALUES ('c', 't', 1, '{}', 'true') RETURNING id`).Scan(&id))
 		return id
 	}
-	a, b := newCampaign(), newCampaign()
-	refused := func(err error) {
-		t.Helper()
-		var pgErr *pgconn.PgError
-		require.ErrorAs(t, err, &pgErr)
-		require.Equal(t, "23503", pgErr.Code, pgErr.Message)
+	messages := func() []string {
+		rows, err := env.Pool.Query(ctx, `SELECT customer_id || ':' || subject FROM rendered_messages ORDER BY customer_id`)
+		require.NoError(t, err)
+		left, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return left
 	}
-	_, err := env.Pool.Exec(ctx, `INSERT INTO rendered_messages (campaign_id, customer_id, email) VALUES ($1, 'x', 'x@example.com'), ($2, 'y', 'y@example.com')`, a, b+1000)
-	refused(err)
-	_, err = env.Pool.CopyFrom(ctx, pgx.Identifier{"rendered_messages"}, []string{"campaign_id", "customer_id", "email"},
-		pgx.CopyFromRows([][]any{{b + 1000, "z", "z@example.com"}}))
-	refused(err)
-	_, err = env.Pool.Exec(ctx, `INSERT INTO rendered_messages (campaign_id, customer_id, email) VALUES ($1, 'x', 'x@example.com'), ($2, 'y', 'y@example.com'), ($2, 'w', 'w@example.com')`, a, b)
+	a, b := newCampaign(), newCampaign()
+	_, err := env.Pool.Exec(ctx, `INSERT INTO rendered_messages (campaign_id, customer_id, email) VALUES ($1, 'x', 'x@example.com'), ($2, 'y', 'y@example.com'), ($2, 'w', 'w@example.com')`, a, b)
 	require.NoError(t, err)
 	_, err = env.Pool.Exec(ctx, `UPDATE rendered_messages SET campaign_id = $1 WHERE customer_id = 'y'`, a)
-	refused(err)
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, "23503", pgErr.Code, pgErr.Message)
 	_, err = env.Pool.Exec(ctx, `UPDATE rendered_messages SET subject = 'still here' WHERE campaign_id = $1`, a)
 	require.NoError(t, err)
-
 	_, err = env.Pool.Exec(ctx, `DELETE FROM campaigns WHERE id = $1`, b)
 	require.NoError(t, err)
-	var left []string
-	rows, err := env.Pool.Query(ctx, `SELECT customer_id || ':' || subject FROM rendered_messages ORDER BY customer_id`)
+	require.Equal(t, []string{"x:still here"}, messages(), "campaign b's messages went with it")
+
+	// A render batch of campaign c is being recorded when c is deleted: the delete waits for the
+	// batch's transaction and deletes its messages too.
+	c := newCampaign()
+	record := func(tx pgx.Tx, campaign int64, customer string) error {
+		_, err := tx.CopyFrom(ctx, pgx.Identifier{"rendered_messages"}, []string{"campaign_id", "customer_id", "email"},
+			pgx.CopyFromRows([][]any{{campaign, customer, customer + "@example.com"}}))
+		require.NoError(t, err)
+		var status string
+		return tx.QueryRow(ctx, `UPDATE campaigns SET processed = processed + 1 WHERE id = $1 RETURNING status`, campaign).Scan(&status)
+	}
+	tx, err := env.Pool.Begin(ctx)
 	require.NoError(t, err)
-	left, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, record(tx, c, "r"))
+	deleted := make(chan error, 1)
+	go func() {
+		_, err := env.Pool.Exec(ctx, `DELETE FROM campaigns WHERE id = $1`, c)
+		deleted <- err
+	}()
+	waiting, until := false, time.Now().Add(30*time.Second)
+	for !waiting {
+		require.True(t, time.Now().Before(until), "the delete never waited for the batch's row lock")
+		require.NoError(t, env.Pool.QueryRow(ctx, `SELECT count(*) > 0 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'DELETE FROM campaigns%'`).Scan(&waiting))
+	}
+	require.NoError(t, tx.Commit(ctx))
+	require.NoError(t, <-deleted)
+	require.Equal(t, []string{"x:still here"}, messages(), "the batch went with its campaign")
+
+	// A batch recorded after its campaign was deleted finds no row to update: the render job's
+	// transaction fails and records nothing.
+	tx, err = env.Pool.Begin(ctx)
 	require.NoError(t, err)
-	require.Equal(t, []string{"x:still here"}, left, "campaign b's messages went with it")
+	require.ErrorIs(t, record(tx, c, "s"), pgx.ErrNoRows)
+	require.NoError(t, tx.Rollback(ctx))
+	require.Equal(t, []string{"x:still here"}, messages())
 }

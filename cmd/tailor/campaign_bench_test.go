@@ -104,6 +104,11 @@ func benchCampaign(b *testing.B, content bool) {
 		_, err := e.env.Pool.Exec(context.Background(), "ALTER TABLE rendered_messages SET ("+v+")")
 		require.NoError(b, err)
 	}
+	if v := os.Getenv("CAMPAIGN_BENCH_SQL"); v != "" {
+		// A schema experiment before the run (e.g. DROP TRIGGER ...): what it costs or saves.
+		_, err := e.env.Pool.Exec(context.Background(), v)
+		require.NoError(b, err)
+	}
 	stack := testenv.Stack(b)
 	cpu0 := stackCPU(stack)
 
