@@ -99,42 +99,26 @@ func Deaggregate(r Record) ([]Record, error) {
 		return nil, fmt.Errorf("%w: MD5 mismatch", ErrBadAggregate)
 	}
 	var keys []string
-	type sub struct {
-		key  uint64
-		data []byte
-	}
-	var subs []sub
-	for len(body) > 0 {
-		num, typ, n := protowire.ConsumeTag(body)
-		if n < 0 {
-			return nil, fmt.Errorf("%w: %v", ErrBadAggregate, protowire.ParseError(n))
-		}
-		body = body[n:]
+	var subs []subRecord
+	err := fields(body, "aggregate", func(num protowire.Number, typ protowire.Type, b []byte) (int, error) {
 		switch {
 		case num == 1 && typ == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(body)
-			if n < 0 {
-				return nil, fmt.Errorf("%w: partition key table: %v", ErrBadAggregate, protowire.ParseError(n))
-			}
-			keys, body = append(keys, string(v)), body[n:]
+			v, n, err := bytesValue(b, "partition key table")
+			keys = append(keys, string(v))
+			return n, err
 		case num == 3 && typ == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(body)
-			if n < 0 {
-				return nil, fmt.Errorf("%w: record: %v", ErrBadAggregate, protowire.ParseError(n))
-			}
-			body = body[n:]
-			s, err := parseSubRecord(v)
+			v, n, err := bytesValue(b, "record")
 			if err != nil {
-				return nil, err
+				return 0, err
 			}
-			subs = append(subs, sub{key: s.key, data: s.data})
-		default:
-			n := protowire.ConsumeFieldValue(num, typ, body)
-			if n < 0 {
-				return nil, fmt.Errorf("%w: field %d: %v", ErrBadAggregate, num, protowire.ParseError(n))
-			}
-			body = body[n:]
+			sub, err := parseSubRecord(v)
+			subs = append(subs, sub)
+			return n, err
 		}
+		return 0, nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(subs) == 0 {
 		return nil, fmt.Errorf("%w: no records", ErrBadAggregate)
@@ -157,37 +141,59 @@ type subRecord struct {
 
 func parseSubRecord(b []byte) (subRecord, error) {
 	var s subRecord
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return s, fmt.Errorf("%w: record: %v", ErrBadAggregate, protowire.ParseError(n))
-		}
-		b = b[n:]
+	err := fields(b, "record", func(num protowire.Number, typ protowire.Type, b []byte) (int, error) {
 		switch {
 		case num == 1 && typ == protowire.VarintType:
 			v, n := protowire.ConsumeVarint(b)
 			if n < 0 {
-				return s, fmt.Errorf("%w: record key index: %v", ErrBadAggregate, protowire.ParseError(n))
+				return 0, fmt.Errorf("%w: record key index: %v", ErrBadAggregate, protowire.ParseError(n))
 			}
-			s.key, b = v, b[n:]
+			s.key = v
+			return n, nil
 		case num == 3 && typ == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return s, fmt.Errorf("%w: record data: %v", ErrBadAggregate, protowire.ParseError(n))
-			}
-			s.data, s.hasData, b = v, true, b[n:]
-		default:
-			n := protowire.ConsumeFieldValue(num, typ, b)
-			if n < 0 {
-				return s, fmt.Errorf("%w: record field %d: %v", ErrBadAggregate, num, protowire.ParseError(n))
-			}
-			b = b[n:]
+			v, n, err := bytesValue(b, "record data")
+			s.data, s.hasData = v, true
+			return n, err
 		}
+		return 0, nil
+	})
+	if err == nil && !s.hasData {
+		err = fmt.Errorf("%w: a record without data", ErrBadAggregate)
 	}
-	if !s.hasData {
-		return s, fmt.Errorf("%w: a record without data", ErrBadAggregate)
+	return s, err
+}
+
+// fields walks the fields of a protobuf message (what names it in errors): f gets each field's
+// number, wire type and the bytes from its value on, and returns how many bytes the value took,
+// or 0 for a field it does not read (skipped).
+func fields(b []byte, what string, f func(num protowire.Number, typ protowire.Type, b []byte) (int, error)) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("%w: %s: %v", ErrBadAggregate, what, protowire.ParseError(n))
+		}
+		b = b[n:]
+		n, err := f(num, typ, b)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return fmt.Errorf("%w: %s field %d: %v", ErrBadAggregate, what, num, protowire.ParseError(n))
+			}
+		}
+		b = b[n:]
 	}
-	return s, nil
+	return nil
+}
+
+// bytesValue reads a length-delimited value.
+func bytesValue(b []byte, what string) ([]byte, int, error) {
+	v, n := protowire.ConsumeBytes(b)
+	if n < 0 {
+		return nil, 0, fmt.Errorf("%w: %s: %v", ErrBadAggregate, what, protowire.ParseError(n))
+	}
+	return v, n, nil
 }
 
 // ShardLister is the part of the Kinesis client an aggregating producer needs besides

@@ -208,3 +208,39 @@ func TestProducer_AggregateNeedsAShardLister(t *testing.T) {
 	_, err := stream.NewProducer(&flakyKinesis{}, stream.ProducerConfig{Stream: "s", Aggregate: true})
 	require.ErrorContains(t, err, "ListShards")
 }
+
+// Whatever a Kinesis record holds, Deaggregate returns its user records or an error matching
+// ErrBadAggregate, never a panic; a well-formed aggregate (the seeds, and what the fuzzer makes
+// of them with a fixed checksum) gives back records that name keys of its table.
+func FuzzDeaggregate(f *testing.F) {
+	f.Add(kplRecord([]string{"c1", "c2"}, []struct {
+		key  uint64
+		data string
+	}{{0, `{"n":1}`}, {1, `{"n":2}`}}))
+	f.Add([]byte(`{"plain":true}`))
+	f.Add([]byte{0xf3, 0x89, 0x9a, 0xc2})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, raw := range [][]byte{data, withChecksum(data)} {
+			got, err := stream.Deaggregate(stream.Record{PartitionKey: "p", Data: raw, SequenceNumber: "1"})
+			if err != nil {
+				require.ErrorIs(t, err, stream.ErrBadAggregate)
+				continue
+			}
+			require.NotEmpty(t, got)
+			for _, r := range got {
+				require.Equal(t, "1", r.SequenceNumber)
+			}
+		}
+	})
+}
+
+// withChecksum makes data's tail an aggregate's MD5 of what follows the magic, so the fuzzer
+// reaches the protobuf parser.
+func withChecksum(data []byte) []byte {
+	body := data
+	if len(body) >= 4 && string(body[:4]) == "\xf3\x89\x9a\xc2" {
+		body = body[4:]
+	}
+	sum := md5.Sum(body)
+	return append(append([]byte{0xf3, 0x89, 0x9a, 0xc2}, body...), sum[:]...)
+}
