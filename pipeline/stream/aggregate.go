@@ -217,9 +217,12 @@ type shardMap struct {
 	stale    bool
 }
 
+// shardRange is an open shard's hash key range, its ends as 128-bit big-endian numbers (the
+// form of a partition key's MD5) and its start as Kinesis writes it (an explicit hash key).
 type shardRange struct {
 	id         string
-	start, end *big.Int
+	start, end [md5.Size]byte
+	startKey   string
 }
 
 func (m *shardMap) load(ctx context.Context) ([]shardRange, error) {
@@ -250,7 +253,13 @@ func (m *shardMap) load(ctx context.Context) ([]shardRange, error) {
 			if !ok {
 				return nil, fmt.Errorf("list shards of %s: shard %s has no valid hash key range", m.stream, aws.ToString(s.ShardId))
 			}
-			ranges = append(ranges, shardRange{id: aws.ToString(s.ShardId), start: start, end: end})
+			r := shardRange{id: aws.ToString(s.ShardId), startKey: start.String()}
+			if start.Sign() < 0 || end.Sign() < 0 || start.BitLen() > 128 || end.BitLen() > 128 {
+				return nil, fmt.Errorf("list shards of %s: shard %s's hash key range is not 128-bit", m.stream, r.id)
+			}
+			start.FillBytes(r.start[:])
+			end.FillBytes(r.end[:])
+			ranges = append(ranges, r)
 		}
 		if out.NextToken == nil {
 			break
@@ -260,7 +269,7 @@ func (m *shardMap) load(ctx context.Context) ([]shardRange, error) {
 	if len(ranges) == 0 {
 		return nil, fmt.Errorf("list shards of %s: no open shard", m.stream)
 	}
-	sort.Slice(ranges, func(i, j int) bool { return ranges[i].start.Cmp(ranges[j].start) < 0 })
+	sort.Slice(ranges, func(i, j int) bool { return bytes.Compare(ranges[i].start[:], ranges[j].start[:]) < 0 })
 	m.ranges, m.stale, m.loadedAt = ranges, false, time.Now()
 	return ranges, nil
 }
@@ -273,10 +282,9 @@ func (m *shardMap) invalidate() {
 
 // shardOf returns the index in ranges of the shard that takes key.
 func shardOf(ranges []shardRange, key string) int {
-	sum := md5.Sum([]byte(key))
-	h := new(big.Int).SetBytes(sum[:])
-	i := sort.Search(len(ranges), func(i int) bool { return ranges[i].end.Cmp(h) >= 0 })
-	if i == len(ranges) || ranges[i].start.Cmp(h) > 0 {
+	h := md5.Sum([]byte(key))
+	i := sort.Search(len(ranges), func(i int) bool { return bytes.Compare(ranges[i].end[:], h[:]) >= 0 })
+	if i == len(ranges) || bytes.Compare(ranges[i].start[:], h[:]) > 0 {
 		return 0 // a gap in the ranges (mid-reshard): any shard; the put's answer corrects the map
 	}
 	return i

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/md5"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"sync"
 	"testing"
@@ -243,4 +244,25 @@ func withChecksum(data []byte) []byte {
 	}
 	sum := md5.Sum(body)
 	return append(append([]byte{0xf3, 0x89, 0x9a, 0xc2}, body...), sum[:]...)
+}
+
+// badRanges lists a shard whose hash key range is not a 128-bit number.
+type badRanges struct{ *flakyKinesis }
+
+func (badRanges) ListShards(context.Context, *kinesis.ListShardsInput, ...func(*kinesis.Options)) (*kinesis.ListShardsOutput, error) {
+	return &kinesis.ListShardsOutput{Shards: []ktypes.Shard{{ShardId: aws.String("shardId-000000000000"),
+		HashKeyRange: &ktypes.HashKeyRange{StartingHashKey: aws.String("0"), EndingHashKey: aws.String(new(big.Int).Lsh(big.NewInt(1), 130).String())}}}}, nil
+}
+
+func TestProducer_PutsOneByOneWhenTheShardMapIsUnusable(t *testing.T) {
+	t.Parallel()
+	fk := &flakyKinesis{failed: map[string]bool{}, accepted: map[string]int{}}
+	p, err := stream.NewProducer(badRanges{fk}, stream.ProducerConfig{Stream: "s", Aggregate: true, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	results, err := p.Send(t.Context(), testRecords(20))
+	require.NoError(t, err)
+	for _, r := range results {
+		require.NoError(t, r)
+	}
+	require.Len(t, fk.accepted, 20, "every record put on its own")
 }

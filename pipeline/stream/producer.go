@@ -177,13 +177,17 @@ func (p *Producer) Send(ctx context.Context, records []Record) ([]error, error) 
 	}
 	entries, members, predicted := p.plan(ctx, records, results)
 	entryResults := make([]error, len(entries))
-	defer func() {
-		for j, m := range members {
-			for _, i := range m {
-				results[i] = entryResults[j]
-			}
+	err := p.sendEntries(ctx, entries, predicted, entryResults)
+	for j, m := range members {
+		for _, i := range m {
+			results[i] = entryResults[j]
 		}
-	}()
+	}
+	return results, err
+}
+
+// sendEntries puts entries in calls of at most 500 entries / 5 MB, one result per entry.
+func (p *Producer) sendEntries(ctx context.Context, entries []ktypes.PutRecordsRequestEntry, predicted []string, results []error) error {
 	start := 0
 	for start < len(entries) {
 		end, size := start, 0
@@ -199,12 +203,12 @@ func (p *Producer) Send(ctx context.Context, records []Record) ([]error, error) 
 		for i := start; i < end; i++ {
 			idx = append(idx, i)
 		}
-		if err := p.put(ctx, entries, predicted, idx, entryResults); err != nil {
-			return results, err
+		if err := p.put(ctx, entries, predicted, idx, results); err != nil {
+			return err
 		}
 		start = end
 	}
-	return results, nil
+	return nil
 }
 
 // plan turns the valid records (results[i] nil) into PutRecords entries: one per record, or with
@@ -253,7 +257,7 @@ func (p *Producer) plan(ctx context.Context, records []Record, results []error) 
 			// records' keys go, and when the map is stale (a reshard) every aggregate of the old
 			// shard goes to one of its children, not some here and some there.
 			entries = append(entries, ktypes.PutRecordsRequestEntry{Data: aggregate(rs), PartitionKey: aws.String(records[g.idx[0]].PartitionKey),
-				ExplicitHashKey: aws.String(ranges[shard].start.String())})
+				ExplicitHashKey: aws.String(ranges[shard].startKey)})
 			members = append(members, g.idx)
 		}
 		predicted = append(predicted, ranges[shard].id)
