@@ -16,3 +16,6 @@ func WithClock(cfg RelayConfig, now func() time.Time, wait func(context.Context,
 
 // EventReason is eventReason, for the test of what an event carries of a reply.
 var EventReason = eventReason
+
+// BodyTagEnd is bodyTagEnd, for its differential test against the regular expression.
+var BodyTagEnd = bodyTagEnd

@@ -167,7 +167,11 @@ var builtHeaders = []string{
 // header or a body line. An address that is not a plain ASCII addr-spec, a header name it
 // may not set, a value too long to fold, an empty or oversized message: a *MessageError
 // (ErrInvalidMessage).
-func (b *MIMEBuilder) Build(m Message) ([]byte, error) {
+func (b *MIMEBuilder) Build(m Message) ([]byte, error) { return b.AppendBuild(nil, m) }
+
+// AppendBuild is Build appending the message to dst (which may be a buffer used before,
+// dst[:0]), so that a sender that builds message after message reuses one buffer each.
+func (b *MIMEBuilder) AppendBuild(dst []byte, m Message) ([]byte, error) {
 	bad := func(field, format string, args ...any) error {
 		return &MessageError{MessageID: m.ID, Field: field, Reason: fmt.Sprintf(format, args...)}
 	}
@@ -252,13 +256,13 @@ func (b *MIMEBuilder) Build(m Message) ([]byte, error) {
 
 	// Quoted-printable makes UTF-8 text about a quarter longer (=XX escapes, soft line
 	// breaks, CRLF): room for that and the headers, so the buffer grows once.
-	var buf bytes.Buffer
+	buf := bytes.NewBuffer(dst)
 	buf.Grow((len(m.HTML)+len(m.Text))*5/4 + 4096)
-	if err := writeEntity(&buf, h.Header, parts); err != nil {
+	if err := writeEntity(buf, h.Header, parts); err != nil {
 		return nil, fmt.Errorf("build message %d: %w", m.ID, err)
 	}
-	if buf.Len() > b.cfg.MaxMessageBytes {
-		return nil, bad("body", "%d bytes encoded, more than the %d a message may have", buf.Len(), b.cfg.MaxMessageBytes)
+	if n := buf.Len() - len(dst); n > b.cfg.MaxMessageBytes {
+		return nil, bad("body", "%d bytes encoded, more than the %d a message may have", n, b.cfg.MaxMessageBytes)
 	}
 	return buf.Bytes(), nil
 }
@@ -451,7 +455,33 @@ func longestWord(s string) int {
 	return longest
 }
 
-var bodyTagRE = regexp.MustCompile(`(?i)<body\b[^>]*>`)
+// bodyTagEnd returns the index just after the first body start tag of s (what the regular
+// expression `(?i)<body\b[^>]*>` matches), or -1. A hand-written scan: the regular
+// expression was 3 % of the relay's CPU.
+func bodyTagEnd(s string) int {
+	for i := 0; ; {
+		j := strings.IndexByte(s[i:], '<')
+		if j < 0 {
+			return -1
+		}
+		i += j + 1
+		if len(s)-i < 4 || !strings.EqualFold(s[i:i+4], "body") {
+			continue
+		}
+		if k := i + 4; k < len(s) && isWordByte(s[k]) {
+			continue // <bodyx is another tag
+		}
+		if end := strings.IndexByte(s[i+4:], '>'); end >= 0 {
+			return i + 4 + end + 1
+		}
+		return -1 // no '>' after this or any later "<body"
+	}
+}
+
+// isWordByte: what \b of Go's regexp counts as a word character.
+func isWordByte(c byte) bool {
+	return c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
 
 // withPreheader puts the preheader at the top of the HTML body, hidden, where inbox previews
 // show it (HTML without a body tag gets it first), as pieces that do not copy the HTML.
@@ -460,8 +490,8 @@ func withPreheader(htmlBody, preheader string) []string {
 		return []string{htmlBody}
 	}
 	hidden := `<div style="display:none;max-height:0;overflow:hidden;mso-hide:all;">` + html.EscapeString(preheader) + `</div>`
-	if loc := bodyTagRE.FindStringIndex(htmlBody); loc != nil {
-		return []string{htmlBody[:loc[1]], "\n", hidden, htmlBody[loc[1]:]}
+	if end := bodyTagEnd(htmlBody); end >= 0 {
+		return []string{htmlBody[:end], "\n", hidden, htmlBody[end:]}
 	}
 	return []string{hidden, "\n", htmlBody}
 }

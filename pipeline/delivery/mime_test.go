@@ -13,6 +13,7 @@ import (
 	"net/textproto"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -386,4 +387,37 @@ func FuzzBuildMIME(f *testing.F) {
 			require.Equal(t, strings.ToValidUTF8(lines, "\uFFFD"), strings.ToValidUTF8(p.parts["text/plain"], "\uFFFD"))
 		}
 	})
+}
+
+// The preheader goes after the first body start tag, found by a hand-written scan that must
+// agree with the regular expression it replaced, on crafted cases and on random strings of
+// the characters that matter.
+func TestBodyTagEnd_MatchesTheRegexp(t *testing.T) {
+	re := regexp.MustCompile(`(?i)<body\b[^>]*>`)
+	want := func(s string) int {
+		if loc := re.FindStringIndex(s); loc != nil {
+			return loc[1]
+		}
+		return -1
+	}
+	cases := []string{"", "<body>", "<BODY class=\"x\">", "<bodyx><body>", "<body", "<body\n>", "<bo dy><Body\t>", "<<body>>",
+		"<bodyé>", "<body_><body->", "x<body>y", "<body/>", "<html><head></head><body style=\"margin:0\">hi</body></html>"}
+	r := rand.New(rand.NewPCG(1, 2))
+	pieces := []string{"<", ">", "body", "BoDy", "bod", "y", "x", "_", "-", " ", "\n", "/", "é", "<body", "<p>"}
+	for range 20000 {
+		var b strings.Builder
+		for range r.IntN(8) {
+			b.WriteString(pieces[r.IntN(len(pieces))])
+		}
+		cases = append(cases, b.String())
+	}
+	found := 0
+	for _, s := range cases {
+		w := want(s)
+		require.Equal(t, w, delivery.BodyTagEnd(s), "%q", s)
+		if w >= 0 {
+			found++
+		}
+	}
+	require.Greater(t, found, 500, "the random cases include many body tags")
 }

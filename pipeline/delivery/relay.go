@@ -398,10 +398,26 @@ func (r *Relay) work() {
 	}
 }
 
+// rawBuffers are the built messages' buffers, reused message after message: a new ~18 KB
+// buffer per message was 60 % of the relay's allocated bytes and most of its GC. A buffer
+// that grew beyond maxPooledRaw for a big message is left to the GC.
+var rawBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledRaw = 256 << 10
+
 // deliver sends one message and says what became of it; false when a hard stop cut it short.
 func (r *Relay) deliver(ctx context.Context, m Message) (Outcome, bool) {
 	o := Outcome{MessageID: m.ID, CampaignID: m.CampaignID, Receipt: m.Receipt}
-	raw, err := r.cfg.MIME.Build(m)
+	buf := rawBuffers.Get().(*[]byte)
+	raw, err := r.cfg.MIME.AppendBuild((*buf)[:0], m)
+	defer func() {
+		if raw != nil {
+			*buf = raw[:0]
+		}
+		if cap(*buf) <= maxPooledRaw {
+			rawBuffers.Put(buf)
+		}
+	}()
 	if err != nil {
 		o.Status, o.Reason = StatusFailed, err.Error()
 		return o, true

@@ -22,7 +22,8 @@ type SendResult struct {
 
 // Sender hands one message to a provider. Send returns a *RejectError when the provider
 // refused the message, and another error when it could not ask (network, TLS): the Relay
-// retries those. Send is called from many goroutines at once.
+// retries those. Send is called from many goroutines at once. raw is the Relay's until Send
+// returns (it reuses the buffer for the next message): a Sender that needs it later copies it.
 type Sender interface {
 	Send(ctx context.Context, env Envelope, raw []byte) (SendResult, error)
 }
