@@ -4,23 +4,29 @@
 
 -- name: claim
 -- Ready messages of claimable campaigns (running or rendered: never paused, cancelled, failed
--- or draft ones), leased in the statement that picks them. The campaigns come first and the
--- messages by rendered_messages_claim_idx (campaign_id, not_before), so messages of a paused
--- or failed campaign are never scanned. SKIP LOCKED lets many senders claim at once without
--- waiting for each other or overlapping; a cancel that committed meanwhile shows in the row
--- (status cancelled), which FOR UPDATE re-checks. $1 now, $2 limit, $3 campaign (0: any),
--- $4 lease in milliseconds.
-WITH open AS (
-    SELECT array_agg(id ORDER BY id) AS ids FROM campaigns
-    WHERE status IN ('running', 'rendered') AND ($3::bigint = 0 OR id = $3)
-), picked AS (
-    SELECT m.id FROM rendered_messages m
-    WHERE m.campaign_id = ANY ((SELECT ids FROM open)::bigint[])
-      AND m.status = 'rendered' AND m.delivery IS NULL AND m.not_before <= $1
-      AND (m.lease_until IS NULL OR m.lease_until <= $1)
-      AND (m.retry_at IS NULL OR m.retry_at <= $1)
+-- or draft ones), leased in the statement that picks them, the earliest send time first. Each
+-- campaign's messages are read by rendered_messages_claim_idx (campaign_id, not_before) in
+-- its order, so messages of a paused or failed campaign are never scanned, and the plan does
+-- not depend on statistics: with `campaign_id = ANY(...)` and no order, Postgres chose a
+-- sequential scan once most of a table's messages were ready, which reads every delivered
+-- message before the ready ones later in the campaign. SKIP LOCKED lets many senders claim at
+-- once without waiting for each other or overlapping; a cancel that committed meanwhile
+-- shows in the row (status cancelled), which FOR UPDATE re-checks. $1 now, $2 limit, $3
+-- campaign (0: any), $4 lease in milliseconds.
+WITH picked AS (
+    SELECT p.id FROM campaigns c
+    CROSS JOIN LATERAL (
+        SELECT m.id FROM rendered_messages m
+        WHERE m.campaign_id = c.id
+          AND m.status = 'rendered' AND m.delivery IS NULL AND m.not_before <= $1
+          AND (m.lease_until IS NULL OR m.lease_until <= $1)
+          AND (m.retry_at IS NULL OR m.retry_at <= $1)
+        ORDER BY m.not_before
+        LIMIT $2
+        FOR UPDATE OF m SKIP LOCKED
+    ) p
+    WHERE c.status IN ('running', 'rendered') AND ($3::bigint = 0 OR c.id = $3)
     LIMIT $2
-    FOR UPDATE OF m SKIP LOCKED
 )
 UPDATE rendered_messages m
 SET receipt = gen_random_uuid()::text, attempts = m.attempts + 1, claimed_at = $1,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -381,6 +382,34 @@ func TestStore_PausedAndCancelledCampaignsAreNotClaimable(t *testing.T) {
 	_, err = jobs.Resume(ctx, e.Pool, paused)
 	require.NoError(t, err)
 	require.Len(t, e.claim(t, 100, time.Minute, paused), 3, "resumed: claimable again")
+}
+
+// Within a campaign the messages due first go first (local-time campaigns have many send
+// times); a claim's limit holds across campaigns.
+func TestStore_ClaimsTheEarliestSendTimesFirst(t *testing.T) {
+	t.Parallel()
+	e := newStoreEnv(t)
+	now := e.clock.Now()
+	c := e.campaign(t, jobs.StatusRunning, "")
+	late := e.render(t, c, "late", 3, now.Add(-time.Minute))
+	early := e.render(t, c, "early", 3, now.Add(-time.Hour)) // inserted after the later ones
+	mid := e.render(t, c, "mid", 3, now.Add(-30*time.Minute))
+	ids := func(msgs []delivery.Message) []int64 {
+		out := make([]int64, len(msgs))
+		for i, m := range msgs {
+			out[i] = m.ID
+		}
+		slices.Sort(out)
+		return out
+	}
+	require.Equal(t, early, ids(e.claim(t, 3, time.Minute, c)))
+	require.Equal(t, mid, ids(e.claim(t, 3, time.Minute, 0)))
+	other := e.campaign(t, jobs.StatusRunning, "")
+	more := e.render(t, other, "o", 4, now.Add(-time.Minute))
+	got := e.claim(t, 5, time.Minute, 0)
+	require.Len(t, got, 5, "the limit holds across campaigns")
+	require.Subset(t, append(append([]int64{}, late...), more...), ids(got))
+	require.Len(t, e.claim(t, 100, time.Minute, 0), 2, "and the rest comes next")
 }
 
 func TestRetention_DeletesBodiesAWeekAfterTheFinalAckAndKeepsTheHash(t *testing.T) {
