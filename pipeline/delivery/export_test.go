@@ -19,3 +19,6 @@ var EventReason = eventReason
 
 // BodyTagEnd is bodyTagEnd, for its differential test against the regular expression.
 var BodyTagEnd = bodyTagEnd
+
+// LongestWord is longestWord, for its test against strings.Fields.
+var LongestWord = longestWord

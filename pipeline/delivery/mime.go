@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"bufio"
 	"bytes"
 	"cmp"
 	"crypto/rand"
@@ -18,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/emersion/go-message"
@@ -101,6 +103,8 @@ type MIMEBuilder struct {
 	from     *mail.Address
 	replyTo  *mail.Address
 	envelope string // From's bare address: the default SMTP envelope sender
+	// fromField and replyToField are the From and Reply-To values, encoded once.
+	fromField, replyToField string
 }
 
 // NewMIMEBuilder checks cfg and returns a builder.
@@ -110,11 +114,12 @@ func NewMIMEBuilder(cfg MIMEConfig) (*MIMEBuilder, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &MIMEBuilder{cfg: cfg, from: from, envelope: from.Address}
+	b := &MIMEBuilder{cfg: cfg, from: from, envelope: from.Address, fromField: from.String()}
 	if cfg.ReplyTo != "" {
 		if b.replyTo, err = parseConfigAddress("ReplyTo", cfg.ReplyTo); err != nil {
 			return nil, err
 		}
+		b.replyToField = b.replyTo.String()
 	}
 	domain := from.Address[strings.LastIndexByte(from.Address, '@')+1:]
 	b.cfg.ListDomain = cmp.Or(cfg.ListDomain, domain)
@@ -201,10 +206,10 @@ func (b *MIMEBuilder) AppendBuild(dst []byte, m Message) ([]byte, error) {
 		extra = append(extra, [2]string{name, m.Headers[k]})
 	}
 	fields := [][2]string{
-		{"From", b.from.String()},
+		{"From", b.fromField},
 	}
 	if b.replyTo != nil {
-		fields = append(fields, [2]string{"Reply-To", b.replyTo.String()})
+		fields = append(fields, [2]string{"Reply-To", b.replyToField})
 	}
 	to := &mail.Address{Name: headerText(m.Name), Address: m.Email}
 	token, err := b.token(20)
@@ -267,6 +272,31 @@ func (b *MIMEBuilder) AppendBuild(dst []byte, m Message) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// partHeaders are the parts' headers (Content-Type with the UTF-8 charset, quoted-printable),
+// formatted by go-message once and read back, so that writing them copies their raw bytes
+// instead of formatting two fields per part and message. WriteHeader only reads a header, so
+// the relay's goroutines share them.
+var partHeaders = func() map[string]mtextproto.Header {
+	out := map[string]mtextproto.Header{}
+	for _, mt := range []string{"text/plain", "text/html"} {
+		var h message.Header
+		h.SetContentType(mt, map[string]string{"charset": "utf-8"})
+		h.Set("Content-Transfer-Encoding", "quoted-printable")
+		var buf bytes.Buffer
+		if err := mtextproto.WriteHeader(&buf, h.Header); err != nil {
+			panic(err) // constant input
+		}
+		parsed, err := mtextproto.ReadHeader(bufio.NewReader(&buf))
+		if err != nil {
+			panic(err)
+		}
+		out[mt] = parsed
+	}
+	return out
+}()
+
+func partHeader(mediaType string) mtextproto.Header { return partHeaders[mediaType] }
+
 // partSpec is a part's media type and its body, in pieces written one after the other.
 type partSpec struct {
 	mediaType string
@@ -304,10 +334,7 @@ func writeEntity(buf *bytes.Buffer, h message.Header, parts []partSpec) error {
 		return err
 	}
 	for _, p := range parts {
-		var ph message.Header
-		ph.SetContentType(p.mediaType, map[string]string{"charset": "utf-8"})
-		ph.Set("Content-Transfer-Encoding", "quoted-printable")
-		pw, err := mw.CreatePart(ph.Header)
+		pw, err := mw.CreatePart(partHeader(p.mediaType))
 		if err != nil {
 			return err
 		}
@@ -447,10 +474,18 @@ func forceB(s string) string {
 	return strings.Join(out, " ")
 }
 
+// longestWord is the length in bytes of s's longest run without white space (the longest of
+// strings.Fields(s), without allocating them).
 func longestWord(s string) int {
-	longest := 0
-	for _, w := range strings.Fields(s) {
-		longest = max(longest, len(w))
+	longest, start := 0, 0
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		i += n
+		if unicode.IsSpace(r) {
+			start = i
+		} else {
+			longest = max(longest, i-start)
+		}
 	}
 	return longest
 }

@@ -421,3 +421,21 @@ func TestBodyTagEnd_MatchesTheRegexp(t *testing.T) {
 	}
 	require.Greater(t, found, 500, "the random cases include many body tags")
 }
+
+// longestWord bounds header runs without allocating; it measures what strings.Fields finds.
+func TestLongestWord_MatchesStringsFields(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	pieces := []string{"a", "bc", " ", "\t", "\u00a0", "\u2003", "é", "\xff", "\u3000", "=?utf-8?q?x?=", "\u0085"}
+	for range 20000 {
+		var b strings.Builder
+		for range r.IntN(10) {
+			b.WriteString(pieces[r.IntN(len(pieces))])
+		}
+		s := b.String()
+		want := 0
+		for _, w := range strings.Fields(s) {
+			want = max(want, len(w))
+		}
+		require.Equal(t, want, delivery.LongestWord(s), "%q", s)
+	}
+}
