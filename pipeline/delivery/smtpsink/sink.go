@@ -147,6 +147,7 @@ type Stats struct {
 	Bytes       int64 // bytes of accepted messages
 	InFlight    int64 // messages between DATA and its answer right now
 	MaxInFlight int64 // the most there were at once
+	ReplyWrites int64 // writes the replies took (replies to pipelined commands share one)
 }
 
 // Sink is a running SMTP sink. Its methods are safe for concurrent use.
@@ -156,7 +157,7 @@ type Sink struct {
 	ln     *trackingListener
 	served chan struct{}
 
-	connections, accepted, rej4, rej5, bytes, inFlight, maxInFlight, seq atomic.Int64
+	connections, accepted, rej4, rej5, bytes, inFlight, maxInFlight, seq, replyWrites atomic.Int64
 
 	mu       sync.Mutex
 	rules    []Rule
@@ -198,7 +199,8 @@ func Start(cfg Config) (*Sink, error) {
 	open := make(chan struct{})
 	close(open)
 	s := &Sink{cfg: cfg, rules: cfg.Rules, attempts: map[string]int{}, gate: open, changed: make(chan struct{}), served: make(chan struct{})}
-	s.ln = &trackingListener{Listener: ln, n: &s.connections, onAccept: s.notify, conns: map[*trackedConn]struct{}{}}
+	s.ln = &trackingListener{Listener: ln, n: &s.connections, onAccept: s.notify, conns: map[*trackedConn]struct{}{}, timeout: cfg.Timeout,
+		writes: &s.replyWrites}
 	s.srv = smtp.NewServer(backend{s})
 	s.srv.Domain = "sink.localhost"
 	s.srv.MaxMessageBytes = cfg.MaxMessageBytes
@@ -242,6 +244,7 @@ func (s *Sink) Stats() Stats {
 	return Stats{
 		Connections: s.connections.Load(), Accepted: s.accepted.Load(), Rejected4xx: s.rej4.Load(),
 		Rejected5xx: s.rej5.Load(), Bytes: s.bytes.Load(), InFlight: s.inFlight.Load(), MaxInFlight: s.maxInFlight.Load(),
+		ReplyWrites: s.replyWrites.Load(),
 	}
 }
 
@@ -515,6 +518,8 @@ type trackingListener struct {
 	net.Listener
 	n        *atomic.Int64
 	onAccept func()
+	timeout  time.Duration // of a write of held replies
+	writes   *atomic.Int64
 
 	mu    sync.Mutex
 	conns map[*trackedConn]struct{}
@@ -542,15 +547,58 @@ func (l *trackingListener) closeConns() {
 	}
 }
 
+// trackedConn also answers pipelined commands the way RFC 2920 asks of a server: go-smtp
+// flushes every reply, and the conn holds them until the server reads again, so the replies
+// to commands that arrived together (MAIL FROM and RCPT TO) leave in one segment.
 type trackedConn struct {
 	net.Conn
 	l *trackingListener
+
+	mu      sync.Mutex
+	pending []byte // replies not yet written
+}
+
+func (c *trackedConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pending = append(c.pending, p...)
+	return len(p), nil
+}
+
+// flush writes the held replies, within the sink's timeout from now (a deadline set for the
+// replies meanwhile may have passed: crypto/tls sets one to now once it queued its
+// close_notify); the caller holds mu.
+func (c *trackedConn) flush() error {
+	if len(c.pending) == 0 {
+		return nil
+	}
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.l.timeout))
+	c.l.writes.Add(1)
+	_, err := c.Conn.Write(c.pending)
+	c.pending = c.pending[:0]
+	if cap(c.pending) > 64<<10 {
+		c.pending = nil
+	}
+	return err
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	err := c.flush() // before waiting for the client, who may be waiting for these
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
 }
 
 func (c *trackedConn) Close() error {
 	c.l.mu.Lock()
 	delete(c.l.conns, c)
 	c.l.mu.Unlock()
+	c.mu.Lock()
+	_ = c.flush() // a last reply (221 to QUIT)
+	c.mu.Unlock()
 	return c.Conn.Close()
 }
 

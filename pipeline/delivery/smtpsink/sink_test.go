@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"strings"
 	"net/smtp"
 	"net/textproto"
 	"os"
@@ -240,4 +242,38 @@ func TestSink_StopWaitsForOpenConnectionsUntilCtxEnds(t *testing.T) {
 	cancel() // an idle connection stays open: a done ctx closes it
 	require.NoError(t, s.Stop(ctx))
 	require.Error(t, c.Noop(), "the connection was closed")
+}
+
+// The sink holds each reply until it reads again, so the replies to commands that arrived
+// together leave in one write (RFC 2920); they still reach a client that waits for them, in
+// order, with the last one (221 to QUIT) written before the sink hangs up, and through TLS
+// (TestSink_OffersSTARTTLSAndRequiresAuth).
+func TestSink_HeldRepliesReachTheClientInOrder(t *testing.T) {
+	t.Parallel()
+	s := start(t, smtpsink.Config{})
+	conn, err := net.Dial("tcp", s.Addr())
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, conn.SetDeadline(time.Now().Add(10*time.Second)))
+	buf := make([]byte, 4096)
+	read := func() string {
+		n, err := conn.Read(buf)
+		require.NoError(t, err)
+		return string(buf[:n])
+	}
+	require.True(t, strings.HasPrefix(read(), "220 "), "the greeting")
+	_, err = conn.Write([]byte("EHLO relay.example\r\n"))
+	require.NoError(t, err)
+	require.Contains(t, read(), "PIPELINING")
+	_, err = conn.Write([]byte("MAIL FROM:<news@shop.example>\r\nRCPT TO:<a@example.com>\r\n"))
+	require.NoError(t, err)
+	replies := read()
+	for !strings.HasSuffix(replies, "\r\n") || strings.Count(replies, "\r\n") < 2 {
+		replies += read()
+	}
+	require.Regexp(t, `^250 [^\r]*\r\n250 [^\r]*\r\n$`, replies, "MAIL's reply, then RCPT's")
+	_, err = conn.Write([]byte("QUIT\r\n"))
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(read(), "221 "), "the last reply is written before the sink hangs up")
+	require.Equal(t, int64(4), s.Stats().ReplyWrites, "greeting, EHLO, MAIL and RCPT together, QUIT")
 }
