@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"net/smtp"
 	"net/textproto"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
