@@ -114,10 +114,7 @@ with --campaign and --exit-when-done until that campaign has nothing left to del
 				// The last acks' events go out before the process does.
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				if err := outbox.Flush(ctx); err != nil {
-					slog.Warn("relay: events left in the outbox for the next publisher", "err", err)
-				}
-				_ = outbox.Stop(ctx)
+				flushOutbox(ctx, "relay", outbox)
 			}()
 			// The relay runs on its own context so a signal becomes a soft stop.
 			if err := relay.Start(context.WithoutCancel(c.Context)); err != nil {
@@ -216,4 +213,16 @@ func relayOptions(c *cli.Context) (app.RelayOptions, error) {
 		RetryBase: c.Duration("retry-base"), RetryMax: c.Duration("retry-max"), ProgressInterval: progress,
 		PollInterval: max(c.Duration("poll-interval"), time.Millisecond)}
 	return o, nil
+}
+
+// flushOutbox stops a process's outbox publisher after its batch in progress, then publishes
+// what is left, so that the last acks' events go out before the process does.
+func flushOutbox(ctx context.Context, process string, outbox *delivery.Outbox) {
+	err := outbox.Stop(ctx)
+	if err == nil {
+		err = outbox.Flush(ctx)
+	}
+	if err != nil {
+		slog.Warn(process+": events left in the outbox for the next publisher", "err", err)
+	}
 }

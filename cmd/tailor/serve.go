@@ -125,13 +125,14 @@ Give 'tailor work' the same --token-key and --public-url so rendered messages li
 			if err != nil {
 				return err
 			}
-			if err := outbox.Start(c.Context); err != nil {
+			// Its own context: at a stop signal it finishes its batch and flushes (below).
+			if err := outbox.Start(context.WithoutCancel(c.Context)); err != nil {
 				return err
 			}
 			defer func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				_ = outbox.Stop(ctx)
+				flushOutbox(ctx, "serve", outbox)
 			}()
 			if c.Bool("ui") {
 				rc, err := jobs.NewInsertClient(b.Pool)

@@ -6,12 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/tailor-email/tailor/internal/ctxtime"
 	"github.com/tailor-email/tailor/pipeline/events"
 	"github.com/tailor-email/tailor/pipeline/stream"
 )
@@ -52,9 +52,11 @@ type OutboxConfig struct {
 // publisher that dies after Kinesis took a batch and before its delete commits publishes it
 // again, and the event ids (one per hand-out and outcome) make that a duplicate downstream.
 type Outbox struct {
-	cfg     OutboxConfig
-	cancel  context.CancelFunc
-	stopped chan struct{}
+	cfg      OutboxConfig
+	cancel   context.CancelFunc // cuts the batch in progress short
+	stop     chan struct{}      // closed by Stop: no batch after the one in progress
+	stopOnce sync.Once
+	stopped  chan struct{}
 }
 
 // NewOutbox checks cfg and returns a publisher to Start.
@@ -73,7 +75,7 @@ func NewOutbox(cfg OutboxConfig) (*Outbox, error) {
 	case cfg.Interval < 0 || cfg.RetryMax < 0:
 		return nil, errors.New("delivery: OutboxConfig: durations must not be negative")
 	}
-	return &Outbox{cfg: cfg, stopped: make(chan struct{})}, nil
+	return &Outbox{cfg: cfg, stop: make(chan struct{}), stopped: make(chan struct{})}, nil
 }
 
 // Start publishes in the background until Stop or ctx's end.
@@ -89,17 +91,22 @@ func (o *Outbox) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop ends publishing after the batch in progress (whose publish is cut short when ctx ends:
-// its events stay in the outbox for the next publisher).
+// Stop ends publishing after the batch in progress, which it waits for; when ctx ends first,
+// that batch's publish is cut short and its events stay in the outbox for the next
+// publisher. (Cancelling at once, as Stop did, rolled back a batch that was on its way, and a
+// Flush just before it found nothing to take: the publisher held the rows.)
 func (o *Outbox) Stop(ctx context.Context) error {
 	if o.cancel == nil {
 		return errors.New("delivery: Outbox.Stop before Start")
 	}
-	o.cancel()
+	o.stopOnce.Do(func() { close(o.stop) })
 	select {
 	case <-o.stopped:
+		o.cancel()
 		return nil
 	case <-ctx.Done():
+		o.cancel()
+		<-o.stopped // a cancelled publish returns at once
 		return ctx.Err()
 	}
 }
@@ -109,23 +116,46 @@ func (o *Outbox) Stopped() <-chan struct{} { return o.stopped }
 
 func (o *Outbox) run(ctx context.Context) {
 	backoff := time.Duration(0)
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !o.stopping() {
 		n, err := o.PublishOnce(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			backoff = min(max(2*backoff, o.cfg.Interval), o.cfg.RetryMax)
 			o.cfg.Logger.Warn("delivery outbox: publish failed, trying again", "err", err, "in", backoff)
-			if ctxtime.Sleep(ctx, backoff) != nil {
+			if !o.sleep(ctx, backoff) {
 				return
 			}
 		case n < o.cfg.Batch:
 			backoff = 0
-			if ctxtime.Sleep(ctx, o.cfg.Interval) != nil {
+			if !o.sleep(ctx, o.cfg.Interval) {
 				return
 			}
 		default:
 			backoff = 0 // a full batch: there may be more at once
 		}
+	}
+}
+
+func (o *Outbox) stopping() bool {
+	select {
+	case <-o.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// sleep waits d; false when ctx ended or Stop was called meanwhile.
+func (o *Outbox) sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-o.stop:
+		return false
 	}
 }
 

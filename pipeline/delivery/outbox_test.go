@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -76,4 +77,65 @@ type failingStream struct{}
 
 func (failingStream) Send(context.Context, []stream.Record) ([]error, error) {
 	return nil, errors.New("stream down")
+}
+
+// Stop lets the batch in progress finish (its events leave the outbox), and cuts it short
+// only when its own context ends (the events stay for the next publisher).
+func TestOutbox_StopFinishesTheBatchInProgress(t *testing.T) {
+	t.Parallel()
+	ep := eventpath.New(t, 1)
+	e := &storeEnv{Env: ep.Env, clock: newTestClock()}
+	var err error
+	e.store, err = delivery.NewStore(delivery.StoreConfig{DB: ep.Pool, Now: e.clock.Now, Logger: discardLogger()})
+	require.NoError(t, err)
+	camp := e.campaign(t, jobs.StatusRendered, "")
+	e.render(t, camp, "s", 4, e.clock.Now().Add(-60e9))
+	pending := func() int64 {
+		n, err := delivery.Pending(t.Context(), ep.Pool)
+		require.NoError(t, err)
+		return n
+	}
+	for _, cut := range []bool{false, true} {
+		e.ack(t, sentOutcomes(e.claim(t, 2, 60e9, camp))...)
+		require.Equal(t, int64(2), pending())
+		gate := &gatedStream{next: ep.Producer, entered: make(chan struct{}), release: make(chan struct{})}
+		ob, err := delivery.NewOutbox(delivery.OutboxConfig{DB: ep.Pool, Stream: gate, Logger: discardLogger()})
+		require.NoError(t, err)
+		require.NoError(t, ob.Start(t.Context()))
+		<-gate.entered // the batch is on its way
+		ctx, cancel := context.WithCancel(t.Context())
+		stopped := make(chan error, 1)
+		go func() { stopped <- ob.Stop(ctx) }()
+		if cut {
+			cancel()
+			require.ErrorIs(t, <-stopped, context.Canceled)
+			require.Equal(t, int64(2), pending(), "cut short: the events stay")
+			require.NoError(t, ob.Flush(t.Context()), "and the next publisher takes them")
+		} else {
+			close(gate.release)
+			require.NoError(t, <-stopped)
+		}
+		cancel()
+		require.Zero(t, pending(), "cut=%v", cut)
+	}
+}
+
+// gatedStream holds its first Send until release is closed (or the Send's context ends).
+type gatedStream struct {
+	next             events.RecordSender
+	entered, release chan struct{}
+	once             sync.Once
+}
+
+func (g *gatedStream) Send(ctx context.Context, recs []stream.Record) ([]error, error) {
+	first := false
+	g.once.Do(func() { first = true; close(g.entered) })
+	if first {
+		select {
+		case <-g.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return g.next.Send(ctx, recs)
 }
