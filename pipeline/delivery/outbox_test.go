@@ -23,12 +23,8 @@ import (
 // (kinesalite) and empties the outbox; a stream that fails leaves them there.
 func TestOutbox_PublishesAckEventsToTheStream(t *testing.T) {
 	t.Parallel()
-	ep := eventpath.New(t, 1)
+	ep, e := newStreamStoreEnv(t)
 	ctx := t.Context()
-	e := &storeEnv{Env: ep.Env, clock: newTestClock()}
-	var err error
-	e.store, err = delivery.NewStore(delivery.StoreConfig{DB: ep.Pool, Now: e.clock.Now, Logger: discardLogger()})
-	require.NoError(t, err)
 	camp := e.campaign(t, jobs.StatusRendered, "")
 	e.render(t, camp, "o", 3, e.clock.Now().Add(-60e9))
 	msgs := e.claim(t, 3, 60e9, camp)
@@ -73,6 +69,16 @@ func TestOutbox_PublishesAckEventsToTheStream(t *testing.T) {
 	require.ElementsMatch(t, want, got, "each sent message's event is on the stream once")
 }
 
+// newStreamStoreEnv is a store on a database whose events go to a real one-shard stream.
+func newStreamStoreEnv(t *testing.T) (*eventpath.Env, *storeEnv) {
+	ep := eventpath.New(t, 1)
+	e := &storeEnv{Env: ep.Env, clock: newTestClock()}
+	var err error
+	e.store, err = delivery.NewStore(delivery.StoreConfig{DB: ep.Pool, Now: e.clock.Now, Logger: discardLogger()})
+	require.NoError(t, err)
+	return ep, e
+}
+
 type failingStream struct{}
 
 func (failingStream) Send(context.Context, []stream.Record) ([]error, error) {
@@ -83,11 +89,7 @@ func (failingStream) Send(context.Context, []stream.Record) ([]error, error) {
 // only when its own context ends (the events stay for the next publisher).
 func TestOutbox_StopFinishesTheBatchInProgress(t *testing.T) {
 	t.Parallel()
-	ep := eventpath.New(t, 1)
-	e := &storeEnv{Env: ep.Env, clock: newTestClock()}
-	var err error
-	e.store, err = delivery.NewStore(delivery.StoreConfig{DB: ep.Pool, Now: e.clock.Now, Logger: discardLogger()})
-	require.NoError(t, err)
+	ep, e := newStreamStoreEnv(t)
 	camp := e.campaign(t, jobs.StatusRendered, "")
 	e.render(t, camp, "s", 4, e.clock.Now().Add(-60e9))
 	pending := func() int64 {
