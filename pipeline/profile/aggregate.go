@@ -229,6 +229,23 @@ func (f *Features) Aggregate(evs []events.Event) int {
 	return applied
 }
 
+// hasBuckets reports whether any resolution holds buckets of typ.
+func (f *Features) hasBuckets(typ string) bool {
+	if len(f.Buckets) == 0 {
+		return false
+	}
+	ks, ok := bucketKeys[typ]
+	if !ok {
+		return true // an unknown type: let the caller look
+	}
+	for _, k := range ks {
+		if len(f.Buckets[k]) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // bucketKeys caches the "<type>/<res>" keys of Buckets.
 var bucketKeys = func() map[string][len(resolutions)]string {
 	m := make(map[string][len(resolutions)]string, len(events.Types))
@@ -494,8 +511,12 @@ func (f *Features) WindowCount(typ string, window time.Duration, now time.Time) 
 	r := resolutions[resolutionFor(window)]
 	nowB := BucketStart(now, r.size)
 	from := nowB - int64(window/time.Second) // exclusive
+	key := typ + "/" + r.name
+	if ks, ok := bucketKeys[typ]; ok {
+		key = ks[resolutionFor(window)] // no concatenation per call for the known types
+	}
 	var n int64
-	for k, c := range f.Buckets[typ+"/"+r.name] {
+	for k, c := range f.Buckets[key] {
 		b, err := strconv.ParseInt(k, 10, 64)
 		if err == nil && b > from && b <= nowB {
 			n += c

@@ -26,13 +26,23 @@ func benchProfile(now time.Time) *profile.Profile {
 	return p
 }
 
-// BenchmarkFields measures the read view a segment and a template get per recipient.
+// BenchmarkFields measures the read view a segment and a template get per recipient: of a
+// profile with weeks of events, and of one with CRM data only (most of a campaign's audience,
+// and the campaign benchmarks' recipients).
 func BenchmarkFields(b *testing.B) {
 	now := time.Now().UTC()
-	p := benchProfile(now)
-	b.ReportAllocs()
-	for b.Loop() {
-		_ = p.Fields(now)
+	crmOnly := benchProfile(now)
+	crmOnly.Behaviour = profile.Features{}
+	for _, c := range []struct {
+		name string
+		p    *profile.Profile
+	}{{"events", benchProfile(now)}, {"crm_only", crmOnly}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = c.p.Fields(now)
+			}
+		})
 	}
 }
 

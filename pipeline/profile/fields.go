@@ -118,7 +118,9 @@ func FieldTypes() map[string]any {
 func (p *Profile) Fields(now time.Time) map[string]any {
 	f := &p.Behaviour
 	c := p.CRM
-	out := make(map[string]any, len(fieldSpecs()))
+	// A copy of every field at its zero value, then what the profile has: a clone copies the
+	// table without hashing a key, where ~100 inserts per recipient cost a campaign ~5 µs each.
+	out := maps.Clone(fieldsBase())
 	out["customer_id"] = p.ID
 	out["email"], out["first_name"], out["last_name"] = c.Email, c.FirstName, c.LastName
 	out["locale"], out["timezone"], out["country"] = c.Locale, c.Timezone, c.Country
@@ -169,6 +171,9 @@ func (p *Profile) Fields(now time.Time) map[string]any {
 	out["email_clicks_30d"] = f.WindowCount(events.TypeEmailClick, Window30d, now)
 	names := countFieldNames()
 	for i, typ := range events.Types {
+		if f.Counts[typ] == 0 && !f.hasBuckets(typ) {
+			continue // no event of the type: its counts stay the zeros of fieldsBase
+		}
 		out[names[i][0]] = f.Counts[typ]
 		for j, w := range countWindows {
 			out[names[i][j+1]] = f.WindowCount(typ, w.window, now)
@@ -176,6 +181,23 @@ func (p *Profile) Fields(now time.Time) map[string]any {
 	}
 	return out
 }
+
+// fieldsBase has every field of the view: the zero value of its type where that value is
+// immutable (numbers, strings, times), nil where Fields always sets a fresh one (maps, lists).
+// Fields clones it, so no value in it may ever be something a caller could modify.
+var fieldsBase = sync.OnceValue(func() map[string]any {
+	specs := fieldSpecs()
+	out := make(map[string]any, len(specs))
+	for _, s := range specs {
+		switch s.zero.(type) {
+		case int64, float64, string, bool, time.Time:
+			out[s.Name] = s.zero
+		default:
+			out[s.Name] = nil
+		}
+	}
+	return out
+})
 
 // countFieldNames holds, per event type of events.Types, count_<type> and its windowed names
 // in countWindows order, built once (Fields runs once per recipient of every campaign).
