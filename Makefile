@@ -11,7 +11,7 @@ TEST_STACK  := $(CURDIR)/.tailor/test-stack
 # make chaos runs on a stack of its own: it restarts Postgres and stalls the emulators.
 CHAOS_STACK := $(CURDIR)/.tailor/chaos-stack
 # Fuzz targets run briefly in every `make test` (package:target).
-FUZZ        ?= ./pipeline/events:FuzzDecodeEvent ./templates:FuzzFromFiles ./templates:FuzzFast_MatchesLiquid ./pipeline/cdc:FuzzDecodeText ./preferences:FuzzDecodeChangeSet ./pipeline/delivery:FuzzBuildMIME ./pipeline/delivery:FuzzQP_MatchesTheStandardLibrary ./pipeline/tracking:FuzzRewrite ./pipeline/tracking:FuzzScanner_AgreesWithTheTokenizer ./pipeline/stream:FuzzDeaggregate
+FUZZ        ?= ./pipeline/events:FuzzDecodeEvent ./templates:FuzzFromFiles ./templates:FuzzFast_MatchesLiquid ./pipeline/cdc:FuzzDecodeText ./preferences:FuzzDecodeChangeSet ./pipeline/delivery:FuzzBuildMIME ./pipeline/delivery:FuzzQP_MatchesTheStandardLibrary ./pipeline/tracking:FuzzRewrite ./pipeline/tracking:FuzzScanner_AgreesWithTheTokenizer ./pipeline/stream:FuzzDeaggregate ./internal/ddb:FuzzDecodeItems
 FUZZTIME    ?= 5s
 
 .PHONY: help tools build demo test unit fuzz bench chaos lint clean docs
