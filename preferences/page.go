@@ -36,6 +36,9 @@ type Page struct {
 	// Blocked is the reason of a suppression the recipient cannot undo (hard_bounce,
 	// complaint, manual), "" when there is none.
 	Blocked string
+	// MarketingConsent: the customer has granted the email_marketing consent that every
+	// campaign with a topic requires. Without it, ticked topics bring no campaign.
+	MarketingConsent bool
 }
 
 // MaskedEmail is the address with most of its local part hidden (a***@example.com), so a
@@ -70,6 +73,9 @@ func (s *Store) page(ctx context.Context, q Querier, c Claims) (*Page, error) {
 	if err != nil {
 		return nil, fmt.Errorf("preference page: %w", err)
 	}
+	if err := q.QueryRow(ctx, queries.Get("page-consent"), cust.ID, PurposeEmailMarketing).Scan(&p.MarketingConsent); err != nil {
+		return nil, fmt.Errorf("preference page: %w", err)
+	}
 	var reason string
 	err = q.QueryRow(ctx, queries.Get("suppression-of"), cust.Email, cust.ID).Scan(&reason)
 	switch {
@@ -85,16 +91,19 @@ func (s *Store) page(ctx context.Context, q Querier, c Claims) (*Page, error) {
 }
 
 // Choices is what the recipient saved: the topics ticked (every other listed topic is
-// unsubscribed) and the global unsubscribe.
+// unsubscribed), the global unsubscribe, and the email_marketing consent when the form
+// showed it (nil: left as it is).
 type Choices struct {
-	Subscribed     map[string]bool
-	UnsubscribeAll bool
+	Subscribed       map[string]bool
+	UnsubscribeAll   bool
+	MarketingConsent *bool
 }
 
 // SavePage applies the recipient's choices in one transaction with one audit row (source
-// preference_page) and returns the page as it is now. Only topics whose state changes are
-// written; ticking a topic does not grant consent (that is the CRM's or a webhook's to record).
-// Saving the same choices again changes nothing. Errors: ErrUnknownCustomer.
+// preference_page) and returns the page as it is now. Only topics and the consent whose state
+// changes are written. Ticking a topic grants no consent: the recipient gives or withdraws
+// the email_marketing consent with its own box, stated on the page. Saving the same choices
+// again changes nothing. Errors: ErrUnknownCustomer.
 func (s *Store) SavePage(ctx context.Context, c Claims, ch Choices) (*Page, error) {
 	var out *Page
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
@@ -111,10 +120,14 @@ func (s *Store) SavePage(ctx context.Context, c Claims, ch Choices) (*Page, erro
 				}
 			}
 		}
+		var consents []ConsentChange
+		if ch.MarketingConsent != nil && *ch.MarketingConsent != cur.MarketingConsent {
+			consents = append(consents, ConsentChange{Purpose: PurposeEmailMarketing, Granted: *ch.MarketingConsent, Source: SourcePage})
+		}
 		all := ch.UnsubscribeAll
 		if _, err := apply(ctx, tx, change{
 			customerID: cur.CustomerID, email: cur.Email, source: SourcePage, requestID: campaignRef(c),
-			occurredAt: s.now().UTC(), topics: topics, unsubscribeAll: &all,
+			occurredAt: s.now().UTC(), topics: topics, consents: consents, unsubscribeAll: &all,
 		}); err != nil {
 			return err
 		}

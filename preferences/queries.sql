@@ -101,6 +101,10 @@ FROM topics t LEFT JOIN subscriptions s ON s.customer_id = $1 AND s.topic = t.na
 WHERE t.archived_at IS NULL
 ORDER BY t.name;
 
+-- name: page-consent
+-- Whether the customer has granted a purpose (email_marketing): false without a row.
+SELECT COALESCE((SELECT granted FROM consents WHERE customer_id = $1 AND purpose = $2), false);
+
 -- name: suppression-of
 -- The suppression that applies to the customer, global unsubscribes first (the page can undo
 -- those; a bounce or complaint it cannot).

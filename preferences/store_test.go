@@ -320,6 +320,56 @@ func TestPage_ShowsStateAndSavesChoicesOnce(t *testing.T) {
 	require.ErrorIs(t, err, preferences.ErrUnknownCustomer)
 }
 
+// A recipient subscribed to a topic but without consent gets no campaign on it; the page says
+// so with its own box, and ticking it makes them eligible (unticking withdraws it again).
+func TestPage_GivesAndWithdrawsMarketingConsent(t *testing.T) {
+	t.Parallel()
+	f := setup(t, preferences.Config{})
+	ctx := t.Context()
+	claims := preferences.Claims{CustomerID: "c-1", CampaignID: 4, Topic: "news"}
+	ada := []preferences.Recipient{{CustomerID: "c-1", Email: "ada@example.com"}}
+	yes, no := true, false
+
+	p, err := f.store.SavePage(ctx, claims, preferences.Choices{Subscribed: map[string]bool{"news": true}})
+	require.NoError(t, err)
+	require.False(t, p.MarketingConsent)
+	reasons, err := preferences.Check(ctx, f.env.Pool, "news", ada)
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"c-1": preferences.ReasonNoConsent}, reasons, "a ticked topic alone brings no campaign")
+
+	p, err = f.store.SavePage(ctx, claims, preferences.Choices{Subscribed: map[string]bool{"news": true}, MarketingConsent: &yes})
+	require.NoError(t, err)
+	require.True(t, p.MarketingConsent)
+	require.Equal(t, 1, count(t, f.env, `SELECT count(*) FROM consents WHERE customer_id = 'c-1' AND purpose = 'email_marketing' AND granted AND source = 'preference_page'`))
+	reasons, err = preferences.Check(ctx, f.env.Pool, "news", ada)
+	require.NoError(t, err)
+	require.Empty(t, reasons, "subscribed and consenting: eligible")
+	audits := count(t, f.env, `SELECT count(*) FROM preference_audit`)
+
+	_, err = f.store.SavePage(ctx, claims, preferences.Choices{Subscribed: map[string]bool{"news": true}, MarketingConsent: &yes})
+	require.NoError(t, err)
+	_, err = f.store.SavePage(ctx, claims, preferences.Choices{Subscribed: map[string]bool{"news": true}})
+	require.NoError(t, err)
+	require.Equal(t, audits, count(t, f.env, `SELECT count(*) FROM preference_audit`), "the same consent again, or a form without the box, writes nothing")
+	require.True(t, consentGranted(t, f.env, "c-1"))
+
+	p, err = f.store.SavePage(ctx, claims, preferences.Choices{Subscribed: map[string]bool{"news": true}, MarketingConsent: &no})
+	require.NoError(t, err)
+	require.False(t, p.MarketingConsent)
+	require.False(t, consentGranted(t, f.env, "c-1"), "withdrawn as easily as given")
+	reasons, err = preferences.Check(ctx, f.env.Pool, "news", ada)
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"c-1": preferences.ReasonNoConsent}, reasons)
+	require.Equal(t, "subscribed", status(t, f.env, "c-1", "news"), "the topic stays as ticked")
+}
+
+func consentGranted(t *testing.T, env *testenv.Env, customer string) bool {
+	t.Helper()
+	var granted bool
+	require.NoError(t, env.Pool.QueryRow(context.Background(), `SELECT granted FROM consents WHERE customer_id = $1 AND purpose = 'email_marketing'`, customer).Scan(&granted))
+	return granted
+}
+
 func TestOneClick_UnsubscribesFromTheTopicOrEverythingIdempotently(t *testing.T) {
 	t.Parallel()
 	f := setup(t, preferences.Config{})

@@ -53,6 +53,7 @@ type view struct {
 	Topics          []topicView
 	UnsubscribedAll bool
 	Blocked         bool
+	Consent         bool // email_marketing granted
 	Action, FormKey string
 }
 
@@ -81,7 +82,7 @@ func (h *Handler) pageView(r *http.Request, p *preferences.Page, token, action s
 	lang := locale(p.Locale, r.Header.Get("Accept-Language"))
 	t := texts[lang]
 	v := view{Lang: lang, T: t, Title: t.T("title"), Email: p.MaskedEmail(), UnsubscribedAll: p.UnsubscribedAll,
-		Blocked: p.Blocked != "", Action: action, FormKey: h.cfg.Tokens.FormKey(token)}
+		Blocked: p.Blocked != "", Consent: p.MarketingConsent, Action: action, FormKey: h.cfg.Tokens.FormKey(token)}
 	for _, tp := range p.Topics {
 		v.Topics = append(v.Topics, topicView{Name: tp.Name, Description: tp.Description, Checked: tp.Subscribed(), Pending: tp.Status == profile.StatusPending})
 	}
@@ -181,6 +182,10 @@ func (h *Handler) savePage(w http.ResponseWriter, r *http.Request) {
 		}
 	case "save":
 		ch := preferences.Choices{Subscribed: map[string]bool{}, UnsubscribeAll: r.PostForm.Get("unsubscribe_all") == "on"}
+		if r.PostForm.Get("consent_shown") == "1" { // an unticked box sends nothing: the marker says it was there
+			granted := r.PostForm.Get("consent") == "on"
+			ch.MarketingConsent = &granted
+		}
 		for _, t := range r.PostForm["topic"] {
 			ch.Subscribed[t] = true
 		}

@@ -370,6 +370,49 @@ func TestPage_PostNeedsTheFormKeyAndTheSameOrigin(t *testing.T) {
 	require.Contains(t, r.body, "Sie wurden von „news“ abgemeldet.")
 }
 
+func TestPage_ConsentBoxGivesAndWithdrawsConsent(t *testing.T) {
+	t.Parallel()
+	s := setup(t)
+	_, pageURL := s.links.For(5, "news", "c-1")
+	tok := strings.TrimPrefix(pageURL, s.srv.URL+preferences.PagePath)
+	post := func(form url.Values) response {
+		form.Set("csrf", s.tokens.FormKey(tok))
+		req := must(http.NewRequest(http.MethodPost, pageURL, strings.NewReader(form.Encode())))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+		return do(t, req)
+	}
+	granted := func() (bool, bool) {
+		var g bool
+		err := s.env.Pool.QueryRow(context.Background(), `SELECT granted FROM consents WHERE customer_id = 'c-1' AND purpose = 'email_marketing'`).Scan(&g)
+		return g, err == nil
+	}
+	_, found := granted()
+	require.False(t, found)
+
+	r := do(t, must(http.NewRequest(http.MethodGet, pageURL, nil)))
+	require.Contains(t, r.body, "Ich willige ein, Marketing-E-Mails von Ihnen zu erhalten")
+	require.Contains(t, r.body, `<input type="hidden" name="consent_shown" value="1">`)
+	require.Contains(t, r.body, `id="consent" name="consent" value="on" aria-describedby="consent-hint">`, "unticked without consent")
+
+	r = post(url.Values{"action": {"save"}, "topic": {"news"}, "consent_shown": {"1"}, "consent": {"on"}})
+	require.Equal(t, 200, r.code, r.body)
+	g, found := granted()
+	require.True(t, found && g, "ticking the box grants email_marketing")
+	require.Contains(t, r.body, `aria-describedby="consent-hint" checked>`)
+
+	r = post(url.Values{"action": {"save"}, "topic": {"news"}})
+	require.Equal(t, 200, r.code)
+	g, _ = granted()
+	require.True(t, g, "a form without the box leaves the consent as it is")
+
+	r = post(url.Values{"action": {"save"}, "topic": {"news"}, "consent_shown": {"1"}})
+	require.Equal(t, 200, r.code)
+	g, _ = granted()
+	require.False(t, g, "unticking it withdraws the consent")
+	require.Equal(t, "subscribed", s.status(t, "c-1", "news"))
+}
+
 var discard = slog.New(slog.DiscardHandler)
 
 func signedHeaders(id string, body []byte) (http.Header, error) {
