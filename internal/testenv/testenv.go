@@ -7,10 +7,14 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
@@ -122,6 +126,7 @@ func New(t testing.TB) *Env {
 	_, err = migrations.Up(ctx, b.Pool)
 	require.NoError(t, err)
 	t.Cleanup(func() {
+		dropAWS(t, b)
 		b.Close()
 		admin, err := pgx.Connect(ctx, st.DatabaseURL("postgres"))
 		if err != nil {
@@ -133,6 +138,54 @@ func New(t testing.TB) *Env {
 		_, _ = admin.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
 	})
 	return &Env{Backends: b, Database: db}
+}
+
+// dropAWS deletes the test's Kinesis streams and DynamoDB tables (those named with its
+// prefix): a stack that stays up through many test runs would otherwise reach kinesalite's
+// limit of 200 shards, after which every CreateStream fails. Deletion is asynchronous in both
+// emulators; a failure is logged, not fatal (the stack is the test's own or dropped anyway).
+func dropAWS(t testing.TB, b *backends.Backends) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	prefix := b.Names.Prefix
+	var after *string
+	for {
+		out, err := b.Kinesis.ListStreams(ctx, &kinesis.ListStreamsInput{ExclusiveStartStreamName: after})
+		if err != nil {
+			t.Logf("testenv: list streams: %v", err)
+			break
+		}
+		for _, name := range out.StreamNames {
+			if strings.HasPrefix(name, prefix) {
+				if _, err := b.Kinesis.DeleteStream(ctx, &kinesis.DeleteStreamInput{StreamName: aws.String(name), EnforceConsumerDeletion: aws.Bool(true)}); err != nil {
+					t.Logf("testenv: delete stream %s: %v", name, err)
+				}
+			}
+		}
+		if !aws.ToBool(out.HasMoreStreams) || len(out.StreamNames) == 0 {
+			break
+		}
+		after = aws.String(out.StreamNames[len(out.StreamNames)-1])
+	}
+	var start *string
+	for {
+		out, err := b.DynamoDB.ListTables(ctx, &dynamodb.ListTablesInput{ExclusiveStartTableName: start})
+		if err != nil {
+			t.Logf("testenv: list tables: %v", err)
+			return
+		}
+		for _, name := range out.TableNames {
+			if strings.HasPrefix(name, prefix) {
+				if _, err := b.DynamoDB.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(name)}); err != nil {
+					t.Logf("testenv: delete table %s: %v", name, err)
+				}
+			}
+		}
+		if out.LastEvaluatedTableName == nil {
+			return
+		}
+		start = out.LastEvaluatedTableName
+	}
 }
 
 func randomSuffix() string {
