@@ -15,8 +15,9 @@ import (
 	"github.com/tailor-email/tailor/pipeline/profile"
 )
 
-// The emulator's real answers are decoded by ddb.Items, not left to the SDK, and give what
-// the SDK gives: every page of a two-segment scan, its cursor and the decoded profiles.
+// The emulator's real answers are decoded by ddb.Items and ddb.BatchItems, not left to the
+// SDK, and give what the SDK gives: every page of a two-segment scan, its cursor, the decoded
+// profiles, and a batch read of them all.
 func TestDynamoProfiles_ScanPagesAreDecodedByHand(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -70,4 +71,19 @@ func TestDynamoProfiles_ScanPagesAreDecodedByHand(t *testing.T) {
 		}
 	}
 	require.Len(t, seen, 25, "the two segments together read every profile once")
+
+	// BatchGetItem's answers too.
+	keys := []map[string]types.AttributeValue{}
+	for id := range seen {
+		keys = append(keys, map[string]types.AttributeValue{profile.AttrID: &types.AttributeValueMemberS{Value: id}})
+	}
+	in := &dynamodb.BatchGetItemInput{RequestItems: map[string]types.KeysAndAttributes{b.profiles.Table(): {Keys: keys, ConsistentRead: aws.Bool(true)}}}
+	sdk, err := b.env.DynamoDB.BatchGetItem(ctx, in)
+	require.NoError(t, err)
+	require.Len(t, sdk.Responses[b.profiles.Table()], 25)
+	fast := &ddb.BatchItems{}
+	_, err = b.env.DynamoDB.BatchGetItem(ctx, in, fast.Option)
+	require.NoError(t, err)
+	require.True(t, fast.Decoded)
+	require.ElementsMatch(t, sdk.Responses[b.profiles.Table()], fast.Responses[b.profiles.Table()])
 }

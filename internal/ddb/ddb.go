@@ -85,11 +85,16 @@ func BatchGet(ctx context.Context, db BatchGetter, table, keyAttr string, keys [
 					return err
 				}
 			}
-			out, err := db.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: req})
+			fast := &BatchItems{}
+			out, err := db.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: req}, fast.Option)
 			if err != nil {
 				return fmt.Errorf("batch get from %s: %w", table, err)
 			}
-			for _, item := range out.Responses[table] {
+			found := out.Responses[table]
+			if fast.Decoded {
+				found = fast.Responses[table]
+			}
+			for _, item := range found {
 				if err := fn(item); err != nil {
 					return err
 				}

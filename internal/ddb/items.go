@@ -46,24 +46,63 @@ const checksumID = "DynamoDB:ResponseChecksumValidation"
 
 // Option installs the decoder in one call's middleware stack.
 func (it *Items) Option(o *dynamodb.Options) {
+	install(o, &intercept{decode: func(body []byte) bool {
+		items, last, err := DecodeItems(body)
+		if err != nil {
+			return false
+		}
+		it.Items, it.LastKey, it.Decoded = items, last, true
+		return true
+	}, reset: func() { it.Items, it.LastKey, it.Decoded = nil, nil, false }})
+}
+
+// BatchItems is Items for BatchGetItem: the items found per table, when Decoded. Only an
+// answer with no UnprocessedKeys is decoded here (one with some is the SDK's, so the
+// caller's retry reads them from the output as before).
+type BatchItems struct {
+	Responses map[string][]map[string]types.AttributeValue
+	Decoded   bool
+}
+
+// Option installs the decoder in one BatchGetItem call's middleware stack.
+func (bi *BatchItems) Option(o *dynamodb.Options) {
+	install(o, &intercept{decode: func(body []byte) bool {
+		res, err := DecodeBatchGet(body)
+		if err != nil {
+			return false
+		}
+		bi.Responses, bi.Decoded = res, true
+		return true
+	}, reset: func() { bi.Responses, bi.Decoded = nil, false }})
+}
+
+// install puts m in a call's deserialize step.
+func install(o *dynamodb.Options, m *intercept) {
 	o.APIOptions = append(o.APIOptions, func(s *middleware.Stack) error {
 		// The deserialize step runs in reverse on the way back: inserted before the checksum
 		// middleware, this runs after it has wrapped the body and before OperationDeserializer.
 		if _, ok := s.Deserialize.Get(checksumID); ok {
-			return s.Deserialize.Insert(it, checksumID, middleware.Before)
+			return s.Deserialize.Insert(m, checksumID, middleware.Before)
 		}
-		return s.Deserialize.Insert(it, "OperationDeserializer", middleware.After)
+		return s.Deserialize.Insert(m, "OperationDeserializer", middleware.After)
 	})
 }
 
+// intercept is the middleware: decode takes a 200 response's body (true: decoded, the SDK
+// gets an empty object); reset forgets an earlier attempt's result.
+type intercept struct {
+	decode func(body []byte) bool
+	reset  func()
+}
+
 // ID names the middleware.
-func (*Items) ID() string { return "Tailor:DecodeItems" }
+func (*intercept) ID() string { return "Tailor:DecodeItems" }
 
 // HandleDeserialize decodes a 200 response's items and hands the SDK an empty object.
-func (it *Items) HandleDeserialize(ctx context.Context, in middleware.DeserializeInput, next middleware.DeserializeHandler) (
+func (m *intercept) HandleDeserialize(ctx context.Context, in middleware.DeserializeInput, next middleware.DeserializeHandler) (
 	middleware.DeserializeOutput, middleware.Metadata, error) {
 	out, md, err := next.HandleDeserialize(ctx, in)
-	it.Items, it.LastKey, it.Decoded = nil, nil, false // a retried attempt starts over
+	m.reset() // a retried attempt starts over
 	if err != nil {
 		return out, md, err
 	}
@@ -86,8 +125,7 @@ func (it *Items) HandleDeserialize(ctx context.Context, in middleware.Deserializ
 	if cerr := resp.Body.Close(); cerr != nil {
 		return out, md, &smithy.DeserializationError{Err: cerr}
 	}
-	if items, last, derr := DecodeItems(body); derr == nil {
-		it.Items, it.LastKey, it.Decoded = items, last, true
+	if m.decode(body) {
 		body = []byte("{}")
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(body))
@@ -509,6 +547,37 @@ func (d *decoder) hex4() (rune, bool) {
 	}
 	d.i += 4
 	return r, true
+}
+
+// DecodeBatchGet reads the Responses of a BatchGetItem response body: table name -> items. An
+// UnprocessedKeys member that is not empty, or any member but these two, fails (the SDK's).
+// Its strings share body's memory, as DecodeItems's.
+func DecodeBatchGet(body []byte) (map[string][]map[string]types.AttributeValue, error) {
+	d := decoder{b: body}
+	var res map[string][]map[string]types.AttributeValue
+	err := d.object(func(key []byte) error {
+		switch string(key) {
+		case "Responses":
+			res = map[string][]map[string]types.AttributeValue{}
+			return d.object(func(table []byte) error {
+				items := []map[string]types.AttributeValue{}
+				err := d.array(func() error {
+					item, err := d.item()
+					items = append(items, item)
+					return err
+				})
+				res[text(table)] = items
+				return err
+			})
+		case "UnprocessedKeys":
+			return d.object(func([]byte) error { return d.fail("unprocessed keys") })
+		}
+		return d.fail("member " + strconv.Quote(string(key)))
+	})
+	if err == nil && d.space() < len(d.b) {
+		err = d.fail("after the response")
+	}
+	return res, err
 }
 
 // int32 passes over a JSON integer that fits an int32, as the SDK reads Count.

@@ -313,14 +313,66 @@ func TestItems_ErrorsStayTheSDKs(t *testing.T) {
 	require.False(t, it.Decoded)
 }
 
+func TestBatchItems_DecodesWhatTheSDKDecodes(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(9, 10))
+	in := &dynamodb.BatchGetItemInput{RequestItems: map[string]types.KeysAndAttributes{"p": {Keys: []map[string]types.AttributeValue{
+		{"id": &types.AttributeValueMemberS{Value: "x"}}}}}}
+	for n := range 100 {
+		var b bytes.Buffer
+		b.WriteString(`{"Responses": {`)
+		for i := range 1 + n%3 {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `"table%d": [`, i)
+			for j := range n % 5 {
+				if j > 0 {
+					b.WriteByte(',')
+				}
+				wire(r, &b, genItem(r, 3))
+			}
+			b.WriteByte(']')
+		}
+		b.WriteString(`}, "UnprocessedKeys": {}}`)
+		sdk, err := cannedClient(&canned{status: 200, body: b.Bytes()}).BatchGetItem(context.Background(), in)
+		require.NoError(t, err)
+		fast := &ddb.BatchItems{}
+		out, err := cannedClient(&canned{status: 200, body: b.Bytes()}).BatchGetItem(context.Background(), in, fast.Option)
+		require.NoError(t, err)
+		require.True(t, fast.Decoded, "%s", b.Bytes())
+		require.Empty(t, out.Responses)
+		require.Empty(t, out.UnprocessedKeys)
+		require.Equal(t, sdk.Responses, fast.Responses, "%s", b.Bytes())
+	}
+
+	// Unprocessed keys are the SDK's to decode, so the caller retries them as before.
+	body := []byte(`{"Responses": {"p": []}, "UnprocessedKeys": {"p": {"Keys": [{"id": {"S": "x"}}], "ConsistentRead": true}}}`)
+	fast := &ddb.BatchItems{}
+	out, err := cannedClient(&canned{status: 200, body: body}).BatchGetItem(context.Background(), in, fast.Option)
+	require.NoError(t, err)
+	require.False(t, fast.Decoded)
+	require.Len(t, out.UnprocessedKeys["p"].Keys, 1)
+}
+
+// FuzzDecodeItems: whatever DecodeItems or DecodeBatchGet accepts, the SDK accepts and
+// decodes to the same values.
 func FuzzDecodeItems(f *testing.F) {
 	r := rand.New(rand.NewPCG(1, 1))
 	for range 20 {
 		f.Add(scanBody(r, []map[string]types.AttributeValue{genItem(r, 3)}, nil))
 	}
 	f.Add([]byte(`{"Items": [{"a": {"S": "\u00e9\ud83d\ude00"}}], "LastEvaluatedKey": null}`))
+	f.Add([]byte(`{"Responses": {"p": [{"a": {"N": "1"}}]}, "UnprocessedKeys": {}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		body = bytes.Clone(body) // the decoded strings share it
+		if res, err := ddb.DecodeBatchGet(body); err == nil {
+			in := &dynamodb.BatchGetItemInput{RequestItems: map[string]types.KeysAndAttributes{"p": {Keys: []map[string]types.AttributeValue{{"id": &types.AttributeValueMemberS{Value: "x"}}}}}}
+			sdk, sdkErr := cannedClient(&canned{status: 200, body: body}).BatchGetItem(context.Background(), in)
+			require.NoError(t, sdkErr, "%q", body)
+			require.Equal(t, sdk.Responses, res, "%q", body)
+			require.Empty(t, sdk.UnprocessedKeys, "%q", body)
+		}
 		items, last, err := ddb.DecodeItems(body)
 		if err != nil {
 			return // left to the SDK
