@@ -14,6 +14,7 @@ import (
 	"github.com/tailor-email/tailor/internal/metrics"
 	"github.com/tailor-email/tailor/pipeline/events"
 	"github.com/tailor-email/tailor/pipeline/profile"
+	"github.com/tailor-email/tailor/pipeline/tracking"
 	"github.com/urfave/cli/v2"
 )
 
@@ -130,4 +131,15 @@ func replaceBetween(t *testing.T, doc, name, body string) string {
 	i, j := strings.Index(doc, start), strings.Index(doc, end)
 	require.True(t, i >= 0 && j > i, "README.md lacks the %s markers", name)
 	return doc[:i+len(start)] + body + doc[j:]
+}
+
+func TestEngagementRows_RatesAreOfTheMessagesSent(t *testing.T) {
+	e := tracking.Engagement{Opens: 12, UniqueOpens: 8, Clicks: 5, UniqueClicks: 4}
+	rows := engagementRows(tracking.Track{Opens: true, Clicks: true}, e, 200)
+	require.Equal(t, []engagementRow{
+		{unique: "opened", hits: "opens", rateName: "open rate", n: 8, total: 12, rate: "4.0 %"},
+		{unique: "clicked", hits: "clicks", rateName: "click rate", n: 4, total: 5, rate: "2.0 %"},
+	}, rows)
+	only := engagementRows(tracking.Track{Clicks: true}, e, 0)
+	require.Equal(t, []engagementRow{{unique: "clicked", hits: "clicks", rateName: "click rate", n: 4, total: 5}}, only, "only what is tracked; no rate before a send")
 }

@@ -24,8 +24,8 @@ func TestCLI_CampaignCreateRefusesUnknownTrackValues(t *testing.T) {
 }
 
 // campaign create --track opens,clicks: show and status say so, tailor work renders tracking
-// links under --public-url, and tailor serve redirects a click and puts an email_click in the
-// outbox (a tampered link: 400, nothing recorded).
+// links under --public-url, and tailor serve redirects a click, puts an email_click in the
+// outbox and counts it for campaign status and report (a tampered link: 400, nothing recorded).
 func TestCLI_TrackedCampaignRecordsClicksThroughServe(t *testing.T) {
 	e := newCLIEnv(t)
 	e.ok("migrate") // the profiles table
@@ -83,6 +83,13 @@ func TestCLI_TrackedCampaignRecordsClicksThroughServe(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
 	require.Empty(t, resp.Header.Get("Location"))
+
+	// status and report count the click (one message clicked once), and no open; with
+	// nothing sent yet, no rates.
+	require.Contains(t, e.ok("campaign", "status", id), "  engagement: opened 0 (0 opens), clicked 1 (1 clicks)\n")
+	report := e.ok("campaign", "report", id)
+	require.Contains(t, report, "\n  opened       0\n  opens        0\n  clicked      1\n  clicks       1\n")
+	require.NotContains(t, report, "click rate")
 
 	// serve publishes the outbox: the click reaches the stream, and the consumer counts it
 	// on trk-0's profile; the tampered link recorded nothing.

@@ -225,6 +225,18 @@ func TestHandler_RecordsHitsInTheOutbox(t *testing.T) {
 	evs2 := outbox(t, pool)
 	require.Len(t, evs2, 3)
 	require.NotEqual(t, evs2[1].EventID, evs2[2].EventID)
+
+	// And is counted on its message: two clicks of one message, one open; the unknown
+	// message's hit and the tampered one count nothing.
+	e, err := tracking.CampaignEngagement(context.Background(), pool, campaign)
+	require.NoError(t, err)
+	require.Equal(t, tracking.Engagement{Opens: 1, UniqueOpens: 1, Clicks: 2, UniqueClicks: 1}, e)
+	var firstClick, last time.Time
+	require.NoError(t, pool.QueryRow(context.Background(), `SELECT first_click_at, last_at FROM message_engagement WHERE message_id = $1`, message).Scan(&firstClick, &last))
+	require.True(t, !firstClick.After(last))
+	none, err := tracking.CampaignEngagement(context.Background(), pool, campaign+1)
+	require.NoError(t, err)
+	require.Zero(t, none)
 }
 
 // BenchmarkHandler_Click is one click end to end against real Postgres: token check, the

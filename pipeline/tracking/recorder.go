@@ -28,11 +28,12 @@ var ErrUnknownMessage = errors.New("tracking: no such message")
 
 // DB is what a Recorder needs of Postgres: a *pgxpool.Pool, a *pgx.Conn or a pgx.Tx.
 type DB interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	delivery.BatchSender
 }
 
-// Recorder turns verified hits into email_open / email_click events in the delivery outbox.
+// Recorder turns verified hits into email_open / email_click events in the delivery outbox,
+// and counts them per message (CampaignEngagement).
 type Recorder struct {
 	db DB
 }
@@ -40,27 +41,49 @@ type Recorder struct {
 // NewRecorder returns a recorder writing through db.
 func NewRecorder(db DB) *Recorder { return &Recorder{db: db} }
 
-// Record puts the event of one hit on c's message in the outbox: its message id is the
-// rendered_messages row's (as in the delivery outcomes' events) and its event id is random, so
-// every hit is its own event (hits are not deduplicated). An unknown message is
-// ErrUnknownMessage.
+// Record counts one hit on c's message and puts its event in the outbox, in one transaction:
+// the event's message id is the rendered_messages row's (as in the delivery outcomes' events)
+// and its event id is random, so every hit is its own event (the profile counts every open and
+// click; CampaignEngagement also says how many messages were opened or clicked at all). An
+// unknown message is ErrUnknownMessage.
 func (r *Recorder) Record(ctx context.Context, c Claims, at time.Time) error {
-	var id int64
-	err := r.db.QueryRow(ctx, queries.Get("message-id"), c.CampaignID, c.CustomerID, c.Occurrence).Scan(&id)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return ErrUnknownMessage
+	kind := "open"
+	if c.Kind == KindClick {
+		kind = "click"
 	}
-	if err != nil {
-		return fmt.Errorf("tracking: find message: %w", err)
+	return pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) error {
+		var id int64
+		err := tx.QueryRow(ctx, queries.Get("record-hit"), c.CampaignID, c.CustomerID, c.Occurrence, kind, at.UTC()).Scan(&id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrUnknownMessage
+		}
+		if err != nil {
+			return fmt.Errorf("tracking: record hit: %w", err)
+		}
+		ev, err := Event(c, id, at)
+		if err != nil {
+			return err
+		}
+		if err := delivery.EnqueueEvents(ctx, tx, []events.Event{ev}); err != nil {
+			return fmt.Errorf("tracking: %w", err)
+		}
+		return nil
+	})
+}
+
+// Engagement is a campaign's tracked opens and clicks: every hit (Opens, Clicks) and the
+// messages with at least one (UniqueOpens, UniqueClicks).
+type Engagement struct {
+	Opens, UniqueOpens, Clicks, UniqueClicks int
+}
+
+// CampaignEngagement reads a campaign's engagement counts (all zero before the first hit).
+func CampaignEngagement(ctx context.Context, db DB, campaignID int64) (Engagement, error) {
+	var e Engagement
+	if err := db.QueryRow(ctx, queries.Get("campaign-engagement"), campaignID).Scan(&e.Opens, &e.UniqueOpens, &e.Clicks, &e.UniqueClicks); err != nil {
+		return Engagement{}, fmt.Errorf("tracking: campaign engagement: %w", err)
 	}
-	ev, err := Event(c, id, at)
-	if err != nil {
-		return err
-	}
-	if err := delivery.EnqueueEvents(ctx, r.db, []events.Event{ev}); err != nil {
-		return fmt.Errorf("tracking: %w", err)
-	}
-	return nil
+	return e, nil
 }
 
 // Event is the stream event of a hit on message id: email_open or email_click (with the
