@@ -41,15 +41,12 @@ func (d *DynamoProfiles) ScanPage(ctx context.Context, segment, total int, after
 	if after != "" {
 		in.ExclusiveStartKey = map[string]types.AttributeValue{profile.AttrID: &types.AttributeValueMemberS{Value: after}}
 	}
-	fast := &ddb.Items{} // the page's items decoded by hand: the SDK's decoder cost more than the render
+	fast := &ddb.Items{} // the page's items decoded by hand (the SDK's decoder was 15 % of tailor work's CPU)
 	out, err := d.DB.Scan(ctx, in, fast.Option)
 	if err != nil {
 		return nil, fmt.Errorf("scan profiles (segment %d/%d): %w", segment, total, err)
 	}
-	items, last := out.Items, out.LastEvaluatedKey
-	if fast.Decoded {
-		items, last = fast.Items, fast.LastKey
-	}
+	items, last := fast.Of(out.Items, out.LastEvaluatedKey)
 	page := &ProfilePage{}
 	if k, ok := last[profile.AttrID].(*types.AttributeValueMemberS); ok {
 		page.Last = k.Value

@@ -90,11 +90,7 @@ func BatchGet(ctx context.Context, db BatchGetter, table, keyAttr string, keys [
 			if err != nil {
 				return fmt.Errorf("batch get from %s: %w", table, err)
 			}
-			found := out.Responses[table]
-			if fast.Decoded {
-				found = fast.Responses[table]
-			}
-			for _, item := range found {
+			for _, item := range fast.Of(out, table) {
 				if err := fn(item); err != nil {
 					return err
 				}

@@ -21,15 +21,15 @@ import (
 
 // Items decodes the items of one Scan or Query response itself, from the body the SDK
 // received: the SDK's generic deserializer (a schema walk with a closure per value) was 15 %
-// of a render worker's CPU, where this hand-written one builds the same attribute values in
-// about a third of the time (BenchmarkDecodeItems). Everything else stays the SDK's: signing,
+// of a render worker's CPU; this hand-written one builds the same attribute values with a
+// seventh of the allocations, a Scan call of 1 000 profiles in 10.3 ms against 18.9
+// (BenchmarkDecodeItems). Everything else stays the SDK's: signing,
 // retries, the CRC32 check of the body (which this reads through, and which fails the call
 // here where the SDK only logs it) and every error response.
 // A body this decoder does not accept goes back to the SDK unchanged, so the result is never
 // worse than the SDK's own.
 //
-// Use one Items per call: pass its Option to Scan or Query, then read Items and LastKey
-// instead of the output's (which are empty when Decoded).
+// Use one Items per call: pass its Option to Scan or Query, then read the page with Of.
 type Items struct {
 	Items   []map[string]types.AttributeValue
 	LastKey map[string]types.AttributeValue
@@ -43,6 +43,15 @@ const MaxItemsBody = 16 << 20
 // checksumID is the DynamoDB client's CRC32 validation middleware (service/dynamodb's
 // internal customizations), which wraps the body this reads.
 const checksumID = "DynamoDB:ResponseChecksumValidation"
+
+// Of returns the call's items and last key: this decoder's, or the output's when the SDK
+// decoded the body.
+func (it *Items) Of(items []map[string]types.AttributeValue, lastKey map[string]types.AttributeValue) ([]map[string]types.AttributeValue, map[string]types.AttributeValue) {
+	if it.Decoded {
+		return it.Items, it.LastKey
+	}
+	return items, lastKey
+}
 
 // Option installs the decoder in one call's middleware stack.
 func (it *Items) Option(o *dynamodb.Options) {
@@ -62,6 +71,15 @@ func (it *Items) Option(o *dynamodb.Options) {
 type BatchItems struct {
 	Responses map[string][]map[string]types.AttributeValue
 	Decoded   bool
+}
+
+// Of returns the items found in table: this decoder's, or the output's when the SDK decoded
+// the body.
+func (bi *BatchItems) Of(out *dynamodb.BatchGetItemOutput, table string) []map[string]types.AttributeValue {
+	if bi.Decoded {
+		return bi.Responses[table]
+	}
+	return out.Responses[table]
 }
 
 // Option installs the decoder in one BatchGetItem call's middleware stack.

@@ -511,9 +511,10 @@ func (f *Features) WindowCount(typ string, window time.Duration, now time.Time) 
 	r := resolutions[resolutionFor(window)]
 	nowB := BucketStart(now, r.size)
 	from := nowB - int64(window/time.Second) // exclusive
-	key := typ + "/" + r.name
-	if ks, ok := bucketKeys[typ]; ok {
-		key = ks[resolutionFor(window)] // no concatenation per call for the known types
+	ks, ok := bucketKeys[typ]                // no concatenation per call for the known types
+	key := ks[resolutionFor(window)]
+	if !ok {
+		key = typ + "/" + r.name
 	}
 	var n int64
 	for k, c := range f.Buckets[key] {
