@@ -300,6 +300,10 @@ func loopCollection(args, variable string) (string, bool) {
 			return "", false
 		}
 	}
+	if len(f) > 3 && !strings.HasPrefix(f[3], "reversed") && !strings.HasPrefix(f[3], "limit") &&
+		!strings.HasPrefix(f[3], "offset") {
+		return "", false // "a.b .c" is a.b.c to liquid's lexer: the collection is liquid's
+	}
 	return f[2], true
 }
 
@@ -604,7 +608,15 @@ func (r *fastRun) op(o *op) error {
 		if loopVar == nil {
 			return errSlowPath
 		}
-		cycles := loopVar.(map[string]any)[".cycles"].(map[string]int)
+		var cycles map[string]int
+		switch v := loopVar.(type) {
+		case *loopState:
+			cycles = v.cycles
+		case map[string]any:
+			cycles = v[".cycles"].(map[string]int)
+		default:
+			return errSlowPath // an assign replaced it
+		}
 		n := cycles[o.cycle.Group]
 		cycles[o.cycle.Group] = n + 1
 		r.w.writeString(o.cycle.Values[n%len(o.cycle.Values)])
@@ -684,6 +696,45 @@ func (w windowIter) Index(i int) any {
 	return w.it.Index(i)
 }
 
+// loopState is the forloop variable of a loop whose body only reads it (conditions, outputs,
+// cycle): one object for the whole loop, its counters moved on at each iteration, read
+// field by field by the native expressions (operand.eval) without a map. Liquid's own
+// expressions and filters see the map liquid would have bound (ToLiquid, a drop).
+type loopState struct {
+	i, n   int
+	cycles map[string]int
+}
+
+// ToLiquid is the forloop map liquid binds for the current iteration.
+func (s *loopState) ToLiquid() any {
+	i, n := s.i, s.n
+	return map[string]any{
+		"first": i == 0, "last": i == n-1, "index": i + 1, "index0": i,
+		"rindex": n - i, "rindex0": n - i - 1, "length": n, ".cycles": s.cycles,
+	}
+}
+
+// field is the property name of the map ToLiquid returns, as liquid's lookup finds it.
+func (s *loopState) field(name string) any {
+	switch i, n := s.i, s.n; name {
+	case "first":
+		return i == 0
+	case "last":
+		return i == n-1
+	case "index":
+		return i + 1
+	case "index0":
+		return i
+	case "rindex":
+		return n - i
+	case "rindex0":
+		return n - i - 1
+	case "length":
+		return n
+	}
+	return lookup(s.ToLiquid().(map[string]any), name)
+}
+
 func (r *fastRun) loop(o *op) error {
 	val, err := o.expr.eval(r)
 	if err != nil {
@@ -741,32 +792,23 @@ func (r *fastRun) loop(o *op) error {
 		r.bindings["forloop"] = oldLoop
 		r.bindings[o.name] = oldVar
 	}()
-	var cycles map[string]int
+	var state *loopState
 	if o.loop.forloop {
-		cycles = map[string]int{}
+		state = &loopState{n: n, cycles: map[string]int{}}
+		if !o.loop.forloopEscapes {
+			r.bindings["forloop"] = state // a nested loop rebinds it and puts it back
+		}
 	}
-	var shared map[string]any
 	for i := range n {
 		if err := r.b.iterate(o.line); err != nil {
 			return err
 		}
 		r.bindings[o.name] = it.Index(i)
-		switch {
-		case !o.loop.forloop:
-		case o.loop.forloopEscapes || shared == nil:
-			fl := map[string]any{
-				"first": i == 0, "last": i == n-1, "index": i + 1, "index0": i,
-				"rindex": n - i, "rindex0": n - i - 1, "length": n, ".cycles": cycles,
+		if state != nil {
+			state.i = i
+			if o.loop.forloopEscapes {
+				r.bindings["forloop"] = state.ToLiquid() // a tag may keep it: its own object
 			}
-			if !o.loop.forloopEscapes {
-				shared = fl
-			}
-			r.bindings["forloop"] = fl
-		default:
-			// The body only reads it: the same object, its counters moved on.
-			shared["first"], shared["last"], shared["index"], shared["index0"] = false, i == n-1, i+1, i
-			shared["rindex"], shared["rindex0"] = n-i, n-i-1
-			r.bindings["forloop"] = shared // a nested loop rebinds it and puts it back
 		}
 		switch err := r.seq(o.body); err {
 		case nil, errContinue:

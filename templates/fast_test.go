@@ -50,6 +50,9 @@ var fastCases = []string{
 	"{% for i in (1..3) %}{% if forloop.first %}{% assign f = forloop %}{% endif %}{% endfor %}{{ f.index }} {{ f.last }}",
 	"{% for a in (1..2) %}{% for b in (1..3) %}{{ forloop.index }}/{{ forloop.rindex }}{% if forloop.last %};{% endif %}{% endfor %}{{ forloop.index }}{{ forloop.first }}|{% endfor %}",
 	"{% for i in (1..4) %}{% cycle 'a', 'b' %}{{ forloop.index0 }}{% unless forloop.last %},{% endunless %}{% endfor %}",
+	// the shared forloop read field by field, whole, through filters and by liquid's own expressions
+	"{% for t in list %}{{ forloop.size }} {{ forloop | size }} {{ forloop.missing }}-{{ forloop.index.size }} {{ forloop.length | plus: forloop.index }} {{ forloop.rindex0 }}{{ forloop.index0 }}{% if forloop.index > 1 and forloop.last %}!{% endif %}{% endfor %}",
+	"{% for t in list %}{% for u in ints limit: 1 %}{{ forloop.length }}{% endfor %}{{ forloop.length }}{% cycle 'p', 'q' %}{% endfor %}",
 	"plain text only",
 	"",
 	"Hi {{ customer.first_name }}!",

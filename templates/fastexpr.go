@@ -88,17 +88,30 @@ func (o operand) eval(bindings map[string]any) any {
 	if o.path == nil {
 		return o.literal
 	}
-	v := normalize(values.ToLiquid(bindings[o.path[0]]))
-	for _, name := range o.path[1:] {
+	root := bindings[o.path[0]]
+	s, ok := root.(*loopState)
+	if !ok || len(o.path) == 1 {
+		return o.walk(normalize(values.ToLiquid(root)), o.path[1:])
+	}
+	return o.walk(s.field(o.path[1]), o.path[2:])
+}
+
+// lookup is the property name of the map m, as liquid's map value finds it.
+func lookup(m map[string]any, name string) any {
+	if x, ok := m[name]; ok {
+		return normalize(x)
+	} else if name == "size" {
+		return len(m)
+	}
+	return nil
+}
+
+// walk looks the rest of a path up from v.
+func (o operand) walk(v any, rest []string) any {
+	for _, name := range rest {
 		switch m := v.(type) {
 		case map[string]any:
-			if x, ok := m[name]; ok {
-				v = normalize(x)
-			} else if name == "size" {
-				v = len(m)
-			} else {
-				v = nil
-			}
+			v = lookup(m, name)
 		case nil:
 			return nil
 		default:

@@ -128,7 +128,7 @@ func (m *intercept) HandleDeserialize(ctx context.Context, in middleware.Deseria
 	if !ok || resp.StatusCode != 200 || resp.Body == nil || resp.Header.Get("Content-Encoding") != "" {
 		return out, md, err
 	}
-	body, rerr := io.ReadAll(io.LimitReader(resp.Body, MaxItemsBody+1))
+	body, rerr := readBody(resp.Body, resp.ContentLength)
 	if rerr != nil {
 		// A cut connection or a CRC32 mismatch: the SDK's deserializer would have met it.
 		_ = resp.Body.Close()
@@ -148,6 +148,19 @@ func (m *intercept) HandleDeserialize(ctx context.Context, in middleware.Deseria
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(body))
 	return out, md, nil
+}
+
+// readBody reads at most MaxItemsBody+1 bytes of r into one buffer of the announced length
+// (io.ReadAll grows its buffer step by step: a megabyte page was copied a dozen times).
+func readBody(r io.Reader, length int64) ([]byte, error) {
+	if length < 0 || length > MaxItemsBody {
+		return io.ReadAll(io.LimitReader(r, MaxItemsBody+1))
+	}
+	// ReadFrom grows the buffer whenever less than bytes.MinRead is free before a read: with
+	// that much to spare, the read that meets the end finds room.
+	buf := bytes.NewBuffer(make([]byte, 0, length+bytes.MinRead))
+	_, err := buf.ReadFrom(io.LimitReader(r, MaxItemsBody+1))
+	return buf.Bytes(), err
 }
 
 type readCloser struct {
