@@ -152,8 +152,14 @@ func benchCampaign(b *testing.B, content bool) {
 	require.NoError(b, e.env.Pool.QueryRow(ctx, `SELECT count(*), pg_total_relation_size('rendered_messages'), pg_relation_size('rendered_messages'),
 		sum(pg_column_size(html)), sum(octet_length(html)) FROM rendered_messages WHERE campaign_id = $1 AND status = 'rendered'`, id).Scan(&rendered, &size, &heap, &stored, &raw))
 	require.Equal(b, n, rendered)
+	// When the first and the last batch were recorded (their transactions' start), from the
+	// schedule: the run's idle start and its tail.
+	var first, last time.Time
+	require.NoError(b, e.env.Pool.QueryRow(ctx, `SELECT min(created_at), max(created_at) FROM rendered_messages WHERE campaign_id = $1`, id).Scan(&first, &last))
 	b.ReportMetric(elapsed.Seconds(), "seconds")
 	b.ReportMetric(fannedOut.Seconds(), "fanout_s")
+	b.ReportMetric(first.Sub(start).Seconds(), "first_batch_s")
+	b.ReportMetric(last.Sub(start).Seconds(), "last_batch_s")
 	b.ReportMetric(float64(n)/elapsed.Seconds(), "renders/s")
 	b.ReportMetric(float64(peak)/(1<<20), "peak_rss_mb")
 	b.ReportMetric(float64(size)/(1<<20), "table_mb")
