@@ -2,6 +2,8 @@ package migrations_test
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -164,4 +166,45 @@ func TestRenderedMessages_CampaignReference(t *testing.T) {
 	require.ErrorIs(t, record(tx, c, "s"), pgx.ErrNoRows)
 	require.NoError(t, tx.Rollback(ctx))
 	require.Equal(t, []string{"x:still here"}, messages())
+}
+
+// A rendered newsletter's body is compressed with lz4 and stays in its row (migration 013);
+// one that still does not fit after compression goes out of line, as before.
+func TestRenderedMessages_BodiesCompressedInline(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	ctx := context.Background()
+	var campaign int64
+	require.NoError(t, env.Pool.QueryRow(ctx, `INSERT INTO campaigns (name, template_name, template_version, template_files, segment)
+		VALUES ('c', 't', 1, '{}', 'true') RETURNING id`).Scan(&campaign))
+	var b strings.Builder
+	for i := range 120 { // ~11 KB of markup that compresses as a newsletter does (~3 KB)
+		fmt.Fprintf(&b, `<tr><td style="padding:16px 32px;">SKU-%05d %x %x</td></tr>`+"\n", i*37, uint32(i*i*7919+12345)*2654435761, uint32(i*31+7)*40503)
+	}
+	html := b.String()
+	incompressible := make([]byte, 12<<10)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range incompressible {
+		incompressible[i] = byte('!' + r.IntN(90))
+	}
+	_, err := env.Pool.Exec(ctx, `INSERT INTO rendered_messages (campaign_id, customer_id, email, html, text_body)
+		VALUES ($1, 'a', 'a@example.com', $2, 'Hi'), ($1, 'b', 'b@example.com', $3, 'Hi')`, campaign, html, string(incompressible))
+	require.NoError(t, err)
+	var method string
+	var stored int64
+	require.NoError(t, env.Pool.QueryRow(ctx, `SELECT pg_column_compression(html), pg_column_size(html) FROM rendered_messages WHERE customer_id = 'a'`).Scan(&method, &stored))
+	require.Equal(t, "lz4", method)
+	require.Less(t, stored, int64(len(html)/2), "compressed")
+	require.Greater(t, stored, int64(2100), "past the default toast_tuple_target, where it went out of line")
+	var chunks int64
+	require.NoError(t, env.Pool.QueryRow(ctx, `SELECT count(DISTINCT chunk_id) FROM pg_toast.`+toastTable(t, env)).Scan(&chunks))
+	require.Equal(t, int64(1), chunks, "only the incompressible body is in the TOAST table")
+}
+
+// toastTable is the name of rendered_messages' TOAST table.
+func toastTable(t *testing.T, env *testenv.Env) string {
+	var name string
+	require.NoError(t, env.Pool.QueryRow(context.Background(), `SELECT t.relname FROM pg_class c JOIN pg_class t ON t.oid = c.reltoastrelid
+		WHERE c.relname = 'rendered_messages' AND c.relnamespace = 'public'::regnamespace`).Scan(&name))
+	return name
 }
