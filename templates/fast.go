@@ -714,7 +714,7 @@ func (s *loopState) ToLiquid() any {
 	}
 }
 
-// field is the property name of the map ToLiquid returns, as liquid's lookup finds it.
+// field is what liquid finds at name in the map ToLiquid returns.
 func (s *loopState) field(name string) any {
 	switch i, n := s.i, s.n; name {
 	case "first":

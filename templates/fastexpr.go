@@ -96,7 +96,7 @@ func (o operand) eval(bindings map[string]any) any {
 	return o.walk(s.field(o.path[1]), o.path[2:])
 }
 
-// lookup is the property name of the map m, as liquid's map value finds it.
+// lookup is what liquid's map value finds at name in m ("size": its length, unless a key).
 func lookup(m map[string]any, name string) any {
 	if x, ok := m[name]; ok {
 		return normalize(x)
