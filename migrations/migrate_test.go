@@ -197,14 +197,9 @@ func TestRenderedMessages_BodiesCompressedInline(t *testing.T) {
 	require.Less(t, stored, int64(len(html)/2), "compressed")
 	require.Greater(t, stored, int64(2100), "past the default toast_tuple_target, where it went out of line")
 	var chunks int64
-	require.NoError(t, env.Pool.QueryRow(ctx, `SELECT count(DISTINCT chunk_id) FROM pg_toast.`+toastTable(t, env)).Scan(&chunks))
+	var toast string // rendered_messages' TOAST table
+	require.NoError(t, env.Pool.QueryRow(ctx, `SELECT t.relname FROM pg_class c JOIN pg_class t ON t.oid = c.reltoastrelid
+		WHERE c.relname = 'rendered_messages' AND c.relnamespace = 'public'::regnamespace`).Scan(&toast))
+	require.NoError(t, env.Pool.QueryRow(ctx, `SELECT count(DISTINCT chunk_id) FROM pg_toast.`+pgx.Identifier{toast}.Sanitize()).Scan(&chunks))
 	require.Equal(t, int64(1), chunks, "only the incompressible body is in the TOAST table")
-}
-
-// toastTable is the name of rendered_messages' TOAST table.
-func toastTable(t *testing.T, env *testenv.Env) string {
-	var name string
-	require.NoError(t, env.Pool.QueryRow(context.Background(), `SELECT t.relname FROM pg_class c JOIN pg_class t ON t.oid = c.reltoastrelid
-		WHERE c.relname = 'rendered_messages' AND c.relnamespace = 'public'::regnamespace`).Scan(&name))
-	return name
 }

@@ -706,7 +706,9 @@ type loopState struct {
 }
 
 // ToLiquid is the forloop map liquid binds for the current iteration.
-func (s *loopState) ToLiquid() any {
+func (s *loopState) ToLiquid() any { return s.toMap() }
+
+func (s *loopState) toMap() map[string]any {
 	i, n := s.i, s.n
 	return map[string]any{
 		"first": i == 0, "last": i == n-1, "index": i + 1, "index0": i,
@@ -732,7 +734,7 @@ func (s *loopState) field(name string) any {
 	case "length":
 		return n
 	}
-	return lookup(s.ToLiquid().(map[string]any), name)
+	return lookup(s.toMap(), name)
 }
 
 func (r *fastRun) loop(o *op) error {
@@ -807,7 +809,7 @@ func (r *fastRun) loop(o *op) error {
 		if state != nil {
 			state.i = i
 			if o.loop.forloopEscapes {
-				r.bindings["forloop"] = state.ToLiquid() // a tag may keep it: its own object
+				r.bindings["forloop"] = state.toMap() // a tag may keep it: its own object
 			}
 		}
 		switch err := r.seq(o.body); err {
