@@ -26,6 +26,8 @@ const (
 	OutboxRetryMaxDefault = 10 * time.Second
 	// outboxPublishTimeout bounds one batch's publish (the producer retries inside it).
 	outboxPublishTimeout = time.Minute
+	// outboxRollbackTimeout bounds the rollback of a publish that failed or was cut short.
+	outboxRollbackTimeout = 5 * time.Second
 )
 
 // OutboxConfig configures an Outbox. Zero values mean defaults.
@@ -163,7 +165,7 @@ func (o *Outbox) sleep(ctx context.Context, d time.Duration) bool {
 // took. Events the stream refused stay for the next call (and count as an error).
 func (o *Outbox) PublishOnce(ctx context.Context) (int, error) {
 	published := 0
-	err := pgx.BeginFunc(ctx, o.cfg.DB, func(tx pgx.Tx) error {
+	err := inTx(ctx, o.cfg.DB, func(tx pgx.Tx) error {
 		published = 0
 		rows, err := tx.Query(ctx, queries.Get("outbox-take"), o.cfg.Batch)
 		if err != nil {
@@ -214,6 +216,27 @@ func (o *Outbox) PublishOnce(ctx context.Context) (int, error) {
 	}
 	outboxPublished.Add(float64(published))
 	return published, nil
+}
+
+// inTx runs fn in a transaction of db like pgx.BeginFunc, except that the rollback after a
+// failure does not use ctx: when ctx was cancelled (Stop cutting a publish short), the events
+// fn locked are free for the next publisher by the time inTx returns. pgx.BeginFunc's rollback
+// with a cancelled ctx only closes the connection, and Postgres releases the locks once it
+// notices, a moment later, so a Flush right after skipped them and found nothing.
+func inTx(ctx context.Context, db *pgxpool.Pool, fn func(pgx.Tx) error) error {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), outboxRollbackTimeout)
+		defer cancel()
+		_ = tx.Rollback(rctx) // after a commit: pgx.ErrTxClosed
+	}()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
 }
 
 // Pending counts the events waiting in the outbox.
